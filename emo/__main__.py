@@ -1,0 +1,3 @@
+from emo.cli import main
+
+main()

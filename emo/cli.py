@@ -1,0 +1,49 @@
+"""The `emo` command line: parse, call, print.
+
+Each verb lives in its own module under `emo.commands` (one file per verb, as in
+torchtune); this file only wires them together and turns user errors into one sentence
+on stderr with a non-zero exit (2 for usage errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from emo.commands import ablate, cache, demo, evaluate, extract, fit, synth
+from emo.errors import EmoError
+
+app = typer.Typer(
+    name="emo",
+    help="Multimodal emotion recognition: extract frozen features once, train small heads fast.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+app.command("synth", help=synth.__doc__)(synth.command)
+app.command("extract", help=extract.__doc__)(extract.command)
+app.command("fit", help=fit.__doc__)(fit.command)
+app.command("eval", help=evaluate.__doc__)(evaluate.command)
+app.command("ablate", help=ablate.__doc__)(ablate.command)
+app.command("demo", help=demo.__doc__)(demo.command)
+app.add_typer(cache.app, name="cache", help=cache.__doc__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        app(args=argv, prog_name="emo")
+    except EmoError as error:
+        message = str(error).strip() or error.__class__.__name__
+        sys.stderr.write(f"emo: error: {message}\n")
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("emo: interrupted; finished work is kept and a re-run resumes from it.\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
