@@ -16,6 +16,7 @@ Shapes (N rows = every annotated utterance of the split, failed clips included):
   View 0 is the clean audio; views 1..V-1 are augmented copies made at extract time.
   A clip without audio has length 0 in every view.
 - truncated bool[N]: the clip was longer than the max duration and was cut.
+- failure list[str]: why the clip (or one of its modalities) failed, "" where it did not.
 Modalities that the cache does not hold are None.
 """
 
@@ -46,6 +47,7 @@ class SplitFeatures:
     visual_mask: np.ndarray | None = None
     mel: np.ndarray | None = None
     mel_index: np.ndarray | None = None
+    failure: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:

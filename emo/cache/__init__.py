@@ -1,0 +1,44 @@
+"""The feature cache: the only code that knows how features are laid out on disk.
+
+`emo.extract` writes shards through `CacheWriter`; `emo.fuse` reads whole splits through
+`load_split`; `emo cache info|verify` use `open_cache` and `verify_cache`. See
+`emo.cache.layout` for the folder layout and `emo.cache.schema` for the arrays.
+
+Writing (one process per `--shard-index`, or one for all)::
+
+    writer = CacheWriter(cache_dir, fingerprint, fmt="h5", config=extract_config, overwrite=False)
+    for index, clips in my_shards:
+        if writer.shard_done("train", index):
+            continue                       # resume: finished shards are skipped
+        writer.write_shard("train", index, rows, failures, stats)   # atomic
+    writer.finalize("train", total_rows=len(utterances), expected_shards=num_shards,
+                    ignored_videos=len(unlabeled))
+
+Reading::
+
+    features = load_split(cache_dir, "train", modalities=("text", "audio"))
+"""
+
+from emo.cache.features import SplitFeatures
+from emo.cache.fingerprint import fingerprint_digest, require_same
+from emo.cache.reader import CacheInfo, ShardInfo, SplitInfo, UnknownSplitError, load_split, open_cache
+from emo.cache.schema import COLUMNS, MODALITY_COLUMNS, SCHEMA_VERSION
+from emo.cache.verify import verify_cache
+from emo.cache.writer import CacheWriter
+
+__all__ = [
+    "COLUMNS",
+    "MODALITY_COLUMNS",
+    "SCHEMA_VERSION",
+    "CacheInfo",
+    "CacheWriter",
+    "ShardInfo",
+    "SplitFeatures",
+    "SplitInfo",
+    "UnknownSplitError",
+    "fingerprint_digest",
+    "load_split",
+    "open_cache",
+    "require_same",
+    "verify_cache",
+]

@@ -1,0 +1,201 @@
+"""Where everything lives inside a cache folder, and how files get there safely.
+
+    CACHE/cache.json                  schema version, format, fingerprint (+ digest), emo version
+    CACHE/config.toml                 resolved extract config that made the cache
+    CACHE/manifest.json               derived index (rebuilt from cache.json + sidecars)
+    CACHE/<split>/split.json          the split's plan: expected rows/shards, ignored videos
+    CACHE/<split>/shard-00000.h5      one HDF5 file per shard            (format "h5")
+    CACHE/<split>/shard-00000.zarr/   one Zarr v3 group per shard        (format "zarr")
+    CACHE/<split>/shard-00000.json    the shard's sidecar: rows, keys, checksums, failures
+
+A shard counts as finished only when its data AND its sidecar exist, because the sidecar
+is written after the data has been renamed into place. Every file is first written under
+a hidden temporary name in the same folder and then `os.replace`d, so a killed process
+leaves either nothing or a temporary that is never read. Independent processes writing
+disjoint shards therefore need no locks, even on a shared filesystem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+CACHE_FILE = "cache.json"
+MANIFEST_FILE = "manifest.json"
+CONFIG_FILE = "config.toml"
+SPLIT_FILE = "split.json"
+FORMATS = ("h5", "zarr")
+
+_SHARD_RE = re.compile(r"^shard-(\d{5,})\.(h5|zarr|json)$")
+_TEMP_RE = re.compile(r"^\.shard-(\d{5,})\..*\.tmp-(.+)-(\d+)$")
+_SPLIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HASH_BLOCK = 8 << 20
+
+
+def check_split_name(split: str) -> str:
+    """Split names become folder names, so they must be plain (no slashes, no dot-files)."""
+    if not _SPLIT_NAME_RE.match(split) or split in (CACHE_FILE, MANIFEST_FILE, CONFIG_FILE):
+        raise ValueError(f"invalid split name {split!r}")
+    return split
+
+
+def shard_stem(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def shard_data_name(index: int, fmt: str) -> str:
+    return f"{shard_stem(index)}.{fmt}"
+
+
+def sidecar_name(index: int) -> str:
+    return f"{shard_stem(index)}.json"
+
+
+def temp_name(final_name: str) -> str:
+    """A hidden name unique to this process (host + pid), for writes not yet renamed."""
+    return f".{final_name}.tmp-{this_host()}-{os.getpid()}"
+
+
+def parse_shard_name(name: str) -> tuple[int, str] | None:
+    """(index, kind) for `shard-00012.h5` -> (12, "h5"); None for anything else."""
+    match = _SHARD_RE.match(name)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def parse_temp_name(name: str) -> tuple[int, str, int] | None:
+    """(shard index, host, pid) of a leftover temporary, None if `name` is not one."""
+    match = _TEMP_RE.match(name)
+    return (int(match.group(1)), match.group(2), int(match.group(3))) if match else None
+
+
+_ANY_TEMP_RE = re.compile(r"^\.(.+)\.tmp-([A-Za-z0-9_]+)-(\d+)$")
+
+
+def parse_any_temp(name: str) -> tuple[str, str, int] | None:
+    """(final name, host, pid) of any temporary this module made (shards, sidecars,
+    cache.json, manifest.json), None otherwise."""
+    match = _ANY_TEMP_RE.match(name)
+    return (match.group(1), match.group(2), int(match.group(3))) if match else None
+
+
+def this_host() -> str:
+    """This machine's name, reduced to characters safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or a folder tree; missing is fine (another process may have won)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file (or every file under a folder) so a rename cannot expose unwritten data."""
+    paths = [path] if path.is_file() else [p for p in sorted(path.rglob("*")) if p.is_file()]
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on folders; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON under a temporary name, flush it, then rename over `path`."""
+    path = Path(path)
+    tmp = path.with_name(temp_name(path.name))
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=False, default=_json_default)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and paths show up in stats and failure records
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as handle:
+        buffer = bytearray(_HASH_BLOCK)
+        view = memoryview(buffer)
+        while True:
+            n = handle.readinto(buffer)
+            if not n:
+                break
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def list_data_files(data_path: Path) -> list[tuple[str, Path]]:
+    """Every file of a shard as (name relative to the shard, path), in a fixed order.
+
+    An HDF5 shard is one file (relative name ""); a Zarr shard is every file in its group
+    folder, sorted, so checksums are deterministic whatever order the OS lists them in.
+    """
+    if data_path.is_file():
+        return [("", data_path)]
+    files = [p for p in data_path.rglob("*") if p.is_file()]
+    return sorted(((p.relative_to(data_path).as_posix(), p) for p in files), key=lambda item: item[0])
+
+
+def checksum_files(data_path: Path) -> dict[str, dict[str, Any]]:
+    """{relative name: {"bytes", "sha256"}} for every file of a shard."""
+    return {rel: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for rel, p in list_data_files(data_path)}
+
+
+def combined_sha256(files: dict[str, dict[str, Any]]) -> str:
+    """One checksum for a whole shard: the file's own for HDF5, a hash of the sorted
+    (name, checksum) list for a Zarr folder."""
+    if list(files) == [""]:
+        return files[""]["sha256"]
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        digest.update(f"{rel}\0{files[rel]['sha256']}\n".encode())
+    return digest.hexdigest()

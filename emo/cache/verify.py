@@ -1,0 +1,109 @@
+"""Checking a cache byte for byte against the checksums its writers recorded.
+
+HDF5 and Zarr will often open a file with a flipped byte in a data chunk and return
+wrong numbers without complaint, so the SHA-256 in each shard's sidecar (computed from the
+bytes before they were renamed into place) is the source of truth, not whether the file
+opens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emo.cache import layout, storage
+from emo.cache.manifest import list_splits, read_cache_meta, scan_split
+
+
+def check_shard(split_dir: Path, sidecar: dict[str, Any]) -> str | None:
+    """One sentence naming what is wrong with a finished shard, or None if every file's
+    size and SHA-256 match its sidecar and no file was added or removed."""
+    data_path = split_dir / sidecar["file"]
+    label = f"{split_dir.name}/{sidecar['file']}"
+    recorded = sidecar.get("files", {})
+    found = {rel: path for rel, path in layout.list_data_files(data_path)} if data_path.exists() else {}
+    missing = sorted(set(recorded) - set(found))
+    if missing:
+        return f"Shard {label} is missing {_names(missing, data_path)}"
+    added = sorted(set(found) - set(recorded))
+    if added:
+        return f"Shard {label} has unexpected files {', '.join(added[:3])}"
+    for rel, entry in recorded.items():
+        path = found[rel]
+        if path.stat().st_size != entry["bytes"]:
+            return f"Shard {label} has the wrong size ({_names([rel], data_path)})"
+        if layout.sha256_file(path) != entry["sha256"]:
+            return f"Shard {label} fails its checksum ({_names([rel], data_path)} changed since it was written)"
+    return None
+
+
+def _names(rels: list[str], data_path: Path) -> str:
+    return ", ".join(rel or data_path.name for rel in rels[:3])
+
+
+def verify_cache(root: str | Path, on_shard: Callable[[str, int], None] | None = None) -> list[str]:
+    """Recompute every finished shard's checksums; return one sentence per problem found.
+
+    Also reports shards that never finished (data without a sidecar) and gaps in a split
+    whose plan says how many shards it should have. `on_shard(label, bytes)` is called
+    after each shard is checked (for progress bars).
+    """
+    root = Path(root)
+    meta = read_cache_meta(root)
+    problems: list[str] = []
+    for split in list_splits(root):
+        info = scan_split(root, split, meta)
+        for unfinished in info["unfinished_shards"]:
+            problems.append(
+                f"Shard {split}/{layout.shard_stem(unfinished['index'])} {unfinished['problem']}."
+            )
+        unfinished_indices = {u["index"] for u in info["unfinished_shards"]}
+        missing = [i for i in info["missing_shards"] if i not in unfinished_indices]
+        if missing:
+            listed = ", ".join(layout.shard_stem(i) for i in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            problems.append(f"Split '{split}' is missing {listed}{more}.")
+        elif info["expected_rows"] is not None and info["rows"] != int(info["expected_rows"]):
+            problems.append(f"Split '{split}' holds {info['rows']} rows but its plan expects {info['expected_rows']}.")
+        intact = []
+        for sidecar in info["shards"]:
+            problem = check_shard(root / split, sidecar)
+            if problem:
+                problems.append(problem + ".")
+            else:
+                intact.append(sidecar)
+            if on_shard is not None:
+                on_shard(f"{split}/{sidecar['file']}", sum(e["bytes"] for e in sidecar.get("files", {}).values()))
+        duplicate = _first_duplicate_key(root / split, meta["format"], intact)
+        if duplicate:
+            problems.append(duplicate)
+    return problems
+
+
+def _first_duplicate_key(split_dir: Path, fmt: str, sidecars: list[dict[str, Any]]) -> str | None:
+    """A sentence naming a (dialogue, utterance) key stored twice, e.g. after shards were
+    written with different shard sizes; None when every key is unique."""
+    if not sidecars:
+        return None
+    total = sum(int(s["rows"]) for s in sidecars)
+    ids = {"dialogue_id": np.empty(total, np.int32), "utterance_id": np.empty(total, np.int32)}
+    owner = np.repeat(np.arange(len(sidecars)), [int(s["rows"]) for s in sidecars])
+    start = 0
+    for sidecar in sidecars:
+        storage.read_into(split_dir / sidecar["file"], fmt, list(ids), ids, start, 0)
+        start += int(sidecar["rows"])
+    keys = ids["dialogue_id"].astype(np.int64) << 32 | ids["utterance_id"].astype(np.int64) & 0xFFFFFFFF
+    order = np.argsort(keys, kind="stable")
+    same = np.nonzero(keys[order][1:] == keys[order][:-1])[0]
+    if not same.size:
+        return None
+    a, b = order[same[0]], order[same[0] + 1]
+    where = sorted({sidecars[owner[a]]["file"], sidecars[owner[b]]["file"]})
+    return (
+        f"Split '{split_dir.name}' holds {same.size} duplicated rows, e.g. dialogue {ids['dialogue_id'][a]} "
+        f"utterance {ids['utterance_id'][a]} in {' and '.join(where)} (shards written with different "
+        "--shard-size values?); re-extract it with --overwrite."
+    )

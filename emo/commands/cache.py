@@ -1,0 +1,141 @@
+"""Inspect and check a feature cache: `emo cache info PATH`, `emo cache verify PATH`.
+
+`info` shows what a cache holds (rows and shards per split, the fingerprint of the encoders
+and preprocessing that made it, size on disk, failed clips by reason) without reading any
+features. `verify` recomputes every shard's SHA-256 and names the shards that changed since
+they were written (exit 1), which catches silent disk or copy corruption that HDF5 and Zarr
+would happily read as wrong numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from emo.errors import CacheError
+
+app = typer.Typer(
+    help=__doc__,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+@app.command("info")
+def info(
+    path: Path = typer.Argument(..., help="The cache folder (the --cache of `emo extract`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full manifest as JSON instead of tables."),
+) -> None:
+    """Show counts per split, the fingerprint, size on disk and failures by reason."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from emo.cache import open_cache
+    from emo.cache.manifest import build_manifest
+
+    if as_json:
+        typer.echo(json.dumps(build_manifest(path), indent=1))
+        return
+    cache = open_cache(path)
+    console = Console(highlight=False)
+    console.print(
+        f"[bold]{cache.root}[/bold]  format {cache.format}, schema {cache.schema_version}, "
+        f"emo {cache.emo_version}, created {cache.created}, {_size(cache.bytes)} on disk, "
+        f"fingerprint {cache.digest}"
+    )
+
+    fingerprint = Table(title="Fingerprint", title_justify="left")
+    fingerprint.add_column("key")
+    fingerprint.add_column("value", overflow="fold")
+    for key in sorted(cache.fingerprint):
+        value = cache.fingerprint[key]
+        fingerprint.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    console.print(fingerprint)
+
+    splits = Table(title="Splits", title_justify="left")
+    for column in ("split", "rows", "shards", "complete", "modalities", "failures", "ignored", "size"):
+        splits.add_column(column, justify="right" if column in ("rows", "shards", "failures", "size") else "left")
+    for split in cache.splits.values():
+        expected = f" of {split.expected_rows}" if split.expected_rows is not None and not split.complete else ""
+        shard_count = str(len(split.shards))
+        if split.expected_shards is not None and len(split.shards) != split.expected_shards:
+            shard_count += f"/{split.expected_shards}"
+        splits.add_row(
+            split.name,
+            f"{split.rows}{expected}",
+            shard_count,
+            "yes" if split.complete else "no",
+            ", ".join(split.modalities) or "labels only",
+            str(len(split.failures)),
+            str(split.ignored_videos),
+            _size(split.bytes),
+        )
+    console.print(splits)
+
+    if any(split.failures for split in cache.splits.values()):
+        failures = Table(title="Failures by reason", title_justify="left")
+        for column in ("split", "reason", "modality", "count"):
+            failures.add_column(column, justify="right" if column == "count" else "left")
+        for split in cache.splits.values():
+            counts: dict[tuple[str, str], int] = {}
+            for failure in split.failures:
+                key = (str(failure.get("reason", "unknown")), str(failure.get("modality", "all")))
+                counts[key] = counts.get(key, 0) + 1
+            for (reason, modality), count in sorted(counts.items()):
+                failures.add_row(split.name, reason, modality, str(count))
+        console.print(failures)
+
+    for split in cache.splits.values():
+        if split.stats:
+            stages = ", ".join(f"{key} {value:.1f}" for key, value in split.stats.items())
+            console.print(f"split '{split.name}' stage totals: {stages}")
+    for split in cache.splits.values():
+        if not split.complete:
+            gaps = split.missing_shards or [u["index"] for u in split.unfinished_shards]
+            console.print(
+                f"split '{split.name}' is incomplete (missing shards: {', '.join(map(str, gaps[:10])) or 'none'}); "
+                f"re-run `emo extract --split {split.name}` with the same options to finish it."
+            )
+
+
+@app.command("verify")
+def verify(path: Path = typer.Argument(..., help="The cache folder to check.")) -> None:
+    """Recompute every shard's checksum; exit 1 naming the shards that do not match."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from emo.cache import open_cache, verify_cache
+
+    cache = open_cache(path)
+    total = cache.bytes
+    console = Console(highlight=False, stderr=True)
+    with Progress(
+        TextColumn("verifying"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("verify", total=total or 1)
+        problems = verify_cache(path, on_shard=lambda _label, size: progress.advance(task, size))
+    if problems:
+        for problem in problems:
+            console.print(f"  {problem}")
+        more = f" (and {len(problems) - 1} more problems listed above)" if len(problems) > 1 else ""
+        raise CacheError(f"Feature cache {path} failed verification: {problems[0].rstrip('.')}{more}.")
+    shards = sum(len(s.shards) for s in cache.splits.values())
+    typer.echo(f"{path}: all {shards} shards match their checksums ({_size(total)} verified).")
