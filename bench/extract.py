@@ -1,0 +1,341 @@
+"""How fast `emo extract` turns MELD-like clips into features, against a naive loop and the decoder floor.
+
+Targets (issue 3), on the 2-core CPU box:
+- full extraction (offline encoders: MiniLM-L6 text, EfficientNet-Lite0 frames, log-mel)
+  at least 5x the clips/s of a naive loop at equal output: per clip, decode every frame,
+  encode the sampled frames one at a time, compute mel and text, nothing overlapped;
+- decode only (`decode_clip`: 16 sampled RGB frames + 16 kHz mono audio) within 1.5x of
+  what PyAV alone reaches decoding the same clips (every video and audio frame, no
+  conversion) - the decoder is the floor.
+
+Clips are written once with PyAV into bench/out/extract/ (reused on later runs): h264
+1280x720 at 23.976 fps with 6-channel AAC at 48 kHz, 2.4-4.8 s (mean 3.6 s), as in the
+real MELD release. Every number below comes from this one run on the same clips; the
+naive loop's features are checked against the pipeline's cache (equal output).
+
+    .venv/bin/python bench/extract.py              # 12 clips (naive loop on 4), a few minutes on 2 cores
+    .venv/bin/python bench/extract.py --clips 32 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+import tracemalloc
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from emo.data.meld import COLUMNS, format_time  # noqa: E402
+from emo.labels import EMOTIONS  # noqa: E402
+
+LINES = [
+    "Oh my God, I can't believe you did that!",
+    "So, what are we doing tonight?",
+    "I don't know, I just... I need some time.",
+    "That is the most disgusting thing I've ever heard.",
+    "Wait, you got the job? That's amazing!",
+    "Okay.",
+]
+
+
+# --- clips -------------------------------------------------------------------------------
+
+
+def write_meld_like_clip(path: Path, seconds: float, seed: int) -> None:
+    """h264 1280x720 @ 24000/1001 fps (yuv420p, x264 'veryfast', B-frames) + 5.1 AAC 48 kHz."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    width, height, rate = 1280, 720, Fraction(24000, 1001)
+    container = av.open(str(path), "w", format="mp4")
+    video = container.add_stream("libx264", rate=rate)
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video.options = {"preset": "veryfast", "crf": "23"}
+    audio = container.add_stream("aac", rate=48000, layout="5.1")
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([(xx // 5 + seed * 17) % 256, (yy // 3) % 256, ((xx + yy) // 7) % 256], -1).astype(np.uint8)
+    n_frames = int(round(seconds * float(rate)))
+    box = rng.integers(0, 255, size=3, dtype=np.uint8)
+    for i in range(n_frames):
+        image = np.roll(base, 6 * i, axis=1)
+        x0 = (40 + 11 * i) % (width - 240)
+        image[200:440, x0 : x0 + 240] = box  # a moving "face"
+        image = np.clip(image.astype(np.int16) + rng.integers(-6, 7, size=(height, 1, 1)), 0, 255).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = i, Fraction(1001, 24000)
+        for packet in video.encode(frame):
+            container.mux(packet)
+    for packet in video.encode():
+        container.mux(packet)
+    sr = 48000
+    t = np.arange(int(seconds * sr)) / sr
+    pitch = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    speech = 0.25 * np.sin(2 * np.pi * np.cumsum(pitch) / sr) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    pcm = (np.tile(speech, (6, 1)) + 0.01 * rng.standard_normal((6, len(t)))).astype(np.float32)
+    for start in range(0, pcm.shape[1], 1024):
+        chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, start : start + 1024]), format="fltp", layout="5.1")
+        chunk.sample_rate, chunk.pts, chunk.time_base = sr, start, Fraction(1, sr)
+        for packet in audio.encode(chunk):
+            container.mux(packet)
+    for packet in audio.encode():
+        container.mux(packet)
+    container.close()
+
+
+def make_dataset(root: Path, n_clips: int) -> list[Path]:
+    """A MELD-layout folder (train CSV + train_splits/) of n_clips clips; reused if present."""
+    clip_dir = root / "train_splits"
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    durations = rng.uniform(2.4, 4.8, size=n_clips)
+    rows, paths = [], []
+    for i, seconds in enumerate(durations):
+        path = clip_dir / f"dia{i // 4}_utt{i % 4}.mp4"
+        if not path.is_file():
+            tmp = path.with_suffix(".part.mp4")
+            write_meld_like_clip(tmp, float(seconds), seed=i)
+            tmp.replace(path)
+        paths.append(path)
+        rows.append([i, LINES[i % len(LINES)], ["Joey", "Ross", "Rachel"][i % 3], EMOTIONS[i % 7], "neutral",
+                     i // 4, i % 4, 1, 1, format_time(10.0), format_time(10.0 + seconds)])
+    with (root / "train_sent_emo.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+    return paths
+
+
+# --- measurements ------------------------------------------------------------------------
+
+
+def pyav_floor(paths: list[Path]) -> float:
+    """Seconds for PyAV alone to decode every video and audio frame of every clip."""
+    import av
+
+    started = time.perf_counter()
+    for path in paths:
+        with av.open(str(path)) as container:
+            container.streams.video[0].thread_type = "AUTO"
+            for _ in container.decode(*container.streams):
+                pass
+    return time.perf_counter() - started
+
+
+def decode_only(paths: list[Path], frames: int, scaled: bool = False) -> tuple[float, list]:
+    """`decode_clip` as the pipeline's workers call it: full-size RGB frames (frame_resize
+    exact) or frames scaled by FFmpeg to the image model's resize target (frame_resize ffmpeg)."""
+    from emo.extract.decode import decode_clip, probe_clip
+    from emo.extract.visual import FramePrep
+
+    prep = FramePrep()
+    started = time.perf_counter()
+    decoded = []
+    for p in paths:
+        size = None
+        if scaled:
+            info = probe_clip(p)
+            size = prep.resized_size(info.width, info.height)
+        decoded.append(decode_clip(p, num_frames=frames, frame_size=size))
+    return time.perf_counter() - started, decoded
+
+
+def mel_only(decoded: list) -> float:
+    from emo.extract.mel import MelParams, log_mel
+
+    params = MelParams()
+    log_mel(decoded[0].audio, params)  # librosa's one-off numba warm-up is not per clip
+    started = time.perf_counter()
+    for clip in decoded:
+        log_mel(clip.audio, params)
+    return time.perf_counter() - started
+
+
+def naive(paths: list[Path], texts: list[str], frames: int) -> tuple[float, dict]:
+    """Per clip, nothing overlapped or batched: decode every frame to RGB, keep the sampled
+    ones, preprocess and encode them one at a time, then mel, then the text alone."""
+    import av
+
+    from emo.extract.decode import decode_clip, frame_targets
+    from emo.extract.mel import MelParams, log_mel
+    from emo.extract.text import load_text_encoder
+    from emo.extract.visual import load_image_encoder
+
+    text_encoder = load_text_encoder("all-MiniLM-L6-v2", device="cpu")
+    image_encoder = load_image_encoder("efficientnet-lite0", device="cpu")
+    params = MelParams()
+    out = {"visual": [], "text_mean": [], "mel": []}
+    started = time.perf_counter()
+    for path, text in zip(paths, texts):
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            duration = float(stream.duration * stream.time_base)
+            decoded = [(float(f.time) - origin, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+        times = np.array([t for t, _ in decoded])
+        picked = [decoded[int(np.argmin(np.abs(times - target)))][1] for target in frame_targets(duration, frames)]
+        features = [image_encoder.encode(image_encoder.prep.geometric(f[None]), batch_size=1)[0] for f in picked]
+        out["visual"].append(np.stack(features))
+        audio = decode_clip(path, num_frames=frames, video=False).audio
+        out["mel"].append(log_mel(audio, params))
+        out["text_mean"].append(text_encoder.encode([text], batch_size=1)[1][0])
+    return time.perf_counter() - started, out
+
+
+def full(root: Path, cache: Path, frames: int, workers: int, batch_size: int, frame_resize: str = "exact"):
+    from rich.console import Console
+
+    from emo.extract.config import ExtractConfig
+    from emo.extract.pipeline import run_extract
+
+    config = ExtractConfig(
+        data_root=root, cache=cache, split="train", preset="offline", frames=frames, workers=workers,
+        batch_size=batch_size, device="cpu", overwrite=True, shard_size=64, frame_resize=frame_resize,
+    )  # fmt: skip
+    summary = run_extract(config, console=Console(stderr=True, width=110))
+    return summary
+
+
+def max_rss_mib(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _prepare_all(paths: list[Path], frames: int) -> float:
+    from emo.extract.mel import MelParams
+    from emo.extract.prepare import ClipJob, prepare_clip
+    from emo.extract.visual import FramePrep
+
+    for i, path in enumerate(paths):
+        prepare_clip(ClipJob(i, path.stem, str(path), True, True, frames, 16000, 30.0, FramePrep(), False,
+                             MelParams(), 0, 0))
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a spawned child would
+    # report its parent's peak.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return max_rss_mib(resource.RUSAGE_SELF)
+
+
+def worker_peak_rss(paths: list[Path], frames: int) -> float:
+    """Peak RSS of one spawned decoding worker over all clips, measured inside it."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_prepare_all, (paths, frames))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=12, help="MELD-like clips to time (default 12)")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--naive-clips", type=int, default=4, help="time the naive loop on the first N clips (default 4)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "extract")
+    args = parser.parse_args()
+
+    root = args.out / "data"
+    t0 = time.perf_counter()
+    paths = make_dataset(root, args.clips)
+    print(f"{len(paths)} clips ready in {time.perf_counter() - t0:.1f} s ({root})")
+    from emo.data.meld import load_split
+
+    split = load_split(root, "train")
+    paths = [split.clip_dir / u.clip_name for u in split.utterances]  # key order, as the pipeline
+    texts = [u.text for u in split.utterances]
+    n = len(paths)
+
+    # The pipeline first, so the main process's peak RSS is the pipeline's own.
+    fast = full(root, args.out / "cache-ffmpeg", args.frames, args.workers, args.batch_size, "ffmpeg")
+    fast_s = fast.wall_seconds - fast.stage_seconds.get("load encoders", 0.0)
+    shutil.rmtree(args.out / "cache-ffmpeg", ignore_errors=True)
+    cache = args.out / "cache"
+    summary = full(root, cache, args.frames, args.workers, args.batch_size)
+    load_s = summary.stage_seconds.get("load encoders", 0.0)
+    full_s = summary.wall_seconds - load_s
+    pipeline_rss = max_rss_mib(resource.RUSAGE_SELF)
+    worker_rss = worker_peak_rss(paths, args.frames)
+
+    floor_s = pyav_floor(paths)
+    tracemalloc.start()
+    decode_s, decoded = decode_only(paths, args.frames)
+    _, decode_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    mel_s = mel_only(decoded)
+    del decoded
+    scaled_s, _ = decode_only(paths, args.frames, scaled=True)
+
+    n_naive = min(n, args.naive_clips or n)
+    naive_s, naive_out = naive(paths[:n_naive], texts[:n_naive], args.frames)
+
+    # Equal output: the naive loop's features match the cache (fp16 storage aside).
+    from emo.cache import load_split as load_features
+
+    features = load_features(cache, "train")
+    visual_err = max(
+        float(np.max(np.abs(features.visual[i].astype(np.float32) - naive_out["visual"][i])))
+        / max(1e-6, float(np.max(np.abs(naive_out["visual"][i]))))
+        for i in range(n_naive)
+    )
+    text_err = max(
+        float(np.max(np.abs(features.text_mean[i].astype(np.float32) - naive_out["text_mean"][i])))
+        for i in range(n_naive)
+    )
+    mel_err = max(
+        float(np.max(np.abs(features.mel[s : s + l].astype(np.float32) - naive_out["mel"][i])))
+        for i, (s, l) in enumerate(features.mel_index[:n_naive, 0])
+    )
+
+    rate = {
+        "pyav floor": n / floor_s,
+        "decode only": n / decode_s,
+        "decode only, ffmpeg-scaled": n / scaled_s,
+        "mel only": n / mel_s,
+        "full (offline encoders)": n / full_s,
+        "full, frame_resize=ffmpeg": n / fast_s,
+        "naive loop": n_naive / naive_s,
+    }
+    print()
+    print(f"clips: {n} MELD-like (1280x720 h264 23.976 fps, 5.1 AAC 48 kHz); cpu cores: {os.cpu_count()}; "
+          f"workers: {args.workers}; frames/clip: {args.frames}")
+    print(f"{'stage':<30}{'clips/s':>10}{'s/clip':>10}")
+    for name, value in rate.items():
+        print(f"{name:<30}{value:>10.2f}{1 / value:>10.3f}")
+    print()
+    print(f"full / naive           = {rate['full (offline encoders)'] / rate['naive loop']:.2f}x   (target >= 5x)")
+    print(f"full (ffmpeg) / naive  = {rate['full, frame_resize=ffmpeg'] / rate['naive loop']:.2f}x   "
+          "(frames resampled by FFmpeg: not bit-equal to the naive loop)")
+    print(f"decode only / floor    = {decode_s / floor_s:.2f}x the floor's time   (target <= 1.5x); "
+          f"ffmpeg-scaled frames: {scaled_s / floor_s:.2f}x")
+    print(f"equal output: max rel. visual diff {visual_err:.2e}, text diff {text_err:.2e}, mel diff {mel_err:.2e} "
+          "(fp16 cache vs fp32 naive)")
+    print()
+    print(f"full run: {summary.wall_seconds:.1f} s wall incl. {load_s:.1f} s loading encoders; per stage "
+          "(worker stages summed over processes):")
+    for name, seconds in sorted(summary.stage_seconds.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<24}{seconds:>8.2f} s")
+    print()
+    print(f"peak memory: pipeline main process {pipeline_rss:.0f} MiB RSS (encoders loaded), one decoding worker "
+          f"{worker_rss:.0f} MiB RSS; decode-only Python allocations peak {decode_peak / 2**20:.0f} MiB for "
+          f"{n} clips' full-size frames held at once (tracemalloc)")
+    result = {"clips": n, "naive_clips": n_naive, "clips_per_s": rate, "stage_seconds": summary.stage_seconds,
+              "full_over_naive": rate["full (offline encoders)"] / rate["naive loop"],
+              "full_ffmpeg_over_naive": rate["full, frame_resize=ffmpeg"] / rate["naive loop"],
+              "decode_over_floor_time": decode_s / floor_s, "decode_scaled_over_floor_time": scaled_s / floor_s}
+    (args.out / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

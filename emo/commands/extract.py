@@ -1,0 +1,105 @@
+"""Run the frozen encoders once over a split and write a sharded HDF5/Zarr feature cache.
+
+Text goes through a BERT-family encoder (CLS + masked mean), sampled frames through a
+CLIP image encoder, audio becomes log-mel spectrograms; labels, ids, presence flags and
+per-clip failures go alongside. Re-running resumes (finished shards are skipped);
+--num-shards/--shard-index split the work across processes or machines.
+Example: emo extract --split train --data-root MELD.Raw --cache cache/
+Offline: emo extract --split all --data-root MELD.Raw --cache cache/ --preset offline
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from emo.config import build_config, parse_set_pairs
+
+
+def command(
+    split: Optional[str] = typer.Option(None, "--split", help="train, dev, test, or all. (default: train)"),
+    data_root: Optional[Path] = typer.Option(
+        None, "--data-root", help="Folder with the MELD CSVs and clip folders. (default: MELD.Raw)"
+    ),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache folder. (default: cache)"),
+    modalities: Optional[str] = typer.Option(
+        None, "--modalities", help="Comma-separated subset of text,audio,visual. (default: all three)"
+    ),
+    text_model: Optional[str] = typer.Option(
+        None, "--text-model", help="Hugging Face id or local folder. (default: bert-base-uncased)"
+    ),
+    visual_model: Optional[str] = typer.Option(
+        None, "--visual-model", help="open_clip architecture, or efficientnet-lite0. (default: ViT-B-32)"
+    ),
+    visual_pretrained: Optional[str] = typer.Option(
+        None, "--visual-pretrained", help="open_clip pretrained tag or checkpoint file. (default: openai)"
+    ),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="offline: pip-shipped MiniLM-L6 text + EfficientNet-Lite0 frames (no network). (default: none)"
+    ),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames sampled per clip. (default: 16)"),
+    context: Optional[int] = typer.Option(
+        None, "--context", help="Earlier utterances given to the text encoder. (default: 0)"
+    ),
+    format: Optional[str] = typer.Option(None, "--format", help="h5 or zarr. (default: h5)"),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Clips per shard file. (default: 256)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda. (default: auto)"),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="Texts or frames per encoder forward pass. (default: 64)"
+    ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", help="Decoding processes; 0 decodes in this process. (default: 2)"
+    ),
+    num_shards: Optional[int] = typer.Option(
+        None, "--num-shards", help="Split the shards across this many processes. (default: 1)"
+    ),
+    shard_index: Optional[int] = typer.Option(
+        None, "--shard-index", help="Which of the --num-shards processes this is (0-based). (default: 0)"
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo shards already in the cache."),
+    max_duration: Optional[float] = typer.Option(
+        None, "--max-duration", help="Seconds decoded per clip; longer clips are cut. (default: 30)"
+    ),
+    audio_views: Optional[int] = typer.Option(
+        None, "--audio-views", help="Augmented mel copies per clip. (default: 0)"
+    ),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="TOML file with any ExtractConfig key (in an extract table or at top level)."
+    ),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", help="Override any config key: --set key=value (repeatable), e.g. --set n_mels=64."
+    ),
+) -> None:
+    from rich.console import Console
+
+    from emo.extract.config import ExtractConfig
+    from emo.extract.pipeline import run_extract
+
+    overrides: dict = parse_set_pairs(set_)
+    named = dict(
+        split=split,
+        data_root=data_root,
+        cache=cache,
+        modalities=modalities,
+        text_model=text_model,
+        visual_model=visual_model,
+        visual_pretrained=visual_pretrained,
+        preset=preset,
+        frames=frames,
+        context=context,
+        format=format,
+        shard_size=shard_size,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        overwrite=True if overwrite else None,
+        max_duration=max_duration,
+        audio_views=audio_views,
+    )
+    overrides.update({k: v for k, v in named.items() if v is not None})
+    resolved = build_config(ExtractConfig, config, overrides, section="extract")
+    run_extract(resolved, console=Console(stderr=True))

@@ -1,0 +1,158 @@
+"""What `emo extract` runs with: one flat dataclass whose defaults are the seed's design.
+
+Every field is settable from a TOML file (`[extract]` section or top level), from
+`--set key=value`, and the common ones from named options. The values that change the
+cached numbers also go into the cache fingerprint (see `emo.extract.pipeline`), so two
+runs with different preprocessing can never write into the same cache.
+
+Audio framing: 16 kHz mono, 40 mel bands, n_fft 1024 with a 25 ms Hann window
+(win_length 400) zero-padded to the FFT size and a 10 ms hop (hop_length 160), i.e. 100
+mel frames per second of speech; log is `10*log10(power)` with a 1e-10 floor (absolute dB,
+not relative to each clip's maximum, so loudness differences survive).
+
+Frames: `frame_resize = "exact"` resizes full decoded frames with PIL exactly as the image
+model's own eval transform does; `"ffmpeg"` lets FFmpeg scale while it converts colours,
+which skips the full-resolution RGB frames (much faster on 720p video) at the price of a
+slightly different resampling filter (mean absolute pixel difference about 1.5/255 on
+real MELD frames). Either way the crop and normalisation are the model's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from emo.errors import ConfigError
+from emo.labels import MODALITIES
+
+SPLIT_CHOICES = ("train", "dev", "test", "all")
+PRESETS = ("none", "offline")
+FORMATS = ("h5", "zarr")
+FRAME_RESIZE = ("exact", "ffmpeg")
+
+# The pip-shipped encoders `--preset offline` swaps in (no network needed).
+OFFLINE_TEXT_MODEL = "all-MiniLM-L6-v2"
+OFFLINE_VISUAL_MODEL = "efficientnet-lite0"
+
+
+@dataclass
+class ExtractConfig:
+    data_root: Path = Path("MELD.Raw")  # folder with {train,dev,test}_sent_emo.csv and the clip folders
+    cache: Path = Path("cache")  # feature cache folder (created; shared by all splits)
+    split: str = "train"  # train, dev, test, or all
+    modalities: tuple[str, ...] = MODALITIES  # any subset of text, audio, visual
+    text_model: str = "bert-base-uncased"  # Hugging Face id or local folder (BERT family)
+    text_max_length: int = 128  # tokens per utterance (context included), truncated beyond
+    context: int = 0  # earlier utterances of the dialogue prepended as "speaker: text" turns
+    visual_model: str = "ViT-B-32"  # open_clip architecture name, or efficientnet-lite0
+    visual_pretrained: str = "openai"  # open_clip pretrained tag or a checkpoint file
+    preset: str = "none"  # none, or offline: MiniLM-L6 text + EfficientNet-Lite0 frames, pip-shipped
+    frames: int = 16  # frames sampled per clip (more than the head uses, for frame-sampling augmentation)
+    frame_resize: str = "exact"  # exact: the image model's own PIL resize; ffmpeg: scale while decoding (faster)
+    format: str = "h5"  # h5 or zarr
+    shard_size: int = 256  # clips per shard file; the unit of resume and of parallel runs
+    device: str = "auto"  # auto, cpu or cuda; auto uses a GPU when present
+    batch_size: int = 64  # texts or frames per encoder forward pass
+    workers: int = 2  # decoding/mel processes; 0 decodes in the main process
+    num_shards: int = 1  # split the shard list across this many processes ...
+    shard_index: int = 0  # ... and run the shards k with k % num_shards == shard_index
+    overwrite: bool = False  # redo shards that are already in the cache
+    max_duration: float = 30.0  # seconds of each clip decoded; longer clips are cut and flagged
+    audio_views: int = 0  # augmented mel copies per clip (time-stretch, pitch shift, noise)
+    sample_rate: int = 16000  # Hz the audio is resampled to
+    n_mels: int = 40  # mel bands
+    n_fft: int = 1024  # FFT size (the window is zero-padded to this)
+    hop_length: int = 160  # samples between mel frames (10 ms at 16 kHz)
+    win_length: int = 400  # Hann window length in samples (25 ms at 16 kHz)
+    fmin: float = 0.0  # lowest mel band edge, Hz
+    fmax: float = 8000.0  # highest mel band edge, Hz (at most sample_rate / 2)
+    seed: int = 0  # seeds the augmented audio views
+
+    def __post_init__(self) -> None:
+        self.data_root = Path(self.data_root)
+        self.cache = Path(self.cache)
+        if isinstance(self.modalities, str):
+            self.modalities = tuple(m.strip() for m in self.modalities.split(",") if m.strip())
+        self.modalities = tuple(self.modalities)
+
+    # The effective encoders: `preset` wins over the individual fields so one flag is enough.
+    @property
+    def resolved_text_model(self) -> str:
+        if self.preset == "offline":
+            return OFFLINE_TEXT_MODEL
+        return self.text_model
+
+    @property
+    def resolved_visual_model(self) -> tuple[str, str]:
+        if self.preset == "offline":
+            return OFFLINE_VISUAL_MODEL, ""
+        return self.visual_model, self.visual_pretrained
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "dev", "test") if self.split == "all" else (self.split,)
+
+    @property
+    def ordered_modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.modalities)
+
+    def validate(self) -> None:
+        """Reject values that cannot work, each with one sentence naming the key."""
+        if self.split not in SPLIT_CHOICES:
+            raise ConfigError(f"Unknown split '{self.split}'; use one of {', '.join(SPLIT_CHOICES)}.")
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown:
+            raise ConfigError(
+                f"Unknown modality '{unknown[0]}'; choose any of {', '.join(MODALITIES)} (comma-separated)."
+            )
+        if not self.modalities:
+            raise ConfigError("At least one modality is needed; choose any of text, audio, visual.")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ConfigError(f"Modalities {', '.join(self.modalities)} name one modality twice.")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"Unknown preset '{self.preset}'; use none or offline.")
+        if self.frame_resize not in FRAME_RESIZE:
+            raise ConfigError(f"Unknown frame_resize '{self.frame_resize}'; use exact or ffmpeg.")
+        if self.format not in FORMATS:
+            raise ConfigError(f"Unknown cache format '{self.format}'; use h5 or zarr.")
+        if self.device.split(":")[0] not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"Unknown device '{self.device}'; use auto, cpu or cuda.")
+        positive = {
+            "text_max_length": self.text_max_length,
+            "frames": self.frames,
+            "shard_size": self.shard_size,
+            "batch_size": self.batch_size,
+            "num_shards": self.num_shards,
+            "sample_rate": self.sample_rate,
+            "n_mels": self.n_mels,
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "win_length": self.win_length,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"Config key '{key}' must be at least 1, got {value}.")
+        for key, value in {"context": self.context, "workers": self.workers, "audio_views": self.audio_views}.items():
+            if value < 0:
+                raise ConfigError(f"Config key '{key}' must be 0 or more, got {value}.")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ConfigError(
+                f"shard_index {self.shard_index} must be between 0 and num_shards - 1 ({self.num_shards - 1})."
+            )
+        if self.text_max_length < 8:
+            raise ConfigError(f"text_max_length {self.text_max_length} is too short to hold a sentence; use 8 or more.")
+        if not self.max_duration > 0:
+            raise ConfigError(f"max_duration must be a positive number of seconds, got {self.max_duration}.")
+        if self.win_length > self.n_fft:
+            raise ConfigError(f"win_length ({self.win_length}) cannot be longer than n_fft ({self.n_fft}).")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ConfigError(
+                f"Mel band edges need 0 <= fmin < fmax <= sample_rate/2, got fmin {self.fmin}, "
+                f"fmax {self.fmax}, sample_rate {self.sample_rate}."
+            )
+        if self.preset == "none" and not self.visual_pretrained and "visual" in self.modalities:
+            if self.visual_model != OFFLINE_VISUAL_MODEL:
+                raise ConfigError(
+                    "visual_pretrained is empty; give an open_clip pretrained tag or a checkpoint file "
+                    "(random weights would give meaningless features)."
+                )

