@@ -40,6 +40,15 @@ def main(argv: list[str] | None = None) -> None:
         message = str(error).strip() or error.__class__.__name__
         sys.stderr.write(f"emo: error: {message}\n")
         sys.exit(error.exit_code)
+    except OSError as error:
+        # A path the user gave cannot be used (a file where a folder must be, no permission,
+        # disk full): their environment to fix, not a bug, so one sentence, not a traceback.
+        # OSErrors without a file name (e.g. a broken pipe) are bugs and keep their traceback.
+        if error.filename is None:
+            raise
+        reason = (error.strerror or str(error)).rstrip(".")
+        sys.stderr.write(f"emo: error: Cannot use {error.filename}: {reason[:1].lower() + reason[1:]}.\n")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("emo: interrupted; finished work is kept and a re-run resumes from it.\n")
         sys.exit(130)

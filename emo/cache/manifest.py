@@ -140,7 +140,11 @@ def scan_split(root: Path, split: str, meta: dict[str, Any]) -> dict[str, Any]:
     else:
         top = max(done) + 1 if done else 0
         missing = [i for i in range(top) if i not in done]
-    complete = bool(shards) and not missing and (expected_rows is None or rows == int(expected_rows))
+    # The plan (split.json) is written by `finalize`, after a process's last shard: without it
+    # a split is still being extracted, or its extraction was killed, however many of its
+    # shards happen to be contiguous - so it is never complete.
+    planned = expected_rows is not None or expected_shards is not None
+    complete = planned and bool(shards) and not missing and (expected_rows is None or rows == int(expected_rows))
     if expected_rows is not None and int(expected_rows) == 0 and not missing:
         complete = True
     column_specs = [s.get("arrays", {}) for s in shards]
@@ -150,6 +154,7 @@ def scan_split(root: Path, split: str, meta: dict[str, Any]) -> dict[str, Any]:
         "expected_rows": expected_rows,
         "expected_shards": expected_shards,
         "complete": complete,
+        "planned": planned,
         "missing_shards": missing,
         "unfinished_shards": unfinished,
         "temp_files": sorted(temps),

@@ -161,6 +161,8 @@ def load_split(
         elif raw["missing_shards"]:
             gaps = raw["missing_shards"]
             detail = f"shard {gaps[0]} is missing" if len(gaps) == 1 else f"shards {_short_list(gaps)} are missing"
+        elif not raw.get("planned", True):
+            detail = "its extraction never finished: the split plan is not written yet"
         elif raw["expected_rows"] is not None and raw["shards"]:
             raise CacheError(
                 f"Split '{split}' of feature cache {root} holds {raw['rows']} rows where its plan expects "

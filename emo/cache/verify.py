@@ -60,6 +60,11 @@ def verify_cache(root: str | Path, on_shard: Callable[[str, int], None] | None =
             problems.append(
                 f"Shard {split}/{layout.shard_stem(unfinished['index'])} {unfinished['problem']}."
             )
+        if not info["planned"] and info["shards"]:
+            problems.append(
+                f"Split '{split}' was never finalized (its extraction was interrupted or is still running); "
+                f"re-run `emo extract --split {split}` with the same options."
+            )
         unfinished_indices = {u["index"] for u in info["unfinished_shards"]}
         missing = [i for i in info["missing_shards"] if i not in unfinished_indices]
         if missing:

@@ -70,6 +70,9 @@ class CacheWriter:
             existing = None
         if existing is None:
             self._create(config)
+        elif config is not None and not (self.root / layout.CONFIG_FILE).exists():
+            # A run killed between cache.json and config.toml: the resumed run saves it.
+            _save_config(config, self.root / layout.CONFIG_FILE)
         self._clean_dead_temps()
 
     # -- opening --------------------------------------------------------------------------
@@ -114,7 +117,12 @@ class CacheWriter:
                 layout.remove_path(child)
 
     def _create(self, config: Any) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CacheError(
+                f"Cannot create the feature cache {self.root} ({error.strerror or error}); choose another --cache."
+            ) from None
         from emo import __version__
 
         meta = {

@@ -105,6 +105,12 @@ def info(
     for split in cache.splits.values():
         if not split.complete:
             gaps = split.missing_shards or [u["index"] for u in split.unfinished_shards]
+            if not gaps and split.expected_rows is None and split.expected_shards is None:
+                console.print(
+                    f"split '{split.name}' is incomplete (its extraction was interrupted or is still running); "
+                    f"re-run `emo extract --split {split.name}` with the same options to finish it."
+                )
+                continue
             console.print(
                 f"split '{split.name}' is incomplete (missing shards: {', '.join(map(str, gaps[:10])) or 'none'}); "
                 f"re-run `emo extract --split {split.name}` with the same options to finish it."

@@ -320,10 +320,12 @@ class MeldSplit:
                 f"Split '{self.name}' has no clip folder ({CLIP_DIRS[self.name]}/) next to {self.csv_path}; "
                 "only text is available."
             )
-        path = self.clip_dir / utterance.clip_name
-        if path.resolve().parent != self.clip_dir.resolve():
-            raise DataError(f"Clip name {utterance.clip_name!r} points outside {self.clip_dir}.")
-        return path
+        # Check the name, not the resolved file: a clip may be a symlink into another
+        # folder (datasets are often linked in), but its name must not climb out.
+        name = utterance.clip_name
+        if Path(name).name != name or name in (".", ".."):
+            raise DataError(f"Clip name {name!r} points outside {self.clip_dir}.")
+        return self.clip_dir / name
 
     def context(self, utterance: Utterance, n: int) -> list[Utterance]:
         """Up to `n` utterances that come before this one in its dialogue, oldest first.

@@ -187,23 +187,6 @@ def _clip_name(utterance) -> str:
     return Path(utterance.clip_name).stem
 
 
-def _clip_path(split, utterance) -> Path:
-    """The clip's path; symlinked clips (a dataset linked in from elsewhere) are fine.
-
-    TEMPORARY ADAPTER: `MeldSplit.clip_path` resolves the clip itself, so a symlink to a
-    file outside the clip folder is refused as "points outside". `clip_name` is built from
-    two integers and cannot escape the folder, so it is joined directly when that check
-    trips. Remove once `clip_path` resolves only the folder.
-    """
-    try:
-        return split.clip_path(utterance)
-    except DataError:
-        name = utterance.clip_name
-        if split.clip_dir is None or "/" in name or "\\" in name or name.startswith("."):
-            raise
-        return split.clip_dir / name
-
-
 def run_extract(config: ExtractConfig, console=None) -> ExtractSummary:
     """Extract `config.split` (or all splits) into `config.cache`; resumable and shardable."""
     from rich.console import Console
@@ -355,7 +338,7 @@ def _extract_split(config, split, rows, ranges, pending, encoders, writer, execu
                 yield ClipJob(
                     row=i,
                     key=_clip_name(u),
-                    path=str(_clip_path(split, u)),
+                    path=str(split.clip_path(u)),
                     video=want_video,
                     audio=want_audio,
                     frames=config.frames,
