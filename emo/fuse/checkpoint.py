@@ -1,0 +1,76 @@
+"""Checkpoints that load with `torch.load(weights_only=True)` and know where they came from.
+
+A checkpoint holds the state_dict plus only plain data (dicts, lists, strings, numbers):
+the model shape, the resolved fit config and the cache fingerprint. So loading never
+unpickles arbitrary objects, and `emo eval` can rebuild the model and refuse a cache made
+with different encoders without any side file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emo.errors import CacheError, UsageError
+from emo.fuse.model import FusionModel, ModelConfig
+
+CHECKPOINT_NAME = "model.pt"
+FORMAT = "emo.fuse.checkpoint/1"
+
+
+def plain(value: Any) -> Any:
+    """A JSON round trip: whatever goes in comes out as dict/list/str/number/bool/None."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def save_checkpoint(
+    path: Path,
+    model: FusionModel,
+    fit_config: dict[str, Any],
+    fingerprint: dict[str, Any],
+    fingerprint_digest: str,
+    epoch: int,
+    dev_metrics: dict[str, float],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write atomically (temp file + rename) so an interrupted fit never leaves half a file."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "model_config": model.config.to_dict(),
+        "fit_config": plain(fit_config),
+        "fingerprint": plain(fingerprint),
+        "fingerprint_digest": str(fingerprint_digest),
+        "epoch": int(epoch),
+        "dev_metrics": plain(dev_metrics),
+        **plain(extra or {}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[FusionModel, dict[str, Any]]:
+    """The model (eval mode, on `device`) and the checkpoint's metadata, from a run directory."""
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT_NAME if run_dir.is_dir() else run_dir
+    if not run_dir.exists():
+        raise UsageError(f"Run directory {run_dir} does not exist.")
+    if not path.is_file():
+        raise UsageError(f"{run_dir} holds no checkpoint ({CHECKPOINT_NAME}); run `emo fit --out {run_dir}` first.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: the user's to fix
+        raise CacheError(f"Checkpoint {path} cannot be read ({type(error).__name__}); re-run emo fit.") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CacheError(f"{path} is not an emo fit checkpoint.")
+    model = FusionModel(ModelConfig.from_dict(payload["model_config"]))
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return model, payload

@@ -1,0 +1,102 @@
+"""`FitConfig`: every knob of `emo fit`, with defaults equal to the seed report's design.
+
+One flat dataclass, so a TOML `[fit]` section, `--set key=value` and the named options
+all address the same names, and the resolved copy saved in the run directory re-creates
+the run exactly (`emo fit --config runs/NAME/config.toml`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from emo.errors import ConfigError
+from emo.labels import MODALITIES
+
+CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced", "meld")
+TEXT_FEATURES: tuple[str, ...] = ("cls", "mean")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+
+@dataclass
+class FitConfig:
+    # where
+    cache: Path | None = None  # feature cache written by `emo extract`
+    out: Path | None = None  # run directory: checkpoint, config, metrics, curves
+    overwrite: bool = False  # replace an existing run in `out`
+    train_split: str = "train"
+    dev_split: str = "dev"  # model selection and LR schedule use this split
+    # model
+    modalities: tuple[str, ...] = MODALITIES  # any non-empty subset of text, audio, visual
+    fusion: str = "ensemble"  # early | late | ensemble
+    task: str = "emotion"  # emotion | sentiment | both (joint heads)
+    text_feature: str = "cls"  # cls | mean: which cached text embedding to use
+    proj_dim: int = 256  # per-modality projection size
+    # optimisation (seed design)
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    plateau_factor: float = 0.5  # ReduceLROnPlateau on dev weighted F1
+    plateau_patience: int = 3
+    class_weights: str = "none"  # none | balanced (from train counts) | meld (official 4,15,15,3,1,6,3)
+    seed: int = 0
+    # robustness and augmentation (all off by default, as in the seed)
+    modality_dropout: float = 0.0  # per-sample chance of hiding each present modality in training
+    spec_augment: bool = False  # frequency/time masks on the cached mel
+    freq_masks: int = 2
+    freq_mask_width: int = 8  # max mel bins per frequency mask
+    time_masks: int = 2
+    time_mask_width: int = 40  # max frames per time mask (10 ms each)
+    frame_sampling: bool = False  # train on a random subset of each clip's cached frames
+    frame_keep: float = 0.5  # chance of keeping each valid frame when frame_sampling is on
+    mel_crop_frames: int = 0  # train on a random window of this many mel frames; 0 = whole clip
+    audio_view_sampling: bool = False  # draw one of the cache's K audio views per clip per epoch
+    # speed
+    max_mel_frames: int = 1000  # mel is padded/cut to this (1000 frames = 10 s)
+    length_bucketing: bool = True  # batch clips of similar length so padding costs no compute
+    precision: str = "fp32"  # fp32 | bf16 (CPU autocast; faster where the CPU has bf16 units)
+    eval_batch_size: int = 256
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        if isinstance(self.modalities, str):
+            self.modalities = tuple(m.strip() for m in self.modalities.split(",") if m.strip())
+        self.modalities = tuple(self.modalities)
+
+    def validate(self) -> None:
+        """Reject impossible values with one sentence each, before any work starts."""
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown or not self.modalities:
+            raise ConfigError(
+                f"modalities must be a non-empty subset of {', '.join(MODALITIES)}; got {', '.join(self.modalities) or 'none'}."
+            )
+        self.modalities = tuple(m for m in MODALITIES if m in self.modalities)
+        choices = {
+            "fusion": ("early", "late", "ensemble"),
+            "task": ("emotion", "sentiment", "both"),
+            "text_feature": TEXT_FEATURES,
+            "class_weights": CLASS_WEIGHTS,
+            "precision": PRECISIONS,
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}.")
+        positive = ("epochs", "batch_size", "max_mel_frames", "eval_batch_size", "proj_dim")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1; got {getattr(self, key)}.")
+        if self.batch_size < 2:
+            raise ConfigError("batch_size must be at least 2 because the early-fusion head uses batch norm.")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive; got {self.lr}.")
+        for key in ("modality_dropout", "frame_keep", "plateau_factor"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{key} must be between 0 and 1; got {value}.")
+        if self.mel_crop_frames < 0 or self.threads < 0:
+            raise ConfigError("mel_crop_frames and threads must not be negative.")
+        if self.train_split == self.dev_split:
+            raise ConfigError(f"train_split and dev_split are both '{self.train_split}'; model selection needs a held-out split.")

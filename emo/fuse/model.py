@@ -1,0 +1,256 @@
+"""The trainable part of `emo`: a mel-spectrogram CNN and an early+late fusion ensemble.
+
+Everything upstream (text encoder, image encoder) is frozen and cached, so the model only
+sees fixed-size vectors plus the mel frames, and the same modules serve `emo fit`,
+`emo eval` and the batched heads of `emo ablate`. Shapes come from `ModelConfig`, whose
+dims follow the cache (768/384-d text, 512/1280-d frames, 40 mel bins), so a checkpoint
+can be rebuilt from its stored config alone.
+
+A missing modality is a fact of MELD (broken clips, silent clips), not an error: every
+forward takes a `present` mask and the fusion heads never let an absent modality vote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from emo.labels import EMOTIONS, MODALITIES, SENTIMENTS
+
+FUSIONS: tuple[str, ...] = ("early", "late", "ensemble")
+TASKS: tuple[str, ...] = ("emotion", "sentiment", "both")
+HEAD_SIZES: dict[str, int] = {"emotion": len(EMOTIONS), "sentiment": len(SENTIMENTS)}
+
+
+def task_heads(task: str) -> tuple[str, ...]:
+    """The label heads a task trains: `both` means emotion and sentiment jointly."""
+    return ("emotion", "sentiment") if task == "both" else (task,)
+
+
+@dataclass
+class ModelConfig:
+    modalities: tuple[str, ...] = MODALITIES  # subset of text/audio/visual, in MODALITIES order
+    text_dim: int = 768  # cached text embedding size (768 BERT-base, 384 MiniLM)
+    visual_dim: int = 512  # cached per-frame image embedding size (512 CLIP ViT-B/32, 1280 EfficientNet-Lite0)
+    n_mels: int = 40  # mel bins in the cache
+    proj_dim: int = 256  # every modality is projected to this size before fusion
+    mel_channels: tuple[int, int] = (64, 128)  # the two Conv1d layers of the mel CNN
+    fusion: str = "ensemble"  # early | late | ensemble
+    heads: tuple[str, ...] = ("emotion",)  # label heads: emotion and/or sentiment
+    early_hidden: tuple[int, int] = (512, 256)  # early-fusion MLP widths
+    early_dropout: tuple[float, float] = (0.4, 0.3)  # dropout after each early-fusion block
+    early_mask_input: bool = True  # early fusion also sees the presence mask, not just zeros
+    late_hidden: int = 128  # per-modality late-fusion MLP width
+
+    def __post_init__(self) -> None:
+        self.modalities = tuple(m for m in MODALITIES if m in tuple(self.modalities))
+        self.mel_channels = tuple(self.mel_channels)
+        self.heads = tuple(self.heads)
+        self.early_hidden = tuple(self.early_hidden)
+        self.early_dropout = tuple(self.early_dropout)
+        if not self.modalities:
+            raise ValueError("a model needs at least one modality")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}")
+
+    @property
+    def num_outputs(self) -> int:
+        return sum(HEAD_SIZES[h] for h in self.heads)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists/str/numbers, so a checkpoint holding it loads with weights_only=True."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over dim 1 of [B, T, D] counting only mask[B, T] positions; all-masked rows give 0."""
+    weights = mask.to(values.dtype).unsqueeze(-1)
+    return (values * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+class MelCNN(nn.Module):
+    """Two small 1-D convolutions over time, then an average over the clip's real frames.
+
+    Padding frames are excluded from the pool, so a clip's embedding does not depend on
+    how long the longest clip in its batch happened to be.
+    """
+
+    def __init__(self, n_mels: int = 40, channels: tuple[int, int] = (64, 128), out_dim: int = 256):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv1d(n_mels, channels[0], kernel_size=3),
+            nn.ReLU(),
+            nn.Conv1d(channels[0], channels[1], kernel_size=3),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+        )
+        self.proj = nn.Linear(channels[1], out_dim)
+
+    @staticmethod
+    def output_lengths(lengths: Tensor) -> Tensor:
+        """Frames left after two k=3 valid convolutions and a pool of 2 (at least 1)."""
+        return ((lengths - 4) // 2).clamp_min(1)
+
+    def forward(self, mel: Tensor, lengths: Tensor) -> Tensor:
+        """mel [B, n_mels, T] channels-first, lengths [B] -> [B, out_dim]."""
+        if mel.shape[-1] < 6:  # too short for the two convolutions and the pool
+            mel = nn.functional.pad(mel, (0, 6 - mel.shape[-1]))
+        hidden = self.conv(mel)  # [B, C, T']
+        valid = torch.arange(hidden.shape[-1], device=mel.device) < self.output_lengths(lengths).unsqueeze(1)
+        weights = valid.to(hidden.dtype).unsqueeze(1)  # [B, 1, T']
+        pooled = (hidden * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
+        return self.proj(pooled)
+
+
+class ModalityEncoders(nn.Module):
+    """Project each modality's cached features to `proj_dim`, zeroing absent ones."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.modalities = config.modalities
+        self.text = nn.Linear(config.text_dim, config.proj_dim) if "text" in config.modalities else None
+        self.audio = (
+            MelCNN(config.n_mels, config.mel_channels, config.proj_dim) if "audio" in config.modalities else None
+        )
+        self.visual = nn.Linear(config.visual_dim, config.proj_dim) if "visual" in config.modalities else None
+
+    def forward(
+        self,
+        present: Tensor,
+        text: Tensor | None = None,
+        visual: Tensor | None = None,
+        visual_mask: Tensor | None = None,
+        mel: Tensor | None = None,
+        mel_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """-> [B, M, proj_dim] in `config.modalities` order; rows of absent modalities are 0.
+
+        `visual` is either per-frame [B, F, D] with `visual_mask` [B, F], or already
+        frame-averaged [B, D]: the projection is linear, so averaging first is the same
+        function and lets the trainer pool once instead of every epoch.
+        """
+        outputs = []
+        for name in self.modalities:
+            if name == "text":
+                outputs.append(self.text(text))
+            elif name == "audio":
+                outputs.append(self.audio(mel, mel_lengths))
+            else:
+                pooled = visual if visual.dim() == 2 else masked_mean(visual, visual_mask)
+                outputs.append(self.visual(pooled))
+        stacked = torch.stack(outputs, dim=1)
+        return stacked * present.to(stacked.dtype).unsqueeze(-1)
+
+
+class EarlyFusion(nn.Module):
+    """Concatenate the projected modalities (zeros where absent, plus the mask) into one MLP."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        num = len(config.modalities)
+        self.mask_input = config.early_mask_input
+        width = num * config.proj_dim + (num if self.mask_input else 0)
+        h1, h2 = config.early_hidden
+        d1, d2 = config.early_dropout
+        self.net = nn.Sequential(
+            nn.Linear(width, h1),
+            nn.BatchNorm1d(h1),
+            nn.ReLU(),
+            nn.Dropout(d1),
+            nn.Linear(h1, h2),
+            nn.BatchNorm1d(h2),
+            nn.ReLU(),
+            nn.Dropout(d2),
+            nn.Linear(h2, config.num_outputs),
+        )
+
+    def forward(self, embeddings: Tensor, present: Tensor) -> Tensor:
+        flat = embeddings.flatten(1)
+        if self.mask_input:
+            flat = torch.cat([flat, present.to(flat.dtype)], dim=1)
+        return self.net(flat)
+
+
+class LateFusion(nn.Module):
+    """One small classifier per modality; their logits are averaged over present modalities."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.heads = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(config.proj_dim, config.late_hidden),
+                nn.ReLU(),
+                nn.Linear(config.late_hidden, config.num_outputs),
+            )
+            for _ in config.modalities
+        )
+
+    def forward(self, embeddings: Tensor, present: Tensor) -> Tensor:
+        logits = torch.stack([head(embeddings[:, i]) for i, head in enumerate(self.heads)], dim=1)
+        weights = present.to(logits.dtype).unsqueeze(-1)  # [B, M, 1]
+        return (logits * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+class FusionModel(nn.Module):
+    """Encoders + early, late, or the learned-weight ensemble of both.
+
+    The ensemble mixes the two heads' logits with w = sigmoid(scalar) per head, normalised,
+    so training decides how much each view of the data is trusted.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoders = ModalityEncoders(config)
+        self.early = EarlyFusion(config) if config.fusion in ("early", "ensemble") else None
+        self.late = LateFusion(config) if config.fusion in ("late", "ensemble") else None
+        if config.fusion == "ensemble":
+            self.early_logit = nn.Parameter(torch.zeros(()))
+            self.late_logit = nn.Parameter(torch.zeros(()))
+
+    def fusion_weights(self) -> dict[str, float]:
+        """The ensemble's normalised weights on the early and late heads."""
+        if self.config.fusion != "ensemble":
+            return {self.config.fusion: 1.0}
+        w_early = torch.sigmoid(self.early_logit).item()
+        w_late = torch.sigmoid(self.late_logit).item()
+        return {"early": w_early / (w_early + w_late), "late": w_late / (w_early + w_late)}
+
+    def fuse(self, embeddings: Tensor, present: Tensor) -> Tensor:
+        if self.config.fusion == "early":
+            return self.early(embeddings, present)
+        if self.config.fusion == "late":
+            return self.late(embeddings, present)
+        w_early = torch.sigmoid(self.early_logit)
+        w_late = torch.sigmoid(self.late_logit)
+        mixed = self.early(embeddings, present) * w_early + self.late(embeddings, present) * w_late
+        return mixed / (w_early + w_late)
+
+    def split_heads(self, logits: Tensor) -> dict[str, Tensor]:
+        out, start = {}, 0
+        for head in self.config.heads:
+            out[head] = logits[:, start : start + HEAD_SIZES[head]]
+            start += HEAD_SIZES[head]
+        return out
+
+    def forward(
+        self,
+        present: Tensor,
+        text: Tensor | None = None,
+        visual: Tensor | None = None,
+        visual_mask: Tensor | None = None,
+        mel: Tensor | None = None,
+        mel_lengths: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """present bool[B, M] (config.modalities order) + features -> {head: logits[B, K]}."""
+        embeddings = self.encoders(present, text, visual, visual_mask, mel, mel_lengths)
+        return self.split_heads(self.fuse(embeddings, present))

@@ -1,0 +1,127 @@
+"""End to end through a real HDF5 cache: `emo fit` then `emo eval` via the CLI functions."""
+
+from __future__ import annotations
+
+import emo.fuse  # noqa: F401, I001 - first: sets OpenMP's passive wait policy before torch loads
+import json
+import re
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from emo.commands import evaluate, fit
+from emo.errors import CacheError, UsageError
+from emo.fuse.evaluate import run_eval
+from emo.fuse.synthetic import SYNTHETIC_FINGERPRINT, make_synthetic_split, write_synthetic_cache
+
+SHAPES = dict(text_dim=32, visual_dim=16, frames=4, mean_mel_frames=40, max_mel_frames=120)
+
+
+def app() -> typer.Typer:
+    cli = typer.Typer(pretty_exceptions_enable=False, rich_markup_mode=None)
+    cli.command("fit", help=fit.__doc__)(fit.command)
+    cli.command("eval", help=evaluate.__doc__)(evaluate.command)
+    return cli
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuse_cli")
+    splits = [
+        make_synthetic_split(400, "train", seed=1, **SHAPES),
+        make_synthetic_split(150, "dev", seed=2, **SHAPES),
+        make_synthetic_split(150, "test", seed=3, **SHAPES),
+    ]
+    cache = root / "cache"
+    write_synthetic_cache(cache, splits, shard_rows=128)
+    run = root / "runs" / "base"
+    result = CliRunner().invoke(
+        app(),
+        ["fit", "--cache", str(cache), "--out", str(run), "--epochs", "4", "--lr", "2e-3", "--device", "cpu",
+         "--set", "max_mel_frames=120", "--set", "modality_dropout=0.1"],
+    )
+    assert result.exit_code == 0, (result.output, result.exception)
+    return root, cache, run, result.output
+
+
+def test_fit_command_writes_every_artifact(trained):
+    _, cache, run, output = trained
+    for name in ("model.pt", "config.toml", "metrics.jsonl", "curves.png", "summary.json"):
+        assert (run / name).is_file(), name
+    assert "Best dev emotion weighted F1" in output
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
+    payload = torch.load(run / "model.pt", weights_only=True)
+    assert payload["fit_config"]["max_mel_frames"] == 120
+    assert payload["fit_config"]["modality_dropout"] == 0.1
+    assert payload["cache_path"] == str(cache.resolve())
+    assert "modality_dropout = 0.1" in (run / "config.toml").read_text()
+
+
+def test_eval_command_reports_every_field(trained):
+    _, _, run, _ = trained
+    result = CliRunner().invoke(app(), ["eval", "--run", str(run), "--split", "test", "--device", "cpu"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "weighted F1" in result.output and "drop without audio" in result.output
+    report = json.loads((run / "eval_test.json").read_text())
+    emotion = report["metrics"]["emotion"]
+    for key in ("accuracy", "weighted_f1", "macro_f1", "loss", "per_class", "confusion"):
+        assert key in emotion
+    assert set(emotion["per_class"]["neutral"]) == {"precision", "recall", "f1", "support"}
+    assert sum(map(sum, emotion["confusion"])) == report["rows"] == 150
+    assert set(report["fusion_weights"]) == {"early", "late"}
+    assert sum(report["fusion_weights"].values()) == pytest.approx(1.0)
+    assert set(report["modality_importance"]) == {"text", "audio", "visual"}
+    assert emotion["weighted_f1"] > 0.5
+    markdown = (run / "eval_test.md").read_text()
+    assert "| neutral |" in markdown and "Modality importance" in markdown
+    assert (run / "confusion_test_emotion.png").stat().st_size > 1000
+
+
+def test_eval_refuses_a_cache_with_another_fingerprint(trained):
+    root, _, run, _ = trained
+    other = root / "other_cache"
+    fp = dict(SYNTHETIC_FINGERPRINT, text_encoder="bert-base-uncased")
+    write_synthetic_cache(other, [make_synthetic_split(20, "test", seed=3, fingerprint=fp, **SHAPES)])
+    result = CliRunner().invoke(app(), ["eval", "--run", str(run), "--cache", str(other)])
+    assert isinstance(result.exception, CacheError)
+    message = str(result.exception)
+    assert "different encoders" in message and "text_encoder ('bert-base-uncased' vs 'synthetic')" in message
+    assert len(re.findall(r"\.\s", message + " ")) == 1  # one sentence
+
+
+def test_eval_refuses_a_run_without_checkpoint(tmp_path, trained):
+    with pytest.raises(UsageError, match="holds no checkpoint"):
+        run_eval(tmp_path)
+    with pytest.raises(UsageError, match="does not exist"):
+        run_eval(tmp_path / "nope")
+
+
+def test_fit_refuses_missing_modality_and_existing_run(trained, tmp_path):
+    root, cache, run, _ = trained
+    text_only = tmp_path / "text_cache"
+    write_synthetic_cache(text_only, [
+        make_synthetic_split(40, "train", seed=1, modalities=("text",), **SHAPES),
+        make_synthetic_split(20, "dev", seed=2, modalities=("text",), **SHAPES),
+    ])
+    result = CliRunner().invoke(app(), ["fit", "--cache", str(text_only), "--out", str(tmp_path / "r")])
+    assert isinstance(result.exception, CacheError) and "audio" in str(result.exception)
+    result = CliRunner().invoke(app(), ["fit", "--cache", str(cache), "--out", str(run)])
+    assert isinstance(result.exception, UsageError) and "--overwrite" in str(result.exception)
+    result = CliRunner().invoke(
+        app(), ["fit", "--cache", str(text_only), "--out", str(tmp_path / "t"), "--modalities", "text",
+                "--epochs", "1", "--device", "cpu"]
+    )
+    assert result.exit_code == 0, (result.output, result.exception)
+
+
+def test_fuse_never_imports_extract():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, emo.fuse.train, emo.fuse.evaluate, emo.commands.fit, emo.commands.evaluate; "
+        "bad = [m for m in sys.modules if m.startswith('emo.extract')]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
