@@ -50,8 +50,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"emo: error: Cannot use {error.filename}: {reason[:1].lower() + reason[1:]}.\n")
         sys.exit(1)
     except KeyboardInterrupt:
-        sys.stderr.write("emo: interrupted; finished work is kept and a re-run resumes from it.\n")
+        sys.stderr.write(INTERRUPTED)
         sys.exit(130)
+    except SystemExit as leaving:
+        # typer turns Ctrl-C inside a command into a silent Exit(130); say what it means.
+        if leaving.code == 130:
+            sys.stderr.write(INTERRUPTED)
+        raise
+
+
+INTERRUPTED = "emo: interrupted; finished work is kept and a re-run resumes from it.\n"
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ def command(
 
     from emo.config import build_config, parse_set_pairs
     from emo.fuse.config import FitConfig
-    from emo.fuse.train import run_fit
 
     overrides: dict = dict(parse_set_pairs(set_))
     named = dict(
@@ -64,6 +63,8 @@ def command(
     )
     overrides.update({k: v for k, v in named.items() if v is not None})
     resolved = build_config(FitConfig, config, overrides, section="fit")
+    from emo.fuse.train import run_fit  # torch loads only once the options are known to be valid
+
     console = Console()
     result = run_fit(resolved, console=console)
     best = result.best_dev

@@ -199,7 +199,6 @@ def run_extract(config: ExtractConfig, console=None) -> ExtractSummary:
     config.validate()
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    seed_everything(config.seed)
 
     needs_clips = bool({"audio", "visual"} & set(config.modalities))
     splits = [load_split(config.data_root, name) for name in config.splits]
@@ -212,6 +211,7 @@ def run_extract(config: ExtractConfig, console=None) -> ExtractSummary:
                 "extract text only with --modalities text, or add the videos."
             )
 
+    seed_everything(config.seed)  # after the CSVs are read: a bad CSV is reported without loading torch
     device = resolve_device(config.device)
     stages = _Stages()
     executor = None

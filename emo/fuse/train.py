@@ -51,7 +51,9 @@ def load_features(cache: Path, split: str, modalities: tuple[str, ...]) -> Split
     """One split through emo.cache's reader (the only code that knows the on-disk format)."""
     from emo import cache as cache_api
 
-    return cache_api.load_split(Path(cache), split, modalities=tuple(modalities))
+    # verify=True: every shard's SHA-256 is checked against its sidecar, so a cache with a
+    # flipped byte is refused instead of silently training on wrong numbers.
+    return cache_api.load_split(Path(cache), split, modalities=tuple(modalities), verify=True)
 
 
 def model_config_for(config: FitConfig, features: SplitFeatures) -> ModelConfig:
