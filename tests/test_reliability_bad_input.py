@@ -182,8 +182,8 @@ def cases(w: dict[str, Path]) -> dict[str, Case]:
         "synth: bad value": Case(synth("value", "--set", "fps=0"), USAGE, ("fps",), s("value")),
         "synth: over real MELD data": Case(("synth", str(w["good_meld"]), "--clips", "4", "--force"), ANY, ("synth",),
                                            lambda: None),
-        # --- emo demo (it takes no config file or overrides: those are usage errors from typer)
-        "demo: unknown option": Case(("demo", "--set", "not_a_key=1"), USAGE, ("--set",), typer_usage=True),
+        # --- emo demo
+        "demo: unknown config key": Case(("demo", "--set", "not_a_key=1"), USAGE, ("not_a_key",)),
         "demo: output is a file": Case(("demo", "--quick", "--out", str(a_file)), ANY, ("a_file",)),
         "demo: output inside a file": Case(("demo", "--quick", "--out", str(a_file / "demo")), ANY, ("a_file",)),
         # --- destinations that cannot be created

@@ -7,6 +7,9 @@ How the work is cut:
   write disjoint shards whose union is exactly one single-process run.
 - A shard is the unit of atomic writing and of resume: finished shards are skipped (their
   keys are checked against this run's plan), an interrupted shard is redone from scratch.
+  When every shard this process owns is finished and the cache's fingerprint matches
+  (checked by hashing weight files, `emo.extract.identity`), the encoders are not even
+  loaded: a re-run over a finished cache takes a second or two.
 - Nothing in a shard's numbers depends on timing or on which other shards run: texts are
   batched within the shard, frames are cut into fixed `batch_size` chunks in row order,
   and augmented audio views are seeded per clip. Resumed and sharded runs therefore give
@@ -213,6 +216,9 @@ def run_extract(config: ExtractConfig, console=None) -> ExtractSummary:
 
     seed_everything(config.seed)  # after the CSVs are read: a bad CSV is reported without loading torch
     device = resolve_device(config.device)
+    finished = _already_extracted(config, splits, device, console, started)
+    if finished is not None:
+        return finished
     stages = _Stages()
     executor = None
     if needs_clips and config.workers > 0:
@@ -265,6 +271,65 @@ def run_extract(config: ExtractConfig, console=None) -> ExtractSummary:
     )
     print_summary(result, console)
     return result
+
+
+def _already_extracted(config, splits, device, console, started) -> ExtractSummary | None:
+    """The summary of a run with nothing left to do, or None when there is work (or doubt).
+
+    Every shard this process owns being in the cache is decided from the sidecars, and the
+    cache's fingerprint is checked against this run's by hashing the encoders' weight files
+    (`emo.extract.identity`), so a finished cache is recognised without building a model -
+    the tens of seconds that loading the encoders costs on a CPU. When the fingerprint
+    cannot be decided that way, the normal path loads the encoders and decides.
+    """
+    if config.overwrite or not Path(config.cache).is_dir():
+        return None
+    from emo.cache import CacheWriter, fingerprint_digest, open_cache
+    from emo.extract.identity import cache_matches_without_models
+
+    try:
+        info = open_cache(config.cache)
+    except CacheError:
+        return None  # not a cache (yet): the normal path creates it or says what is wrong
+    if info.format != config.format or not cache_matches_without_models(config, device, info.fingerprint):
+        return None
+    writer = CacheWriter(config.cache, info.fingerprint, fmt=config.format, config=config)
+    plans = []
+    for split in splits:
+        ranges = shard_ranges(len(split.utterances), config.shard_size)
+        mine = my_shards(len(ranges), config.num_shards, config.shard_index)
+        _check_finished_shards(config, writer, split.name, split.utterances, ranges, mine)
+        if any(not writer.shard_done(split.name, k) for k in mine):
+            return None
+        plans.append((split, ranges, mine))
+    summaries: dict[str, SplitSummary] = {}
+    for split, ranges, mine in plans:
+        summary = SplitSummary(split=split.name, rows=len(split.utterances), shards=len(ranges), assigned=len(mine))
+        summary.skipped = len(mine)
+        summary.unlabeled_videos = len(split.unlabeled_videos())
+        manifest = writer.finalize(
+            split.name,
+            total_rows=len(split.utterances),
+            ignored_videos=summary.unlabeled_videos,
+            expected_shards=len(ranges),
+            extra={"shard_size": config.shard_size, "frames": config.frames, "audio_views": config.audio_views},
+        )
+        split_state = manifest.get("splits", {}).get(split.name, {}) if isinstance(manifest, dict) else {}
+        summary.complete = bool(split_state.get("complete", False))
+        summaries[split.name] = summary
+    shards = sum(s.assigned for s in summaries.values())
+    console.print(
+        f"nothing to do: {shards} shard{'s' if shards != 1 else ''} already extracted in {config.cache} "
+        f"(fingerprint {info.digest} matches; encoders not loaded)."
+    )
+    return ExtractSummary(
+        cache=Path(config.cache),
+        fingerprint=info.fingerprint,
+        digest=fingerprint_digest(writer.fingerprint),
+        splits=summaries,
+        stage_seconds={},
+        wall_seconds=time.perf_counter() - started,
+    )
 
 
 def _check_finished_shards(config, writer, split_name, rows, ranges, mine) -> None:

