@@ -12,8 +12,14 @@ FitConfig and score dev every epoch and test at the end, in this one process:
   against the sequential side.
 
     .venv/bin/python bench/ablate.py                 # full size, 15 epochs (long on 2 cores)
-    .venv/bin/python bench/ablate.py --epochs 2      # full size, shorter fits: same per-epoch ratio
+    .venv/bin/python bench/ablate.py --epochs 1      # full size, 1-epoch fits on both sides (minutes)
     .venv/bin/python bench/ablate.py --small         # a quick look
+
+Reduced epochs change the end-to-end ratio (each sequential fit pays its cache load and
+test evaluation once, however many epochs it trains), so the output also gives the
+per-epoch ratio (train + dev scoring, summed over the 21 sequential fits, against the
+bank's epochs) and the 15-epoch totals extrapolated from the measured fixed and
+per-epoch parts of each side.
 """
 
 from __future__ import annotations
@@ -45,19 +51,36 @@ def write_cache(root: Path, sizes: dict[str, int]) -> float:
     return time.perf_counter() - started
 
 
-def run_bank(cache: Path, out: Path, epochs: int, seeds: int, threads: int):
-    from emo.fuse.ablate import resolve_configs, run_ablate
+def run_bank(cache: Path, out: Path, epochs: int, seeds: int, threads: int, audio_mode: str, precision: str):
+    """`run_ablate` end to end; returns its wall time, result and the banks' epoch seconds."""
+    import emo.fuse.ablate as ablate_module
+    import emo.fuse.bank_train as bank_train
 
-    ablate, base = resolve_configs(
+    ablate, base = ablate_module.resolve_configs(
         None, dict(cache=cache, out=out, modalities="all-subsets", fusion="ensemble", seeds=seeds, epochs=epochs,
-                   device="cpu", threads=threads),
+                   device="cpu", threads=threads, audio_mode=audio_mode, precision=precision),
     )
-    started = time.perf_counter()
-    result = run_ablate(ablate, base, console=None)
-    return time.perf_counter() - started, result
+    epoch_seconds: list[float] = []
+    train_bank = bank_train.train_bank
+
+    def timed_train_bank(*args, progress=None, **kwargs):
+        def record(info):
+            epoch_seconds.append(info["epoch_seconds"])
+            if progress is not None:
+                progress(info)
+
+        return train_bank(*args, progress=record, **kwargs)
+
+    bank_train.train_bank = timed_train_bank  # listen to the per-epoch progress, change nothing
+    try:
+        started = time.perf_counter()
+        result = ablate_module.run_ablate(ablate, base, console=None)
+        return time.perf_counter() - started, result, sum(epoch_seconds)
+    finally:
+        bank_train.train_bank = train_bank
 
 
-def run_sequential(cache: Path, out: Path, epochs: int, seeds: int, threads: int):
+def run_sequential(cache: Path, out: Path, epochs: int, seeds: int, threads: int, precision: str):
     """The same cells as `emo fit` + `emo eval` calls, one after another."""
     from emo.fuse.ablate import plan_grid, resolve_configs
     from emo.fuse.evaluate import run_eval
@@ -65,21 +88,23 @@ def run_sequential(cache: Path, out: Path, epochs: int, seeds: int, threads: int
 
     ablate, base = resolve_configs(
         None, dict(cache=cache, out=out, modalities="all-subsets", fusion="ensemble", seeds=seeds, epochs=epochs,
-                   device="cpu", threads=threads),
+                   device="cpu", threads=threads, precision=precision),
     )
     _, jobs = plan_grid(ablate, base)
     per_cell: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
+    epoch_seconds = 0.0
     started = time.perf_counter()
     for job in jobs:
         t0 = time.perf_counter()
         config = job.config
         config.cache, config.out, config.overwrite = cache, out / f"{job.cell.key}-seed{job.seed}", True
-        run_fit(config)
+        fit = run_fit(config)
+        epoch_seconds += sum(row["epoch_seconds"] for row in fit.history)
         report = run_eval(config.out, split="test", device="cpu", write=False)
         per_cell.setdefault(job.cell.key, []).append(_find(report, "weighted_f1"))
         seconds[f"{job.cell.key}-seed{job.seed}"] = time.perf_counter() - t0
-    return time.perf_counter() - started, per_cell, seconds
+    return time.perf_counter() - started, per_cell, seconds, epoch_seconds
 
 
 def _find(report, key):
@@ -115,9 +140,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--cache", type=Path, default=None, help="reuse (or keep) the synthetic cache here")
+    parser.add_argument("--audio-mode", default="auto", help="how the bank runs its mel CNNs: auto|loop|grouped|matmul")
+    parser.add_argument("--precision", default="fp32", help="fp32|bf16, applied to BOTH sides")
     args = parser.parse_args()
     epochs = args.epochs or (2 if args.small else 15)
     sizes = SMALL_SIZES if args.small else MELD_SIZES
+    import os
+
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="emo-bench-ablate-"))
@@ -126,16 +155,30 @@ def main() -> None:
         if not (cache / "manifest.json").is_file():
             seconds = write_cache(cache, sizes)
             print(f"wrote a synthetic cache of {sizes} clips (real shapes) in {seconds:.0f} s: {cache}")
-        print(f"grid: 7 modality subsets x {args.seeds} seeds, ensemble fusion, {epochs} epochs each; "
-              f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-        bank_s, bank = run_bank(cache, work / "bank", epochs, args.seeds, args.threads)
-        print(f"emo ablate (banks): {bank_s:.1f} s  (cache load once {bank.load_seconds:.1f} s, "
-              f"{len(bank.banks)} bank(s): {', '.join(str(b['members']) for b in bank.banks)} members)")
-        seq_s, seq_cells, seq_runs = run_sequential(cache, work / "seq", epochs, args.seeds, args.threads)
+        print(f"grid: 7 modality subsets x {args.seeds} seeds, ensemble fusion, {epochs} epoch(s) each, "
+              f"{args.precision} on both sides; splits {sizes}; torch {torch.__version__}, "
+              f"{args.threads or torch.get_num_threads()} CPU thread(s) on both sides; load average at start {os.getloadavg()[0]:.2f}")
+        if epochs < 15:
+            print(f"NOTE: {epochs} epoch(s) per fit instead of the design's 15, on both sides; the per-epoch ratio "
+                  "below is the one that carries over to full-length fits.")
+        bank_s, bank, bank_epochs = run_bank(cache, work / "bank", epochs, args.seeds, args.threads, args.audio_mode,
+                                             args.precision)
+        print(f"emo ablate (banks, audio_mode={args.audio_mode}): {bank_s:.1f} s  (cache load once "
+              f"{bank.load_seconds:.1f} s, {bank_epochs:.1f} s in epochs, {len(bank.banks)} bank(s): "
+              f"{', '.join(str(b['members']) for b in bank.banks)} members)")
+        seq_s, seq_cells, seq_runs, seq_epochs = run_sequential(cache, work / "seq", epochs, args.seeds, args.threads,
+                                                                args.precision)
         audio = sum(s for k, s in seq_runs.items() if "audio" in k.split("__")[0])
-        print(f"sequential fit+eval: {seq_s:.1f} s  ({audio:.1f} s in the 12 fits with audio, "
-              f"{seq_s - audio:.1f} s in the 9 without)")
-        print(f"ratio (sequential / bank), measured in this run: {seq_s / bank_s:.2f}x")
+        print(f"sequential run_fit+run_eval, in-process: {seq_s:.1f} s  ({seq_epochs:.1f} s in epochs; "
+              f"{audio:.1f} s in the 12 fits with audio, {seq_s - audio:.1f} s in the 9 without)")
+        print(f"ratio (sequential / bank), end to end at {epochs} epoch(s), measured in this run: {seq_s / bank_s:.2f}x")
+        print(f"ratio per epoch (train + dev scoring), measured in this run: {seq_epochs / bank_epochs:.2f}x")
+        if epochs < 15:
+            seq_15 = seq_s + (15 - epochs) * seq_epochs / epochs
+            bank_15 = bank_s + (15 - epochs) * bank_epochs / epochs
+            print(f"extrapolated to 15 epochs (fixed part + 15 x measured epoch): sequential {seq_15:.0f} s, "
+                  f"bank {bank_15:.0f} s, ratio {seq_15 / bank_15:.2f}x")
+        print(f"load average at end {os.getloadavg()[0]:.2f} (2 cores shared with other work)")
         print("\ncell                         bank test wF1      sequential test wF1")
         for row in bank.rows:
             values = [v for v in seq_cells.get(row["cell"], []) if v is not None]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from emo.errors import ConfigError, UsageError
 from emo.fuse.ablate import AblateConfig, modality_subsets, parse_axes, resolve_configs, run_ablate
@@ -136,7 +137,7 @@ def _random_models(configs):
     return models
 
 
-@pytest.mark.parametrize("audio_mode", ["loop", "grouped"])
+@pytest.mark.parametrize("audio_mode", ["loop", "grouped", "matmul"])
 def test_bank_member_matches_single_model(small_splits, audio_mode):
     from emo.fuse.bank import ModelBank, canonical_present
     from emo.fuse.data import TensorSplit
@@ -167,6 +168,73 @@ def test_bank_member_matches_single_model(small_splits, audio_mode):
         for key, value in model.state_dict().items():
             if not key.endswith("num_batches_tracked"):
                 torch.testing.assert_close(exported.state_dict()[key], value)
+
+
+@pytest.mark.parametrize("frames", [5, 37, 64])
+def test_matmul_mel_cnn_matches_conv1d(frames):
+    """The bank's im2col mel CNN (one shared input, several members) gives nn.Conv1d's
+    MelCNN outputs and weight gradients, for odd, even and too-short clips."""
+    from emo.fuse.bank import ModelBank
+    from emo.fuse.model import MelCNN, ModelConfig
+
+    torch.manual_seed(0)
+    configs = [ModelConfig(modalities=("audio",), fusion="late", n_mels=12, mel_channels=(8, 16)) for _ in range(3)]
+    bank = ModelBank(configs)
+    cnns = [MelCNN(12, (8, 16), 256) for _ in configs]
+    for g, cnn in enumerate(cnns):
+        with torch.no_grad():
+            bank.conv1_w[g].copy_(cnn.conv[0].weight), bank.conv1_b[g].copy_(cnn.conv[0].bias)
+            bank.conv2_w[g].copy_(cnn.conv[2].weight), bank.conv2_b[g].copy_(cnn.conv[2].bias)
+    mel = torch.randn(5, 12, frames)
+    lengths = torch.tensor([frames, max(frames - 3, 1), 1, min(frames, 6), frames // 2 + 1])
+    ours = bank._mel_cnn_matmul([2, 0, 1], mel, lengths)  # any member order
+    upstream = torch.randn(3, 5, 16)
+    (ours * upstream).sum().backward()
+    for i, g in enumerate([2, 0, 1]):
+        cnn = cnns[g]
+        hidden = cnn.conv(F.pad(mel, (0, max(0, 6 - frames))))
+        valid = torch.arange(hidden.shape[-1]) < cnn.output_lengths(lengths).unsqueeze(1)
+        weights = valid.float().unsqueeze(1)
+        expected = (hidden * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
+        torch.testing.assert_close(ours[i], expected, rtol=1e-5, atol=1e-5)
+        (expected * upstream[i]).sum().backward()
+        torch.testing.assert_close(bank.conv1_w.grad[g], cnn.conv[0].weight.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bank.conv1_b.grad[g], cnn.conv[0].bias.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bank.conv2_w.grad[g], cnn.conv[2].weight.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bank.conv2_b.grad[g], cnn.conv[2].bias.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_members_share_batches_and_train_alike(small_splits):
+    """Members with one seed draw the same batches, so the bank hands them one mel tensor
+    (the matmul path runs their first conv layer once); training matches the per-member
+    Conv1d loop."""
+    import emo.fuse.bank as bank_module
+    from emo.fuse.bank_train import train_bank
+    from emo.fuse.config import FitConfig
+
+    common = dict(epochs=2, lr=3e-4, batch_size=32, device="cpu", seed=5)
+    configs = [FitConfig(modalities=m, fusion="late", **common) for m in (("audio",), ("text", "audio"), ("audio", "visual"))]
+    configs.append(FitConfig(modalities=("audio",), fusion="late", spec_augment=True, **common))
+    group_sizes = []
+    original = bank_module.ModelBank._mel_cnn_matmul
+
+    def spy(self, members, mel, lengths):
+        group_sizes.append(len(members))
+        return original(self, members, mel, lengths)
+
+    bank_module.ModelBank._mel_cnn_matmul = spy
+    try:
+        shared = train_bank(configs, small_splits[0], small_splits[1], None, audio_mode="matmul")
+    finally:
+        bank_module.ModelBank._mel_cnn_matmul = original
+    # 6 steps x 2 epochs of [3 members on one shared batch, 1 spec-augmented], and one dev
+    # batch per epoch that all 4 members share
+    assert (group_sizes.count(3), group_sizes.count(1), group_sizes.count(4)) == (12, 12, 2)
+    looped = train_bank(configs, small_splits[0], small_splits[1], None, audio_mode="loop")
+    for a, b in zip(shared, looped):
+        assert a.best_epoch == b.best_epoch
+        assert [r["train_loss"] for r in a.history] == pytest.approx([r["train_loss"] for r in b.history], rel=1e-4)
+        assert a.dev["emotion"]["weighted_f1"] == pytest.approx(b.dev["emotion"]["weighted_f1"], abs=1e-6)
 
 
 def test_bank_training_replays_emo_fit(small_splits, monkeypatch):

@@ -100,10 +100,18 @@ class ImageEncoder:
     dtype: Any
     dim: int
     identity: dict[str, Any] = field(default_factory=dict)
+    # Largest forward pass on a CPU. Depthwise-convolution nets (EfficientNet) run several
+    # times faster per frame in micro-batches whose activations stay in the CPU cache than in
+    # one big batch (bench: 9.5 ms/frame at 4 frames vs 40 ms/frame at 32 on this 2-core box);
+    # matmul-bound ViTs gain from large batches, so they leave this unset.
+    cpu_batch: int | None = None
+    channels_last: bool = False
 
     def encode(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
         import torch
 
+        if self.cpu_batch and torch.device(self.device).type == "cpu":
+            batch_size = min(batch_size, self.cpu_batch)
         frames = np.asarray(frames)
         out = np.zeros((len(frames), self.dim), dtype=np.float32)
         if len(frames) == 0:
@@ -115,6 +123,8 @@ class ImageEncoder:
                 chunk = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size])).to(self.device)
                 x = chunk.permute(0, 3, 1, 2).float().div_(255.0)
                 x = ((x - mean) / std).to(self.dtype)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 out[start : start + len(chunk)] = self.features(x).float().cpu().numpy()
         return out
 
@@ -294,7 +304,7 @@ def load_efficientnet_lite0(device: Any) -> ImageEncoder:
     torch_device = torch.device(device)
     precision = "fp16" if torch_device.type == "cuda" else "fp32"
     model.eval().requires_grad_(False)
-    model.to(torch_device)
+    model.to(torch_device, memory_format=torch.channels_last)
     if precision == "fp16":
         model.half()
 
@@ -320,6 +330,8 @@ def load_efficientnet_lite0(device: Any) -> ImageEncoder:
         dtype=torch.float16 if precision == "fp16" else torch.float32,
         dim=1280,
         identity=identity,
+        cpu_batch=4,
+        channels_last=True,
     )
 
 

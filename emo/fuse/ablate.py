@@ -48,7 +48,7 @@ class AblateConfig:
     grid: tuple[str, ...] = ()  # more axes over any fit option: "class_weights=none,meld" (repeatable)
     test_split: str = "test"  # scored with each member's best-on-dev weights; "" skips it
     max_bank: int = 0  # members per bank (0 = every cell of a group at once); smaller = finer resume
-    audio_mode: str = "auto"  # auto | loop | grouped: how a bank runs its members' mel CNNs
+    audio_mode: str = "auto"  # auto | loop | grouped | matmul: how a bank runs its members' mel CNNs
     save_models: bool = False  # also save every member as an `emo fit` checkpoint (cells/<cell>/seed-<s>/model.pt)
     overwrite: bool = False  # retrain cells whose saved results were made with a different config
 
@@ -73,8 +73,8 @@ class AblateConfig:
             raise ConfigError(f"seeds must be at least 1; got {self.seeds}.")
         if self.max_bank < 0:
             raise ConfigError(f"max_bank must not be negative; got {self.max_bank}.")
-        if self.audio_mode not in ("auto", "loop", "grouped"):
-            raise ConfigError(f"audio_mode must be auto, loop or grouped; got {self.audio_mode!r}.")
+        if self.audio_mode not in ("auto", "loop", "grouped", "matmul"):
+            raise ConfigError(f"audio_mode must be auto, loop, grouped or matmul; got {self.audio_mode!r}.")
         bad = [f for f in self.fusion if f not in ("early", "late", "ensemble")]
         if bad or not self.fusion:
             raise ConfigError(f"fusion must list early, late and/or ensemble; got {', '.join(self.fusion) or 'nothing'}.")

@@ -22,7 +22,10 @@ checkpoint.
 The mel CNN is the only heavy part. On a GPU the members' convolutions run as one grouped
 Conv1d (groups=G_audio), which is what removes the per-kernel launch cost of G small
 models; on a CPU the grouped kernel is no faster than G plain ones (the work is the same
-FLOPs and batch 32 already fills the cores), so `audio_mode="auto"` loops there.
+FLOPs and batch 32 already fills the cores), so `audio_mode="auto"` uses `SharedMelCNN`
+there: im2col matmuls with a hand-written backward, the first layer run once for all
+members that see the same mel tensor (same seed, no mel augmentation). Under bf16
+autocast it falls back to the per-member Conv1d loop, exactly what `emo fit` runs.
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ MEMBER_KEYS: frozenset[str] = frozenset(
     }
 )
 
+# `SharedMelCNN` call sizes: members per call, and clip x frame rows per evaluation chunk
+MATMUL_MEMBERS = 4
+MATMUL_ROWS = 16384
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 
@@ -286,6 +292,51 @@ class ModelBank(nn.Module):
         weights = valid.to(h.dtype).unsqueeze(2)  # [Ga, B, 1, T']
         return (h * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
 
+    def _mel_cnn_matmul(self, members: list[int], mel: Tensor, lengths: Tensor) -> Tensor:
+        """The MelCNNs of `members`, which all see the same `mel` [B, n_mels, T], as
+        im2col matmuls (see `SharedMelCNN`) -> [len(members), B, C2]."""
+        rows = max(1, MATMUL_ROWS // max(mel.shape[-1], 6))
+        if mel.shape[0] > rows and not (torch.is_grad_enabled() and self.conv1_w.requires_grad):
+            # evaluation batches are large (256 clips of up to 10 s); cut them so the
+            # intermediates stay the size of a training step's
+            return torch.cat(
+                [self._mel_cnn_matmul(members, mel[i : i + rows], lengths[i : i + rows]) for i in range(0, mel.shape[0], rows)],
+                dim=1,
+            )
+        idx = torch.tensor(members, device=mel.device)
+        T = max(mel.shape[-1], 6)
+        T += T % 2  # even, so the pool's pairs never straddle two clips
+        if mel.shape[-1] < T:
+            mel = F.pad(mel, (0, T - mel.shape[-1]))
+        valid = torch.arange(T // 2, device=mel.device) < ((lengths - 4) // 2).clamp_min(1).unsqueeze(1)
+        weights = valid.to(mel.dtype)
+        weights = weights / weights.sum(-1, keepdim=True).clamp_min(1.0)  # [B, T/2], zero past the clip
+        return SharedMelCNN.apply(
+            mel.transpose(1, 2), weights, self.conv1_w[idx], self.conv1_b[idx], self.conv2_w[idx], self.conv2_b[idx]
+        )
+
+    def _mel_cnn_shared(self, members: list[int], mels: list[Tensor], lengths: list[Tensor]) -> Tensor:
+        """All audio members through `_mel_cnn_matmul`, one call per distinct input tensor
+        (members trained on the same batch - same seed, no mel augmentation - are handed
+        the very same tensor object by `train_bank`) -> [G_audio, B, C2]."""
+        rows = max(int(m.shape[0]) for m in mels)
+        groups: dict[int, list[int]] = {}
+        for j, mel in enumerate(mels):
+            groups.setdefault(id(mel), []).append(j)
+        out: list[Tensor | None] = [None] * len(members)
+        for shared in groups.values():
+            # a few members per call: the wide first-layer matmul is already efficient at
+            # 4 x C1 columns, and more would only grow the intermediates
+            for lo in range(0, len(shared), MATMUL_MEMBERS):
+                positions = shared[lo : lo + MATMUL_MEMBERS]
+                j0 = positions[0]
+                pooled = self._mel_cnn_matmul([members[j] for j in positions], mels[j0], lengths[j0])
+                if pooled.shape[1] < rows:
+                    pooled = F.pad(pooled, (0, 0, 0, rows - pooled.shape[1]))
+                for i, j in enumerate(positions):
+                    out[j] = pooled[i]
+        return torch.stack(out)
+
     def forward(
         self,
         present: Tensor,
@@ -312,7 +363,9 @@ class ModelBank(nn.Module):
                 e = torch.matmul(visual, self.visual_w) + self.visual_b.unsqueeze(1)
             elif name == "audio" and self.audio_members and mels:
                 members = self.audio_members
-                if audio_mode == "grouped" and len(members) > 1:
+                if audio_mode == "matmul" and not torch.is_autocast_enabled(mels[0].device.type):
+                    pooled = self._mel_cnn_shared(members, mels, mel_lengths)
+                elif audio_mode == "grouped" and len(members) > 1:
                     pooled = self._mel_cnn_grouped(members, mels, mel_lengths)
                 else:
                     rows = []
@@ -363,6 +416,93 @@ class ModelBank(nn.Module):
             out[head] = logits[..., start : start + HEAD_SIZES[head]]
             start += HEAD_SIZES[head]
         return out
+
+
+def _shifted(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """im2col for a k=3 convolution over the rows of x [N, C] -> [N, 3C]: row t holds rows
+    t, t+1, t+2 (the last two rows, which would run past the end, are zero)."""
+    n, c = x.shape
+    cols = x.new_empty(n, 3 * c) if out is None else out
+    cols[n - 2 :].zero_()
+    for k in range(3):
+        cols[: n - 2, k * c : (k + 1) * c] = x[k : n - 2 + k]
+    return cols
+
+
+def _unshift_(grad: Tensor, dcols: Tensor) -> None:
+    """The transpose of `_shifted`: add dcols [N, 3C]'s blocks back onto rows of grad [N, C]."""
+    n, c = grad.shape
+    for k in range(3):
+        grad[k : n - 2 + k] += dcols[: n - 2, k * c : (k + 1) * c]
+
+
+class SharedMelCNN(torch.autograd.Function):
+    """Gs MelCNNs (conv k3 -> ReLU -> conv k3 -> ReLU -> max-pool 2 -> weighted time
+    average) over one shared input, forward and backward written as plain matmuls.
+
+    Why: on a CPU oneDNN's Conv1d with 40/64 input channels runs well below the matmul
+    rate (about 100 vs 180 GFLOP/s on an idle 2-core Zen 4), and autograd's backward of slicing/cat/amax spends more time
+    allocating, zero-filling and copying than multiplying. Here the clips lie end to end
+    as one time-major sequence [B*T, C] (T even): a valid k=3 convolution is the
+    sequence's im2col [B*T, 3C] times the reshaped kernel; the last rows of each clip,
+    whose windows reach into the next clip, are garbage that the pooling weights (zero
+    past each clip's valid length) never read and never send gradient to. The first
+    layer's im2col is built once for all members and multiplied by their concatenated
+    kernels in one wide matmul; ReLU and the pool commute, so the pool runs first.
+
+    Inputs: x [B, T, F] (no gradient), weights [B, T/2] (each row sums to 1 over the
+    clip's valid pooled frames), w1 [Gs, C1, F, 3], b1 [Gs, C1], w2 [Gs, C2, C1, 3],
+    b2 [Gs, C2]. Output [Gs, B, C2].
+    """
+
+    @staticmethod
+    def forward(ctx, x, weights, w1, b1, w2, b2):
+        B, T, Fm = x.shape
+        Gs, C1, C2 = w1.shape[0], w1.shape[1], w2.shape[1]
+        N = B * T
+        cols1 = _shifted(x.reshape(N, Fm))  # [N, 3F]
+        W1 = w1.permute(3, 2, 0, 1).reshape(3 * Fm, Gs * C1)  # rows k*F + f, columns g*C1 + o
+        h1 = torch.addmm(b1.reshape(-1), cols1, W1).relu_()  # [N, Gs*C1]
+        W2 = w2.permute(0, 3, 2, 1).reshape(Gs, 3 * C1, C2)
+        cols2 = x.new_empty(Gs, N, 3 * C1)
+        y2 = x.new_empty(Gs, N, C2)
+        for g in range(Gs):
+            _shifted(h1[:, g * C1 : (g + 1) * C1], out=cols2[g])
+        torch.baddbmm(b2.unsqueeze(1), cols2, W2, out=y2)
+        pairs = y2.view(Gs, B, T // 2, 2, C2)
+        pooled = torch.maximum(pairs[:, :, :, 0], pairs[:, :, :, 1]).relu_()  # [Gs, B, T/2, C2]
+        out = torch.matmul(weights.unsqueeze(1), pooled).squeeze(2)  # [Gs, B, C2]
+        if not any(ctx.needs_input_grad):
+            return out
+        # where each output's gradient goes: the larger of each pair, if it passed the
+        # ReLU, times the clip's pooling weight - one tensor, so backward is one multiply
+        first = pairs[:, :, :, 0] >= pairs[:, :, :, 1]
+        live = pooled > 0
+        route = torch.stack([first & live, live & ~first], dim=3).to(x.dtype)
+        route *= weights.view(1, B, T // 2, 1, 1)
+        ctx.save_for_backward(cols1, cols2, h1, W2, route)
+        ctx.shapes = (B, T, Fm, Gs, C1, C2)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        cols1, cols2, h1, W2, route = ctx.saved_tensors
+        B, T, Fm, Gs, C1, C2 = ctx.shapes
+        N = B * T
+        # through the average, the ReLU and the pool (the larger of each pair takes it all)
+        g_y2 = (route * grad_out.view(Gs, B, 1, 1, C2)).view(Gs, N, C2)
+        g_b2 = g_y2.sum(1)
+        g_W2 = torch.bmm(cols2.transpose(1, 2), g_y2)  # [Gs, 3*C1, C2]
+        g_cols2 = torch.bmm(g_y2, W2.transpose(1, 2))  # [Gs, N, 3*C1]
+        g_h1 = h1.new_zeros(N, Gs * C1)
+        for g in range(Gs):
+            _unshift_(g_h1[:, g * C1 : (g + 1) * C1], g_cols2[g])
+        g_h1 *= h1 > 0
+        g_W1 = torch.mm(cols1.T, g_h1)  # [3F, Gs*C1]
+        g_b1 = g_h1.sum(0).view(Gs, C1)
+        g_w1 = g_W1.view(3, Fm, Gs, C1).permute(2, 3, 1, 0)
+        g_w2 = g_W2.view(Gs, 3, C1, C2).permute(0, 3, 2, 1)
+        return None, None, g_w1, g_b1, g_w2, g_b2
 
 
 class BankAdamW:
