@@ -5,4 +5,13 @@ train from that cache in seconds (`emo.fuse`). Data flows one way:
 media -> extract -> cache -> fuse -> reports.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# emo runs many small torch ops (training heads, per-frame encoders) next to decoding worker
+# processes. With OpenMP's default busy-wait, idle torch threads spin on cores the workers
+# need; on a shared or 2-core CPU that made epochs and frame encoding 5-10x slower in our
+# measurements, while a passive wait costs nothing on an idle machine. It only takes effect
+# if set before torch loads OpenMP, and a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -22,9 +22,11 @@ checkpoint.
 The mel CNN is the only heavy part. On a GPU the members' convolutions run as one grouped
 Conv1d (groups=G_audio), which is what removes the per-kernel launch cost of G small
 models; on a CPU the grouped kernel is no faster than G plain ones (the work is the same
-FLOPs and batch 32 already fills the cores), so `audio_mode="auto"` uses `SharedMelCNN`
-there: im2col matmuls with a hand-written backward, the first layer run once for all
-members that see the same mel tensor (same seed, no mel augmentation). Under bf16
+FLOPs and batch 32 already fills the cores), so `audio_mode="auto"` loops there.
+`audio_mode="matmul"` (`SharedMelCNN`) is the alternative: im2col matmuls with a
+hand-written backward, the first layer run once for all members that see the same mel
+tensor (same seed, no mel augmentation); equal results, but measured ~10% slower than
+the loop on this CPU (see `emo.fuse.bank_train.resolve_audio_mode`). Under bf16
 autocast it falls back to the per-member Conv1d loop, exactly what `emo fit` runs.
 """
 
