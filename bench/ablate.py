@@ -102,20 +102,9 @@ def run_sequential(cache: Path, out: Path, epochs: int, seeds: int, threads: int
         fit = run_fit(config)
         epoch_seconds += sum(row["epoch_seconds"] for row in fit.history)
         report = run_eval(config.out, split="test", device="cpu", write=False)
-        per_cell.setdefault(job.cell.key, []).append(_find(report, "weighted_f1"))
+        per_cell.setdefault(job.cell.key, []).append(report["headline"]["weighted_f1"])
         seconds[f"{job.cell.key}-seed{job.seed}"] = time.perf_counter() - t0
     return time.perf_counter() - started, per_cell, seconds, epoch_seconds
-
-
-def _find(report, key):
-    if isinstance(report, dict):
-        if isinstance(report.get(key), (int, float)):
-            return float(report[key])
-        for value in report.values():
-            found = _find(value, key)
-            if found is not None:
-                return found
-    return None
 
 
 GPU_NOTE = """\

@@ -280,7 +280,7 @@ def run_demo(config: DemoConfig | Path | None = None, quick: bool = False, devic
 
     report = run_eval(fit_dir, split="test", console=console, device=config.device)
     baseline = majority_baseline(cache)
-    test_wf1 = _find(report.get("metrics", report) if isinstance(report, dict) else {}, "weighted_f1")
+    test_wf1 = report["headline"]["weighted_f1"]
 
     # 5. ablate
     subsets = ", ".join(config.ablate_modalities)
@@ -432,18 +432,6 @@ def _print_outcome(console, config, result, test_wf1, baseline, rows, seconds: f
         lines.append(f"Ablation, test weighted F1 by modality subset: {cells}.")
     lines.append("Next: emo extract --data-root MELD.Raw --cache cache/meld --split all, then emo fit / emo ablate.")
     console.print(" ".join(lines))
-
-
-def _find(report, key: str):
-    """The first `key` in a nested report (the eval report's layout belongs to emo.fuse.evaluate)."""
-    if isinstance(report, dict):
-        if key in report and isinstance(report[key], (int, float)):
-            return float(report[key])
-        for value in report.values():
-            found = _find(value, key)
-            if found is not None:
-                return found
-    return None
 
 
 class _Steps:
