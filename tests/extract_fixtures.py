@@ -11,6 +11,7 @@ import json
 import string
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -111,3 +112,21 @@ def quiet_console():
     from rich.console import Console
 
     return Console(file=io.StringIO(), width=120)
+
+
+ARRAYS = (
+    "dialogue_id", "utterance_id", "emotion", "sentiment", "has_text", "has_audio", "has_visual", "truncated",
+    "text_cls", "text_mean", "visual", "visual_mask", "mel", "mel_index",
+)
+
+
+def assert_same_split(a, b) -> None:
+    """Two loaded splits hold bit-identical arrays (and the same fingerprint)."""
+    assert a.fingerprint == b.fingerprint
+    assert a.speaker == b.speaker and a.failure == b.failure
+    for name in ARRAYS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert x.dtype == y.dtype and x.shape == y.shape, name
+            assert np.array_equal(x, y), name

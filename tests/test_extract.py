@@ -15,12 +15,15 @@ import numpy as np
 import pytest
 
 from emo.errors import CacheError, DataError
-from extract_fixtures import meld_rows, quiet_console, tiny_bert, tiny_clip, tiny_config  # noqa: F401
-
-ARRAYS = (
-    "dialogue_id", "utterance_id", "emotion", "sentiment", "has_text", "has_audio", "has_visual", "truncated",
-    "text_cls", "text_mean", "visual", "visual_mask", "mel", "mel_index",
+from extract_fixtures import (  # noqa: F401
+    assert_same_split,
+    meld_rows,
+    quiet_console,
+    tiny_bert,
+    tiny_clip,
+    tiny_config,
 )
+
 
 
 def run(config):
@@ -29,16 +32,6 @@ def run(config):
     return run_extract(config, console=quiet_console())
 
 
-def assert_same_split(a, b) -> None:
-    """Two loaded splits hold bit-identical arrays (and the same fingerprint)."""
-    assert a.fingerprint == b.fingerprint
-    assert a.speaker == b.speaker and a.failure == b.failure
-    for name in ARRAYS:
-        x, y = getattr(a, name), getattr(b, name)
-        assert (x is None) == (y is None), name
-        if x is not None:
-            assert x.dtype == y.dtype and x.shape == y.shape, name
-            assert np.array_equal(x, y), name
 
 
 @pytest.fixture(scope="module")

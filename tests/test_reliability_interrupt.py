@@ -25,19 +25,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from emo.errors import CacheError
-from extract_fixtures import quiet_console, tiny_bert, tiny_clip  # noqa: F401  (session fixtures)
+from extract_fixtures import assert_same_split, quiet_console, tiny_bert, tiny_clip  # noqa: F401  (session fixtures)
 from reliability_fixtures import BROKEN_SYNTH, child_env, emo_argv, extract_args, extract_config
 
 pytestmark = pytest.mark.slow
 
-ARRAYS = (
-    "dialogue_id", "utterance_id", "emotion", "sentiment", "has_text", "has_audio", "has_visual", "truncated",
-    "text_cls", "text_mean", "visual", "visual_mask", "mel", "mel_index",
-)  # fmt: skip
 SHARD_SIZE = 2
 TRAIN_ROWS = 12
 SHARDS = TRAIN_ROWS // SHARD_SIZE
@@ -196,15 +191,6 @@ def killed(dataset, tiny_bert, tiny_clip, tmp_path_factory):  # noqa: F811
     return {s.name: (s, cache) for s, (_, _, cache) in zip(done, jobs)}
 
 
-def assert_same_split(a, b) -> None:
-    assert a.fingerprint == b.fingerprint
-    assert a.speaker == b.speaker and a.failure == b.failure
-    for name in ARRAYS:
-        x, y = getattr(a, name), getattr(b, name)
-        assert (x is None) == (y is None), name
-        if x is not None:
-            assert x.dtype == y.dtype and x.shape == y.shape, name
-            assert np.array_equal(x, y), name
 
 
 def test_kills_land_at_five_or_more_distinct_points(killed):
