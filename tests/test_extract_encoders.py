@@ -276,6 +276,31 @@ def test_text_context_is_prepended_and_truncated_from_the_left(tiny_bert):
     assert joined.endswith("lastwords[SEP]okay[SEP]")  # the oldest context is dropped, the utterance kept
 
 
+def test_with_context_the_mean_pools_only_the_utterance_tokens(tiny_bert):
+    """CLS sees the whole pair; the mean averages the utterance's own (contextualised)
+    tokens, padding and context excluded, whatever else shares the batch."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from emo.extract.text import load_text_encoder
+
+    encoder = load_text_encoder(str(tiny_bert), device="cpu", max_length=64, context=2)
+    contexts = ["Ross: we were on a break [SEP] Rachel: no we were not", "Joey: how you doin"]
+    texts = ["Okay, fine.", "Great, just great, thanks a lot for that."]
+    cls, mean = encoder.encode(texts, contexts, batch_size=2)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = AutoModel.from_pretrained(tiny_bert).eval()
+    for i in range(2):
+        enc = tokenizer(contexts[i], texts[i], return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**enc).last_hidden_state[0]
+        utterance = torch.tensor([s == 1 for s in enc.sequence_ids(0)])
+        np.testing.assert_allclose(cls[i], hidden[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(mean[i], hidden[utterance].mean(0).numpy(), atol=1e-5)
+        assert not np.allclose(mean[i], hidden.mean(0).numpy(), atol=1e-3)
+    assert encoder.identity["pooling"] == ["cls", "masked_mean_of_utterance_tokens"]
+
+
 def test_hub_id_without_network_fails_fast_with_one_sentence(monkeypatch, tmp_path):
     from emo.extract.text import load_text_encoder
 

@@ -8,7 +8,11 @@ mean pooling, and the choice is cheap to make later in the head but not to redo 
 With `context > 0` the earlier turns of the dialogue go in as the first segment
 ("speaker: text" turns joined by the tokenizer's separator) and the utterance itself
 as the second, truncated from the left, so the oldest context is dropped first and the
-utterance being classified is kept whole.
+utterance being classified is kept whole. The masked mean then averages the utterance's
+own tokens only: they have seen the context through attention, but a mean over every
+token would mostly describe the earlier turns (on MELD, pooling over the whole pair cost
+about 10 points of weighted F1 against no context at all). The [CLS] vector still sums
+up the whole pair.
 """
 
 from __future__ import annotations
@@ -161,9 +165,12 @@ class TextEncoder:
                     enc = self.tokenizer(
                         batch_texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
                     )
+                pool_mask = enc["attention_mask"]
+                if contexts is not None:
+                    pool_mask = _utterance_tokens(enc)
                 enc = {k: v.to(self.device) for k, v in enc.items()}
                 hidden = self.model(**enc).last_hidden_state.float()
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                mask = pool_mask.to(self.device).unsqueeze(-1).to(hidden.dtype)
                 mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
                 cls_out[idx] = hidden[:, 0].cpu().numpy()
                 mean_out[idx] = mean.cpu().numpy()
@@ -172,6 +179,21 @@ class TextEncoder:
     def context_string(self, turns: Sequence[Any]) -> str:
         """Earlier turns as "speaker: text" joined by the separator token."""
         return f" {self.sep} ".join(f"{t.speaker}: {t.text}" for t in turns)
+
+
+def _utterance_tokens(enc) -> Any:
+    """int[B, L] mask of the second segment's tokens (the utterance) in a pair encoding."""
+    import torch
+
+    try:
+        ids = [enc.sequence_ids(i) for i in range(enc["input_ids"].shape[0])]
+    except (ValueError, AttributeError):  # a slow (Python) tokenizer keeps no word map
+        ids = None
+    if ids is not None:
+        return torch.tensor([[1 if s == 1 else 0 for s in row] for row in ids], dtype=torch.long)
+    if "token_type_ids" in enc:
+        return enc["token_type_ids"] * enc["attention_mask"]
+    raise UsageError("With --context the text encoder needs a fast tokenizer (tokenizer.json) to find the utterance's tokens.")
 
 
 def load_text_encoder(name: str, device: Any = "cpu", max_length: int = 128, context: int = 0) -> TextEncoder:
@@ -205,7 +227,7 @@ def load_text_encoder(name: str, device: Any = "cpu", max_length: int = 128, con
         "dim": int(model.config.hidden_size),
         "max_length": max_length,
         "context": int(context),
-        "pooling": ["cls", "masked_mean"],
+        "pooling": ["cls", "masked_mean" if context == 0 else "masked_mean_of_utterance_tokens"],
         "precision": precision,
     }
     return TextEncoder(
