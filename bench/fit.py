@@ -31,13 +31,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # synthetic_features: the learnable test/bench cache
 
 TRAIN, DEV = 9989, 1109
 FRAMES, VIS_DIM, TEXT_DIM, MEAN_MEL = 16, 512, 768, 360
 
 
 def write_cache(path: Path, train: int, dev: int) -> dict:
-    from emo.fuse.synthetic import make_synthetic_split, write_synthetic_cache
+    from synthetic_features import make_synthetic_split, write_synthetic_cache
 
     # MELD has almost no broken clips, so 1 % of each modality is missing (the tests use 10 %).
     shapes = dict(

@@ -104,8 +104,9 @@ def logistic_probe(cache: Path, feature: str) -> dict:
 
 
 def fusion_heads(cache: Path, out: Path, epochs: int, seeds: int) -> list[dict]:
-    """emo's text-only heads as one ablation grid (trained as one model bank)."""
-    from emo.fuse.ablate import resolve_configs, run_ablate
+    """emo's text-only heads as one ablation grid (emo fit's trainer, the cache loaded once)."""
+    from emo.fuse.ablate import run_ablate
+    from emo.fuse.ablate_grid import resolve_configs
 
     ablate, base = resolve_configs(
         None,
@@ -119,7 +120,7 @@ def fusion_heads(cache: Path, out: Path, epochs: int, seeds: int) -> list[dict]:
             epochs=epochs,
         ),
     )
-    result = run_ablate(ablate, base, console=None)
+    result = run_ablate(ablate, base)
     rows = []
     for row in result.rows:
         rows.append(

@@ -46,16 +46,17 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path | str, durable: bool = False) -> Iterator[Path]:
+def atomic_path(path: Path | str, durable: bool = False, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed.
 
     For writers that need a file name rather than text (torch.save, matplotlib, h5py).
     `durable=True` also fsyncs the file and its folder (for data that must survive a crash
-    of the machine, not only of the process).
+    of the machine, not only of the process). `keep_suffix=True` ends the temporary name
+    with the final suffix too, for writers that choose a format from it (matplotlib).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(temp_name(path.name))
+    tmp = path.with_name(temp_name(path.name) + (path.suffix if keep_suffix else ""))
     try:
         yield tmp
         if durable and tmp.is_file():
@@ -104,8 +105,9 @@ def write_json(path: Path | str, data: Any, indent: int | None = 1, durable: boo
 
 
 def write_with(path: Path | str, writer: Callable[[Path], Any], durable: bool = False) -> Path:
-    """Call `writer(tmp_path)` and move the result into place atomically."""
+    """Call `writer(tmp_path)` and move the result into place atomically (the temporary
+    keeps the final suffix, so writers that choose a format by extension work)."""
     path = Path(path)
-    with atomic_path(path, durable=durable) as tmp:
+    with atomic_path(path, durable=durable, keep_suffix=True) as tmp:
         writer(tmp)
     return path

@@ -14,7 +14,7 @@ from emo.errors import CacheError, UsageError
 from emo.fuse.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from emo.fuse.config import FitConfig
 from emo.fuse.metrics import majority_baseline
-from emo.fuse.synthetic import make_synthetic_split
+from synthetic_features import make_synthetic_split
 from emo.fuse.train import fit_splits
 from emo.labels import EMOTIONS
 
@@ -46,7 +46,8 @@ def test_short_fit_learns_well_above_majority_baseline(splits, tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, 7))
     assert (tmp_path / "curves.png").stat().st_size > 1000
     again = build_config(FitConfig, tmp_path / "config.toml", section="fit")
-    assert again == quick()
+    # the saved config records what was used: 'auto' pooling resolved for this encoder
+    assert again == quick().copy_with(text_feature="cls")
     payload = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert payload["epoch"] == result.best_epoch
     assert payload["fingerprint"] == train.fingerprint
@@ -114,3 +115,52 @@ def test_cache_config_mismatches_are_one_sentence_errors(splits, tmp_path):
         quick(modalities=("text", "smell")).validate()
     with pytest.raises(ConfigError, match="fusion"):
         build_config(FitConfig, overrides={"fusion": "middle"})
+
+
+def test_auto_text_feature_follows_the_encoders_pooling():
+    """Sentence encoders (MiniLM, mpnet) are trained for mean pooling, BERT for CLS; a
+    fingerprint that records the pooling wins over the name."""
+    from emo.fuse.config import resolve_text_feature
+
+    minilm = {"text_encoder": {"name": "sentence-transformers/all-MiniLM-L6-v2"}}
+    bert = {"text_encoder": {"name": "bert-base-uncased"}}
+    recorded = {"text_encoder": {"name": "my-encoder", "text_pooling": "mean"}}
+    assert resolve_text_feature("auto", minilm) == "mean"
+    assert resolve_text_feature("auto", bert) == "cls"
+    assert resolve_text_feature("auto", recorded) == "mean"
+    assert resolve_text_feature("auto", {}) == "cls"
+    assert resolve_text_feature("cls", minilm) == "cls"  # an explicit choice is kept
+
+
+def test_failed_fit_leaves_no_run_folder(tmp_path):
+    """Errors a user can cause (a dataset folder as --cache, --device cuda without a GPU)
+    fail before the run folder exists; nothing is left behind."""
+    import torch
+
+    from emo.errors import EmoError
+    from emo.fuse.train import run_fit
+
+    data = tmp_path / "not-a-cache"
+    data.mkdir()
+    (data / "train_sent_emo.csv").write_text("Sr No.,Utterance\n")
+    with pytest.raises(EmoError):
+        run_fit(FitConfig(cache=data, out=tmp_path / "run-a", epochs=1))
+    assert not (tmp_path / "run-a").exists()
+    if not torch.cuda.is_available():
+        with pytest.raises(EmoError):
+            run_fit(FitConfig(cache=data, out=tmp_path / "run-b", epochs=1, device="cuda"))
+        assert not (tmp_path / "run-b").exists()
+
+
+def test_fit_that_fails_midway_removes_what_it_wrote(splits, tmp_path, monkeypatch):
+    import emo.fuse.train as train
+    from emo.fuse.run_folder import run_folder
+
+    def broken(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(train.FitRecipe, "train_epoch", broken)
+    with pytest.raises(RuntimeError):
+        with run_folder(tmp_path / "run", overwrite=False) as out:
+            fit_splits(quick(), *splits, out_dir=out)
+    assert not (tmp_path / "run").exists()

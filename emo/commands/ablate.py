@@ -1,10 +1,11 @@
 """Train a grid of fusion heads (modality subsets x fusion modes x fit options x seeds) from one cache.
 
-The cache is loaded once and the grid's models train together as model banks (one batched
-forward/backward for many heads), each replaying emo fit's recipe for its own config.
-Finished cells are saved one file each, so a re-run skips them. Writes to --out:
-results.md, results.csv, results.png (bar chart), results.json, ablate.toml (the resolved
-grid and base fit config; re-run with --config) and cells/CELL/seed-S.json.
+Each split is loaded once; then every cell and seed runs emo fit's own trainer in this
+process and writes emo fit's run folder (cells/CELL/seed-S/: model.pt, config.toml,
+metrics.jsonl, curves.png, summary.json, result.json). Finished cells are skipped on a
+re-run. Writes to --out: results.csv (one row per cell and seed, fractions), summary.csv
+and results.md (mean ± std per cell), results.png (bar chart), results.json and
+ablate.toml (the resolved grid and base fit config; re-run with --config).
 The row marked ★ is the seed report's design (text+audio+visual, ensemble).
 Any emo fit option sets the base config (--set epochs=5) or becomes an axis (--grid).
 Example: emo ablate --cache cache/meld --out runs/ablate-subsets --modalities all-subsets
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from emo.commands.output import ProgressView, make_console
 
 
 def command(
@@ -40,8 +43,6 @@ def command(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain cells saved with different options."),
 ) -> None:
-    from rich.console import Console
-
     from emo.config import parse_set_pairs
     from emo.fuse.ablate import resolve_configs, run_ablate
 
@@ -59,9 +60,37 @@ def command(
     )
     overrides.update({k: v for k, v in named.items() if v is not None})
     ablate, base = resolve_configs(config, overrides)
-    console = Console()
-    result = run_ablate(ablate, base, console=console)
+    console = make_console()
+    with ProgressView(console) as view:
+        result = run_ablate(ablate, base, progress=view)
+    print_table(console, result.rows, title=f"emo ablate ({len(result.seed_rows)} fits; mean ± std over seeds, %)")
     console.print(
         f"{result.trained} fits trained, {result.skipped} reused, in {result.seconds:.1f} s "
-        f"({result.load_seconds:.1f} s loading the cache once); report in {result.paths['markdown']}."
+        f"({result.load_seconds:.1f} s loading the cache once). Reports: "
+        + ", ".join(str(p) for p in result.paths.values())
+        + f"; every fit's run folder is under {result.out / 'cells'}.",
+        highlight=False,
     )
+
+
+def print_table(console, rows: list, title: str) -> None:
+    """The per-cell mean ± std table; ★ (and bold) marks the seed report's design."""
+    from rich.table import Table
+
+    from emo.fuse.ablate_report import METRIC_COLUMNS, format_cell, option_keys
+
+    keys = option_keys(rows)
+    table = Table(title=title)
+    for name in ("", "modalities", "fusion", *keys, "seeds", *[n for _, n in METRIC_COLUMNS]):
+        table.add_column(name, justify="right" if name in {n for _, n in METRIC_COLUMNS} else "left")
+    for row in rows:
+        table.add_row(
+            "★" if row["seed_design"] else "",
+            row["modalities"],
+            row["fusion"],
+            *[str(row.get(k, "")) for k in keys],
+            str(row["seeds"]),
+            *[format_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m, _ in METRIC_COLUMNS],
+            style="bold red" if row["seed_design"] else None,
+        )
+    console.print(table)

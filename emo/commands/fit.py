@@ -14,6 +14,8 @@ from typing import List, Optional
 
 import typer
 
+from emo.commands.output import make_console, percent
+
 
 def command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache written by emo extract."),
@@ -21,7 +23,7 @@ def command(
     modalities: Optional[str] = typer.Option(None, help="Comma-separated subset of text,audio,visual."),
     fusion: Optional[str] = typer.Option(None, help="early, late or ensemble (default ensemble)."),
     task: Optional[str] = typer.Option(None, help="emotion, sentiment or both (joint heads)."),
-    text_feature: Optional[str] = typer.Option(None, help="Cached text embedding to use: cls or mean."),
+    text_feature: Optional[str] = typer.Option(None, help="Cached text embedding: cls, mean, or auto (the text encoder's own pooling: mean for sentence encoders such as MiniLM, cls for BERT)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default 15)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default 32)."),
     lr: Optional[float] = typer.Option(None, help="AdamW learning rate (default 1e-4)."),
@@ -37,8 +39,6 @@ def command(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any config key: --set key=value (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
 ) -> None:
-    from rich.console import Console
-
     from emo.config import build_config, parse_set_pairs
     from emo.fuse.config import FitConfig
 
@@ -65,12 +65,72 @@ def command(
     resolved = build_config(FitConfig, config, overrides, section="fit")
     from emo.fuse.train import run_fit  # torch loads only once the options are known to be valid
 
-    console = Console()
-    result = run_fit(resolved, console=console)
+    console = make_console()
+    with EpochTable(console) as table:
+        result = run_fit(resolved, progress=table)
     best = result.best_dev
     head = "emotion" if "emotion" in best else next(iter(best))
     console.print(
-        f"Best dev {head} weighted F1 {best[head]['weighted_f1']:.4f} at epoch {result.best_epoch} "
+        f"Best dev {head} weighted F1 {percent(best[head]['weighted_f1'])} at epoch {result.best_epoch} "
         f"({result.fit_seconds:.1f} s training, {result.load_seconds:.1f} s loading the cache); "
-        f"run saved in {result.run_dir}."
+        f"run saved in {result.run_dir}.",
+        highlight=False,
     )
+    console.print(f"Next: emo eval --run {result.run_dir} --split test", highlight=False)
+
+
+class EpochTable:
+    """Shows a fit's epochs: a live table on a terminal, one plain line per epoch in a log.
+
+    Pass the instance as `run_fit(progress=...)`; it reads the epoch rows the trainer
+    sends with each `TaskAdvanced` event.
+    """
+
+    COLUMNS = ("epoch", "train loss", "dev loss", "acc", "wF1", "mF1", "lr", "sec", "")
+
+    def __init__(self, console, title: str = "emo fit"):
+        from rich.table import Table
+
+        self.console, self.live = console, None
+        self.table = Table(title=f"{title}: dev accuracy, weighted F1, macro F1 in percent")
+        for name in self.COLUMNS:
+            self.table.add_column(name, justify="left" if name == "" else "right")
+
+    def __enter__(self) -> "EpochTable":
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(self.table, console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+        return False
+
+    def __call__(self, event) -> None:
+        from emo.progress import Message, TaskAdvanced
+
+        if isinstance(event, Message):
+            self.console.print(event.text, highlight=False)
+        if not isinstance(event, TaskAdvanced) or "dev" not in event.info:
+            return
+        row = event.info
+        head = "emotion" if "emotion" in row["dev"] else next(iter(row["dev"]))
+        dev = row["dev"][head]
+        cells = (
+            str(row["epoch"]), f"{row['train_loss']:.4f}", f"{dev['loss']:.4f}", f"{100 * dev['accuracy']:.2f}",
+            f"{100 * dev['weighted_f1']:.2f}", f"{100 * dev['macro_f1']:.2f}", f"{row['lr']:.0e}",
+            f"{row['epoch_seconds']:.1f}", "best" if row["best"] else "",
+        )  # fmt: skip
+        if self.live is not None:
+            self.table.add_row(*cells)
+            self.live.refresh()
+        else:  # a log: one complete line per epoch, as soon as the epoch ends
+            self.console.print(
+                f"epoch {cells[0]}: train loss {cells[1]}, dev loss {cells[2]}, dev accuracy {cells[3]} %, "
+                f"dev weighted F1 {cells[4]} %, dev macro F1 {cells[5]} %, lr {cells[6]}, {cells[7]} s"
+                + (" (best so far)" if row["best"] else ""),
+                highlight=False,
+            )

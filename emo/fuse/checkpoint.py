@@ -9,12 +9,12 @@ with different encoders without any side file.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from emo import atomic
 from emo.errors import CacheError, UsageError
 from emo.fuse.model import FusionModel, ModelConfig
 
@@ -50,10 +50,7 @@ def save_checkpoint(
         "dev_metrics": plain(dev_metrics),
         **plain(extra or {}),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic.write_with(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[FusionModel, dict[str, Any]]:

@@ -7,14 +7,16 @@ the run exactly (`emo fit --config runs/NAME/config.toml`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from emo.errors import ConfigError
 from emo.labels import MODALITIES
 
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced", "meld")
-TEXT_FEATURES: tuple[str, ...] = ("cls", "mean")
+TEXT_FEATURES: tuple[str, ...] = ("auto", "cls", "mean")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
@@ -30,7 +32,7 @@ class FitConfig:
     modalities: tuple[str, ...] = MODALITIES  # any non-empty subset of text, audio, visual
     fusion: str = "ensemble"  # early | late | ensemble
     task: str = "emotion"  # emotion | sentiment | both (joint heads)
-    text_feature: str = "cls"  # cls | mean: which cached text embedding to use
+    text_feature: str = "auto"  # auto | cls | mean: cached text embedding; auto = the encoder's own pooling
     proj_dim: int = 256  # per-modality projection size
     # optimisation (seed design)
     epochs: int = 15
@@ -66,6 +68,10 @@ class FitConfig:
             self.modalities = tuple(m.strip() for m in self.modalities.split(",") if m.strip())
         self.modalities = tuple(self.modalities)
 
+    def copy_with(self, **changes: Any) -> "FitConfig":
+        """A copy with some fields changed (the original is left as it was)."""
+        return dataclasses.replace(self, **changes)
+
     def validate(self) -> None:
         """Reject impossible values with one sentence each, before any work starts."""
         unknown = [m for m in self.modalities if m not in MODALITIES]
@@ -100,3 +106,31 @@ class FitConfig:
             raise ConfigError("mel_crop_frames and threads must not be negative.")
         if self.train_split == self.dev_split:
             raise ConfigError(f"train_split and dev_split are both '{self.train_split}'; model selection needs a held-out split.")
+
+
+# Sentence encoders are trained for mean pooling and their CLS vector is not; BERT-style
+# encoders (the seed's bert-base-uncased) are used through CLS. Names that mark the former:
+_MEAN_POOLED_NAMES = ("sentence-transformers", "minilm", "mpnet", "all-", "paraphrase-", "multi-qa", "gte-", "e5-", "bge-")
+
+
+def encoder_pooling(fingerprint: dict[str, Any]) -> str | None:
+    """The pooling the cache's text encoder was trained for ("cls" or "mean"), if known.
+
+    Newer caches record it in the fingerprint (`text_encoder.text_pooling`); for older
+    ones it is inferred from the encoder's name.
+    """
+    encoder = fingerprint.get("text_encoder") if isinstance(fingerprint, dict) else None
+    if not isinstance(encoder, dict):
+        return None
+    recorded = encoder.get("text_pooling") or fingerprint.get("text_pooling")
+    if recorded in ("cls", "mean"):
+        return recorded
+    name = str(encoder.get("name", "")).lower()
+    return "mean" if any(mark in name for mark in _MEAN_POOLED_NAMES) else "cls"
+
+
+def resolve_text_feature(text_feature: str, fingerprint: dict[str, Any]) -> str:
+    """`auto` becomes the text encoder's own pooling (CLS when nothing is known)."""
+    if text_feature != "auto":
+        return text_feature
+    return encoder_pooling(fingerprint) or "cls"

@@ -1,8 +1,20 @@
 """MELD's standard metrics, computed by scikit-learn so numbers match published code.
 
-Weighted F1 is MELD's headline (classes are very unbalanced: neutral is ~47 %), macro F1
-shows whether the rare classes (fear, disgust) are learned at all. Every class in the
-label set is reported, including ones absent from a split, so tables line up across runs.
+What each number means, exactly (the eval report repeats this to its reader):
+
+- weighted F1, MELD's headline: the mean of the per-class F1 scores weighted by each
+  class's support in the evaluated labels. Classes are very unbalanced (neutral is ~47 %),
+  so this mostly follows the frequent classes.
+- macro F1: the unweighted mean of the per-class F1 over the classes **present in the
+  evaluated labels**, so it shows whether the rare classes (fear, disgust) are learned at
+  all. A class absent from the split has no recall to measure; counting it as 0 would
+  lower the score for a reason the model has nothing to do with, so it is left out (and
+  `macro_f1_classes` says which classes were counted).
+- accuracy: the share of rows predicted correctly.
+
+All values are fractions in [0, 1]; people see them as percent. Every class of the label
+set still gets a row in `per_class` and the confusion matrix (support 0 when absent), so
+tables line up across runs and splits.
 """
 
 from __future__ import annotations
@@ -14,9 +26,25 @@ import numpy as np
 
 
 def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """Support-weighted mean per-class F1 (classes absent from `y_true` weigh 0)."""
     from sklearn.metrics import f1_score
 
     return float(f1_score(y_true, y_pred, labels=list(range(num_classes)), average="weighted", zero_division=0))
+
+
+def present_classes(y_true: np.ndarray) -> list[int]:
+    """The class ids that occur in the evaluated labels: the classes macro F1 averages over."""
+    return sorted(int(c) for c in np.unique(np.asarray(y_true)))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted mean per-class F1 over the classes present in `y_true` (0.0 for no rows)."""
+    from sklearn.metrics import f1_score
+
+    present = present_classes(y_true)
+    if not present:
+        return 0.0
+    return float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
@@ -24,7 +52,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
 
     The confusion matrix is rows = true class, columns = predicted, in `labels` order.
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
@@ -34,8 +62,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
     )
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=ids, average="weighted", zero_division=0)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "weighted_f1": weighted_f1(y_true, y_pred, len(labels)),
+        "macro_f1": macro_f1(y_true, y_pred),
+        "macro_f1_classes": [labels[i] for i in present_classes(y_true)],
         "per_class": {
             name: {
                 "precision": float(precision[i]),

@@ -1,4 +1,8 @@
-"""Figures for runs and reports, drawn headless (matplotlib's Agg) so they work on servers."""
+"""Figures for runs and reports, drawn headless (matplotlib's Agg) so they work on servers.
+
+Each function saves to the path it is given; callers pass the temporary path of
+`emo.atomic.write_with`, so a process killed mid-save never leaves a truncated PNG.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,7 +22,7 @@ def _pyplot():
 
 def plot_curves(history: list[dict[str, Any]], head: str, path: Path) -> Path:
     """Train/dev loss and dev accuracy / weighted F1 / macro F1 per epoch, best epoch marked."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train loss")
@@ -40,17 +44,14 @@ def plot_curves(history: list[dict[str, Any]], head: str, path: Path) -> Path:
     right.legend()
     fig.suptitle(f"emo fit: {head}")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str) -> Path:
     """Row-normalised confusion matrix (true rows, predicted columns) with raw counts in the cells."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     counts = np.asarray(matrix, dtype=float)
     rates = counts / np.clip(counts.sum(1, keepdims=True), 1, None)
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.7 * len(labels)))
@@ -66,7 +67,14 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
     ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
+
+
+
+def save_figure(plt, fig, path: Path) -> Path:
+    """Save `fig` as `path` (the format follows its suffix) and free its memory."""
+    try:
+        fig.savefig(Path(path), dpi=100)
+    finally:
+        plt.close(fig)
+    return Path(path)

@@ -1,14 +1,19 @@
-"""`run_fit`: train the fusion head from cached features, keep the best-on-dev checkpoint.
+"""The one trainer: `emo fit`, every `emo ablate` cell and `emo demo` run this recipe.
+
+    set up  ->  epochs  ->  keep the best on dev  ->  write the run
 
 The seed recipe (AdamW, ReduceLROnPlateau on dev weighted F1, clipped gradients, 15
-epochs) over a split that lives on the device as tensors. Every epoch appends one JSON
-line to metrics.jsonl and, when dev weighted F1 improves, atomically rewrites model.pt,
-so an interrupted fit keeps its best model and its history.
+epochs) over splits that live on the device as tensors. There is deliberately only one
+loop: an ablation cell is *exactly* an `emo fit` with the same config and seed (a test
+holds them to identical metrics), so every head, fusion mode or augmentation added here
+is available to fit and ablate alike.
+
+Progress goes to an optional callback as `emo.progress` events (one per epoch, with the
+epoch's metrics row); this module never prints.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,20 +24,16 @@ import torch
 
 from emo.cache.features import SplitFeatures
 from emo.cache.fingerprint import fingerprint_digest, require_same
-from emo.config import config_to_dict, save_config
 from emo.device import resolve_device, seed_everything
 from emo.errors import CacheError, UsageError
 from emo.fuse.augment import augment_batch
-from emo.fuse.checkpoint import CHECKPOINT_NAME, plain, save_checkpoint
-from emo.fuse.config import FitConfig
+from emo.fuse.checkpoint import plain
+from emo.fuse.config import FitConfig, resolve_text_feature
 from emo.fuse.data import TensorSplit, check_compatible, epoch_batches
 from emo.fuse.engine import autocast, batch_loss, class_weights, predict, primary_head, score
 from emo.fuse.model import FusionModel, ModelConfig, task_heads
-
-METRICS_NAME = "metrics.jsonl"
-CONFIG_NAME = "config.toml"
-CURVES_NAME = "curves.png"
-SUMMARY_NAME = "summary.json"
+from emo.fuse.run_folder import RunWriter, run_folder
+from emo.progress import ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
 
 
 @dataclass
@@ -45,6 +46,8 @@ class FitResult:
     fit_seconds: float = 0.0
     load_seconds: float = 0.0
     model: FusionModel | None = None  # the best model, in eval mode on CPU
+    test: dict[str, Any] | None = None  # the kept model's metrics on a test split, when one was given
+    config: FitConfig | None = None  # the resolved config the run was trained with
 
 
 def load_features(cache: Path, split: str, modalities: tuple[str, ...]) -> SplitFeatures:
@@ -74,19 +77,13 @@ def model_config_for(config: FitConfig, features: SplitFeatures) -> ModelConfig:
     )
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> Path:
-    out = Path(out)
-    if (out / CHECKPOINT_NAME).exists() or (out / METRICS_NAME).exists():
-        if not overwrite:
-            raise UsageError(f"{out} already holds a run; choose another --out or pass --overwrite.")
-        for name in (CHECKPOINT_NAME, METRICS_NAME, CURVES_NAME, SUMMARY_NAME, CONFIG_NAME):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def run_fit(config: FitConfig, progress: ProgressCallback | None = None) -> FitResult:
+    """`emo fit`: load the cache's train and dev splits, fit, write the run folder.
 
-
-def run_fit(config: FitConfig, console=None) -> FitResult:
-    """Load the cache's train and dev splits and fit; the CLI and `emo demo` call this."""
+    Everything that can fail on the user's input (paths, the cache, the device) is checked
+    before the run folder exists, and a fit that fails later removes what it wrote, so a
+    failed command leaves nothing behind.
+    """
     config.validate()
     if config.cache is None:
         raise UsageError("No cache given; pass --cache DIR (a folder written by emo extract).")
@@ -94,21 +91,14 @@ def run_fit(config: FitConfig, console=None) -> FitResult:
         raise UsageError("No run directory given; pass --out runs/NAME.")
     if not Path(config.cache).exists():
         raise UsageError(f"Cache {config.cache} does not exist; run emo extract first.")
-    out = prepare_run_dir(Path(config.out), config.overwrite)
+    resolve_device(config.device)  # --device cuda without a GPU fails here, before any folder exists
     started = time.perf_counter()
     train = load_features(Path(config.cache), config.train_split, config.modalities)
-    check_compatible(train, config.modalities, config.text_feature)
+    check_compatible(train, config.modalities, resolve_text_feature(config.text_feature, train.fingerprint))
     dev = load_features(Path(config.cache), config.dev_split, config.modalities)
     load_seconds = time.perf_counter() - started
-    return fit_splits(config, train, dev, out_dir=out, console=console, load_seconds=load_seconds)
-
-
-def _audio_views_ok(config: FitConfig, train: SplitFeatures) -> None:
-    if config.audio_view_sampling and "audio" in config.modalities and train.num_audio_views < 2:
-        raise UsageError(
-            "audio_view_sampling needs a cache with several audio views, but this one holds only the clean audio; "
-            "re-extract with --audio-views K or turn it off."
-        )
+    with run_folder(Path(config.out), config.overwrite) as out:
+        return fit_splits(config, train, dev, out_dir=out, progress=progress, load_seconds=load_seconds)
 
 
 def fit_splits(
@@ -116,191 +106,157 @@ def fit_splits(
     train: SplitFeatures,
     dev: SplitFeatures,
     out_dir: Path | None = None,
-    console=None,
+    progress: ProgressCallback | None = None,
     load_seconds: float = 0.0,
+    test: SplitFeatures | None = None,
 ) -> FitResult:
-    """Train on in-memory splits; writes run artifacts when `out_dir` is given."""
-    config.validate()
-    for split in (train, dev):
-        if len(split) == 0:
-            raise CacheError(f"The cache's '{split.split}' split has no rows; extract it before training.")
-        check_compatible(split, config.modalities, config.text_feature)
-    require_same(train.fingerprint, dev.fingerprint, f"The '{dev.split}' split")
-    _audio_views_ok(config, train)
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
-    order_rng = torch.Generator().manual_seed(config.seed)
-    augment_rng = torch.Generator().manual_seed(config.seed + 1)
+    """Train on in-memory splits (a run folder is written when `out_dir` is given)."""
+    recipe = FitRecipe(config, train, dev, test=test, progress=progress)
+    return recipe.run(out_dir, load_seconds=load_seconds)
 
-    train_set = TensorSplit(
-        train,
-        config.modalities,
-        device,
-        config.text_feature,
-        config.max_mel_frames,
-        keep_frames=config.frame_sampling,
-        audio_views=config.audio_view_sampling,
-    )
-    dev_set = TensorSplit(dev, config.modalities, device, config.text_feature, config.max_mel_frames)
-    model = FusionModel(model_config_for(config, train)).to(device)
-    heads = model.config.heads
-    main = primary_head(heads)
-    weights = {
-        "emotion": class_weights(config.class_weights, "emotion", train_set.emotion),
-        "sentiment": class_weights(config.class_weights, "sentiment", train_set.sentiment),
-    }
-    # fused AdamW: one kernel per step instead of a dozen tiny ops per parameter tensor.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
-    )
-    digest = fingerprint_digest(plain(train.fingerprint))
-    cache_path = str(Path(config.cache).resolve()) if config.cache is not None else None
-    resolved = config_to_dict(config)
-    if out_dir is not None:
-        save_config(config, Path(out_dir) / CONFIG_NAME, section="fit")
-        (Path(out_dir) / METRICS_NAME).write_text("", encoding="utf-8")
 
-    history: list[dict[str, Any]] = []
-    best_score, best_epoch, best_dev, best_state = -math.inf, 0, {}, None
-    table = _EpochTable(console, heads, main)
-    fit_started = time.perf_counter()
-    with table:
+class FitRecipe:
+    """One fit, in the order a reader expects: `setup`, `train_epoch` x N, `finish`."""
+
+    def __init__(
+        self,
+        config: FitConfig,
+        train: SplitFeatures,
+        dev: SplitFeatures,
+        test: SplitFeatures | None = None,
+        progress: ProgressCallback | None = None,
+    ):
+        config.validate()
+        self.config = config.copy_with(text_feature=resolve_text_feature(config.text_feature, train.fingerprint))
+        self.train_features, self.dev_features, self.test_features = train, dev, test
+        self.progress = progress
+
+    # --- set up -------------------------------------------------------------------------
+    def setup(self) -> None:
+        config, train, dev = self.config, self.train_features, self.dev_features
+        for split in (train, dev):
+            if len(split) == 0:
+                raise CacheError(f"The cache's '{split.split}' split has no rows; extract it before training.")
+            check_compatible(split, config.modalities, config.text_feature)
+        require_same(train.fingerprint, dev.fingerprint, f"The '{dev.split}' split")
+        if config.audio_view_sampling and "audio" in config.modalities and train.num_audio_views < 2:
+            raise UsageError(
+                "audio_view_sampling needs a cache with several audio views, but this one holds only the clean "
+                "audio; re-extract with --audio-views K or turn it off."
+            )
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        self.device = device = resolve_device(config.device)
+        seed_everything(config.seed)
+        self.order_rng = torch.Generator().manual_seed(config.seed)
+        self.augment_rng = torch.Generator().manual_seed(config.seed + 1)
+        self.train_set = TensorSplit(
+            train, config.modalities, device, config.text_feature, config.max_mel_frames,
+            keep_frames=config.frame_sampling, audio_views=config.audio_view_sampling,
+        )  # fmt: skip
+        self.dev_set = self._eval_set(dev)
+        self.model = FusionModel(model_config_for(config, train)).to(device)
+        self.main = primary_head(self.model.config.heads)
+        self.weights = {
+            head: class_weights(config.class_weights, head, getattr(self.train_set, head))
+            for head in ("emotion", "sentiment")
+        }
+        # fused AdamW: one kernel per step instead of a dozen tiny ops per parameter tensor.
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
+        )
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
+        )
+        self.digest = fingerprint_digest(plain(train.fingerprint))
+
+    def _eval_set(self, features: SplitFeatures) -> TensorSplit:
+        config = self.config
+        return TensorSplit(features, config.modalities, self.device, config.text_feature, config.max_mel_frames)
+
+    # --- one epoch ----------------------------------------------------------------------
+    def train_epoch(self) -> float:
+        """One pass over the training split; returns the mean training loss."""
+        config, model, train_set, device = self.config, self.model, self.train_set, self.device
+        model.train()
+        views = None
+        if train_set.num_views > 1:
+            views = torch.randint(train_set.num_views, (len(train_set),), generator=self.order_rng).to(device)
+        batches = epoch_batches(train_set.lengths(), config.batch_size, self.order_rng, config.length_bucketing)
+        total_loss, seen = 0.0, 0
+        for index in batches:
+            batch = train_set.gather(index.to(device), views=views, frames=config.frame_sampling)
+            batch = augment_batch(batch, config, self.augment_rng, config.modalities)
+            with autocast(config.precision, device):
+                logits = model(**batch.inputs())
+            loss = batch_loss(logits, batch, self.weights)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            self.optimizer.step()
+            total_loss += float(loss.detach()) * len(batch)
+            seen += len(batch)
+        return total_loss / max(seen, 1)
+
+    def evaluate(self, split: TensorSplit) -> dict[str, Any]:
+        return score(predict(self.model, split, self.config.eval_batch_size, precision=self.config.precision), split)
+
+    # --- the whole recipe ---------------------------------------------------------------
+    def run(self, out_dir: Path | None = None, load_seconds: float = 0.0) -> FitResult:
+        config = self.config
+        self.setup()
+        writer = RunWriter(out_dir, config, self.train_features.fingerprint, self.digest) if out_dir else None
+        emit(self.progress, TaskStarted("fit", f"fit {'+'.join(config.modalities)} / {config.fusion}",
+                                        config.epochs, "epochs"))  # fmt: skip
+        history: list[dict[str, Any]] = []
+        best_score, best_epoch, best_dev, best_state = -math.inf, 0, {}, None
+        fit_started = time.perf_counter()
         for epoch in range(1, config.epochs + 1):
             epoch_started = time.perf_counter()
-            model.train()
-            views = None
-            if train_set.num_views > 1:
-                views = torch.randint(train_set.num_views, (len(train_set),), generator=order_rng).to(device)
-            batches = epoch_batches(train_set.lengths(), config.batch_size, order_rng, config.length_bucketing)
-            total_loss, seen = 0.0, 0
-            for index in batches:
-                index = index.to(device)
-                batch = train_set.gather(index, views=views, frames=config.frame_sampling)
-                batch = augment_batch(batch, config, augment_rng, config.modalities)
-                with autocast(config.precision, device):
-                    logits = model(**batch.inputs())
-                loss = batch_loss(logits, batch, weights)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                total_loss += float(loss.detach()) * len(batch)
-                seen += len(batch)
+            train_loss = self.train_epoch()
             train_seconds = time.perf_counter() - epoch_started
-            dev_scores = score(predict(model, dev_set, config.eval_batch_size, precision=config.precision), dev_set)
-            current = dev_scores[main]["weighted_f1"]
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step(current)
+            dev_scores = self.evaluate(self.dev_set)
+            current = dev_scores[self.main]["weighted_f1"]
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step(current)
             improved = current > best_score
-            if improved:
+            if improved:  # keep the best on dev
                 best_score, best_epoch, best_dev = current, epoch, dev_scores
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if out_dir is not None:
-                    save_checkpoint(
-                        Path(out_dir) / CHECKPOINT_NAME,
-                        model,
-                        resolved,
-                        train.fingerprint,
-                        digest,
-                        epoch,
-                        dev_scores,
-                        extra={"cache_path": cache_path},
-                    )
+                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                if writer is not None:
+                    writer.checkpoint(self.model, epoch, dev_scores)
             row = {
                 "epoch": epoch,
-                "train_loss": total_loss / max(seen, 1),
+                "train_loss": train_loss,
                 "dev": dev_scores,
                 "lr": lr,
-                "fusion_weights": model.fusion_weights(),
+                "fusion_weights": self.model.fusion_weights(),
                 "best": improved,
                 "train_seconds": round(train_seconds, 4),
                 "epoch_seconds": round(time.perf_counter() - epoch_started, 4),
             }
             history.append(row)
-            if out_dir is not None:
-                with (Path(out_dir) / METRICS_NAME).open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(row) + "\n")
-            table.add(row)
-    fit_seconds = time.perf_counter() - fit_started
-    model.load_state_dict(best_state)
-    model.cpu().eval()
-    result = FitResult(
-        run_dir=Path(out_dir) if out_dir is not None else None,
-        checkpoint=Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None,
-        best_epoch=best_epoch,
-        best_dev=best_dev,
-        history=history,
-        fit_seconds=fit_seconds,
-        load_seconds=load_seconds,
-        model=model,
-    )
-    if out_dir is not None:
-        _write_summary(result, config, digest)
-        from emo.fuse.plots import plot_curves
-
-        plot_curves(history, main, Path(out_dir) / CURVES_NAME)
-    return result
-
-
-def _write_summary(result: FitResult, config: FitConfig, digest: str) -> None:
-    summary = {
-        "best_epoch": result.best_epoch,
-        "best_dev": result.best_dev,
-        "fit_seconds": round(result.fit_seconds, 3),
-        "load_seconds": round(result.load_seconds, 3),
-        "cache": str(Path(config.cache).resolve()) if config.cache is not None else None,
-        "fingerprint_digest": digest,
-    }
-    path = result.run_dir / SUMMARY_NAME
-    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-
-
-class _EpochTable:
-    """A rich table that grows by one row per epoch while training runs (silent without a console)."""
-
-    def __init__(self, console, heads: tuple[str, ...], main: str):
-        self.console, self.main, self.live = console, main, None
-        if console is None:
-            return
-        from rich.table import Table
-
-        self.table = Table(title=f"emo fit (dev {main})", show_lines=False)
-        for name in ("epoch", "train loss", "dev loss", "acc", "wF1", "mF1", "lr", "sec"):
-            self.table.add_column(name, justify="right")
-        self.table.add_column("", justify="left")
-
-    def __enter__(self):
-        if self.console is not None:
-            from rich.live import Live
-
-            self.live = Live(self.table, console=self.console, refresh_per_second=4, transient=False)
-            self.live.__enter__()
-        return self
-
-    def add(self, row: dict[str, Any]) -> None:
-        if self.console is None:
-            return
-        dev = row["dev"][self.main]
-        self.table.add_row(
-            str(row["epoch"]),
-            f"{row['train_loss']:.4f}",
-            f"{dev['loss']:.4f}",
-            f"{dev['accuracy']:.4f}",
-            f"{dev['weighted_f1']:.4f}",
-            f"{dev['macro_f1']:.4f}",
-            f"{row['lr']:.0e}",
-            f"{row['epoch_seconds']:.1f}",
-            "best" if row["best"] else "",
+            if writer is not None:
+                writer.epoch(row)
+            emit(self.progress, TaskAdvanced("fit", epoch, f"dev wF1 {100 * current:.2f} %", info=row))
+        fit_seconds = time.perf_counter() - fit_started
+        self.model.load_state_dict(best_state)
+        test_scores = self.evaluate(self._eval_set(self.test_features)) if self.test_features is not None else None
+        self.model.cpu().eval()
+        result = FitResult(
+            run_dir=Path(out_dir) if out_dir is not None else None,
+            checkpoint=writer.checkpoint_path if writer is not None else None,
+            best_epoch=best_epoch,
+            best_dev=best_dev,
+            history=history,
+            fit_seconds=fit_seconds,
+            load_seconds=load_seconds,
+            model=self.model,
+            test=test_scores,
+            config=config,
         )
-        self.live.refresh()
-
-    def __exit__(self, *exc):
-        if self.live is not None:
-            self.live.__exit__(*exc)
-            if not self.console.is_terminal:
-                self.console.line()
-        return False
+        if writer is not None:  # write the run
+            writer.finish(result, self.main)
+        emit(self.progress, TaskFinished("fit", f"best dev wF1 {100 * best_score:.2f} % at epoch {best_epoch}"))
+        return result

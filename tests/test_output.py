@@ -1,0 +1,58 @@
+"""What commands print into a file or a batch log: complete tables and steady progress lines."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.table import Table
+
+from emo.commands.output import LOG_WIDTH, ProgressView, make_console, percent
+from emo.progress import Message, TaskAdvanced, TaskFinished, TaskStarted
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def log_console() -> Console:
+    return Console(file=io.StringIO(), width=LOG_WIDTH, force_terminal=False, soft_wrap=False)
+
+
+def test_console_for_a_log_is_wide_enough_for_whole_tables(capsys):
+    console = make_console()  # pytest's captured stdout is not a terminal
+    assert not console.is_terminal and console.width >= LOG_WIDTH
+    table = Table(title="results")
+    for name in ("cell", "dev weighted F1", "test weighted F1", "dev accuracy", "test accuracy", "seeds"):
+        table.add_column(name)
+    table.add_row("text+audio+visual / ensemble, class_weights=meld", "58.62 ± 0.72", "56.90 ± 0.31", "60.1", "58.7", "3")
+    console.print(table)
+    out = capsys.readouterr().out
+    assert "text+audio+visual / ensemble, class_weights=meld" in out and "…" not in out
+
+
+def test_plain_progress_lines_at_a_steady_interval():
+    clock, console = FakeClock(), log_console()
+    with ProgressView(console, interval_s=30, clock=clock) as view:
+        view(TaskStarted("extract:train", "train", 1000, "clips"))
+        for done in range(1, 1001):
+            clock.now = done * 0.5  # 2 clips/s for 500 s
+            view(TaskAdvanced("extract:train", done))
+        view(TaskFinished("extract:train", "3 failed"))
+        view(Message("Cache written."))
+    lines = console.file.getvalue().splitlines()
+    progress = [line for line in lines if "clips/s" in line]
+    # one line every 30 s of a 500 s task, each with count, rate and ETA
+    assert 15 <= len(progress) <= 17
+    assert progress[0].startswith("train: 60/1000 clips, 2.00 clips/s") and "ETA 7:50" in progress[0]
+    assert lines[0] == "train: started (1000 clips)."
+    assert "train: done, 1000 clips in 8:20; 3 failed." in lines and lines[-1] == "Cache written."
+
+
+def test_percent_for_people_fractions_in_files():
+    assert percent(0.76943) == "76.94 %"
+    assert percent(float("nan")) == "-" and percent(None) == "-"
