@@ -48,8 +48,10 @@ def make_synthetic_split(
     missing: float = 0.1,
     class_counts: tuple[int, ...] = MELD_TRAIN_COUNTS,
     fingerprint: dict[str, Any] | None = None,
+    mean_dialogue: float = 9.6,
 ) -> SplitFeatures:
-    """A split of `n` clips with MELD-like labels and learnable, partly-missing features."""
+    """A split of `n` clips with MELD-like labels and learnable, partly-missing features,
+    grouped into dialogues of MELD-like lengths (mean `mean_dialogue` utterances)."""
     world = np.random.default_rng(world_seed)
     rng = np.random.default_rng([seed, world_seed])
     num_classes = len(EMOTIONS)
@@ -72,11 +74,12 @@ def make_synthetic_split(
         return rng.random(n) >= missing
 
     has = {m: (presence() if m in modalities else np.zeros(n, dtype=bool)) for m in MODALITIES}
+    dialogue_id, utterance_id = dialogue_ids(n, mean_dialogue, seed)
     out = SplitFeatures(
         split=split,
         fingerprint=dict(fingerprint or SYNTHETIC_FINGERPRINT),
-        dialogue_id=(np.arange(n) // 10).astype(np.int32),
-        utterance_id=(np.arange(n) % 10).astype(np.int32),
+        dialogue_id=dialogue_id,
+        utterance_id=utterance_id,
         emotion=emotion,
         sentiment=sentiment,
         speaker=[f"speaker{i % 6}" for i in range(n)],
@@ -127,6 +130,69 @@ def make_synthetic_split(
                 chunks.append((-4.0 + signal * mel_proto[shown[part]] + noise).astype(np.float16))
         out.mel = np.concatenate(chunks) if chunks else np.zeros((0, n_mels), dtype=np.float16)
         out.mel_index = index
+    return out
+
+
+def dialogue_ids(n: int, mean: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Consecutive rows grouped into dialogues whose lengths have mean `mean` (1 or more
+    turns, geometric like MELD's); its own RNG, so labels and features do not change."""
+    rng = np.random.default_rng([seed, 777])
+    sizes: list[int] = []
+    while sum(sizes) < n:
+        sizes.append(int(rng.geometric(1.0 / mean)))
+    sizes[-1] -= sum(sizes) - n
+    dialogue = np.repeat(np.arange(len(sizes)), sizes).astype(np.int32)
+    utterance = np.concatenate([np.arange(k) for k in sizes]).astype(np.int32)
+    return dialogue, utterance
+
+
+def make_reaction_split(dialogues: int, split: str = "train", seed: int = 0, text_dim: int = 32,
+                        reaction_share: float = 0.5, world_seed: int = 99) -> SplitFeatures:
+    """Text-only dialogues in which some turns are reactions ("Really?", "Oh my God.").
+
+    An ordinary turn's text shows its own emotion (a class prototype plus noise). A
+    reaction's text is the same "Really?" vector whatever it means, and its label is the
+    previous turn's: an utterance-only head cannot tell reactions apart, a context head
+    can. Utterance_IDs have gaps (as in MELD) and rows are shuffled, so order must come
+    from the ids, not from positions.
+    """
+    world = np.random.default_rng(world_seed)
+    rng = np.random.default_rng([seed, world_seed])
+    prototypes = world.standard_normal((len(EMOTIONS), text_dim)).astype(np.float32) * 2.0
+    really = world.standard_normal(text_dim).astype(np.float32) * 2.0
+    rows: list[tuple[int, int, int, bool, str]] = []  # dialogue, utterance, emotion, reaction, speaker
+    for d in range(dialogues):
+        turns = int(rng.integers(3, 9))
+        utterance, previous = 0, None
+        for t in range(turns):
+            utterance += int(rng.integers(1, 3))  # gaps in Utterance_ID
+            reaction = previous is not None and rng.random() < reaction_share
+            emotion = previous if reaction else int(rng.integers(0, len(EMOTIONS)))
+            rows.append((d, utterance, emotion, reaction, f"speaker{(d + t) % 2}"))
+            previous = emotion
+    order = rng.permutation(len(rows))
+    rows = [rows[i] for i in order]
+    n = len(rows)
+    emotion = np.asarray([r[2] for r in rows], dtype=np.int64)
+    reaction = np.asarray([r[3] for r in rows], dtype=bool)
+    text = prototypes[emotion] + rng.standard_normal((n, text_dim), dtype=np.float32) * 0.5
+    text[reaction] = really + rng.standard_normal((int(reaction.sum()), text_dim), dtype=np.float32) * 0.5
+    out = SplitFeatures(
+        split=split,
+        fingerprint=dict(SYNTHETIC_FINGERPRINT),
+        dialogue_id=np.asarray([r[0] for r in rows], dtype=np.int32),
+        utterance_id=np.asarray([r[1] for r in rows], dtype=np.int32),
+        emotion=emotion,
+        sentiment=np.asarray(EMOTION_SENTIMENT, dtype=np.int64)[emotion],
+        speaker=[r[4] for r in rows],
+        has_text=np.ones(n, dtype=bool),
+        has_audio=np.zeros(n, dtype=bool),
+        has_visual=np.zeros(n, dtype=bool),
+        truncated=np.zeros(n, dtype=bool),
+        text_cls=text.astype(np.float16),
+        text_mean=text.astype(np.float16),
+    )
+    out.extra["reaction"] = reaction
     return out
 
 

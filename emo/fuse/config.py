@@ -34,6 +34,12 @@ class FitConfig:
     task: str = "emotion"  # emotion | sentiment | both (joint heads)
     text_feature: str = "auto"  # auto | cls | mean: cached text embedding; auto = the encoder's own pooling
     proj_dim: int = 256  # per-modality projection size
+    # dialogue context (off in the seed design)
+    context_model: str = "none"  # none | gru | transformer over each dialogue's utterance embeddings
+    context_direction: str = "both"  # both (whole dialogue, offline) | past (earlier turns only, live use)
+    context_layers: int = 1  # layers of the context GRU / transformer
+    speaker_embedding: str = "none"  # none | speaker (learned per recurring speaker) | turn (same speaker as before?)
+    dialogue_batch_size: int = 0  # with a context model: max utterances per batch of whole dialogues; 0 = batch_size
     # optimisation (seed design)
     epochs: int = 15
     batch_size: int = 32
@@ -86,11 +92,14 @@ class FitConfig:
             "text_feature": TEXT_FEATURES,
             "class_weights": CLASS_WEIGHTS,
             "precision": PRECISIONS,
+            "context_model": ("none", "gru", "transformer"),
+            "context_direction": ("both", "past"),
+            "speaker_embedding": ("none", "speaker", "turn"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}.")
-        positive = ("epochs", "batch_size", "max_mel_frames", "eval_batch_size", "proj_dim")
+        positive = ("epochs", "batch_size", "max_mel_frames", "eval_batch_size", "proj_dim", "context_layers")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1; got {getattr(self, key)}.")
@@ -102,8 +111,10 @@ class FitConfig:
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{key} must be between 0 and 1; got {value}.")
-        if self.mel_crop_frames < 0 or self.threads < 0:
-            raise ConfigError("mel_crop_frames and threads must not be negative.")
+        if self.mel_crop_frames < 0 or self.threads < 0 or self.dialogue_batch_size < 0:
+            raise ConfigError("mel_crop_frames, threads and dialogue_batch_size must not be negative.")
+        if self.context_model == "none" and self.speaker_embedding != "none":
+            raise ConfigError("speaker_embedding needs a context model; pass --context-model gru or transformer.")
         if self.train_split == self.dev_split:
             raise ConfigError(f"train_split and dev_split are both '{self.train_split}'; model selection needs a held-out split.")
 

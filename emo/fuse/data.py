@@ -17,6 +17,7 @@ from torch import Tensor
 
 from emo.cache.features import SplitFeatures
 from emo.errors import CacheError
+from emo.fuse.dialogue import Dialogues, speaker_ids
 
 
 MEL_PAD_MULTIPLE = 16
@@ -34,9 +35,11 @@ class Batch:
     visual_mask: Tensor | None = None
     mel: Tensor | None = None
     mel_lengths: Tensor | None = None
+    layout: Tensor | None = None  # long[D, L]: dialogue turns as batch positions (context heads only)
+    speaker: Tensor | None = None  # long[B]: speaker or turn-change ids (speaker embedding only)
 
     def inputs(self) -> dict[str, Tensor | None]:
-        return {
+        inputs = {
             "present": self.present,
             "text": self.text,
             "visual": self.visual,
@@ -44,6 +47,11 @@ class Batch:
             "mel": self.mel,
             "mel_lengths": self.mel_lengths,
         }
+        if self.layout is not None:
+            inputs["layout"] = self.layout
+        if self.speaker is not None:
+            inputs["speaker"] = self.speaker
+        return inputs
 
     def __len__(self) -> int:
         return int(self.present.shape[0])
@@ -117,6 +125,19 @@ class TensorSplit:
             self.mel_lengths = torch.as_tensor(lengths.copy(), device=self.device)  # [V, N]
             present[:, self.modalities.index("audio")] &= lengths[0] > 0
         self.present = torch.as_tensor(present, device=self.device)
+        self.dialogues = Dialogues.from_ids(features.dialogue_id, features.utterance_id, features.speaker)
+        self.speakers = list(features.speaker)
+        self.speaker: Tensor | None = None
+
+    def use_speakers(self, mode: str, vocabulary: tuple[str, ...] = ()) -> None:
+        """Per-row speaker ids for a speaker embedding: the speaker's index in `vocabulary`
+        (`speaker`), or whether the previous turn had the same speaker (`turn`)."""
+        if mode == "speaker":
+            self.speaker = torch.as_tensor(speaker_ids(self.speakers, vocabulary), device=self.device)
+        elif mode == "turn":
+            self.speaker = torch.as_tensor(self.dialogues.turn_change, device=self.device)
+        else:
+            self.speaker = None
 
     def __len__(self) -> int:
         return self.size
@@ -149,6 +170,8 @@ class TensorSplit:
         if self.mel is not None:
             view = torch.zeros_like(index) if views is None else views[index]
             batch.mel, batch.mel_lengths = self.gather_mel(self.mel_start[view, index], self.mel_lengths[view, index])
+        if self.speaker is not None:
+            batch.speaker = self.speaker[index]
         return batch
 
     def gather_mel(self, starts: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from emo.fuse.data import Batch, TensorSplit, eval_batches
+from emo.fuse.dialogue import dialogue_batches
 from emo.fuse.metrics import classification_metrics
 from emo.fuse.model import FusionModel
 from emo.labels import EMOTIONS, MELD_CLASS_WEIGHTS, SENTIMENTS
@@ -68,9 +69,7 @@ def predict(
     hidden = [model.config.modalities.index(m) for m in hide if m in model.config.modalities]
     outputs: dict[str, list[Tensor]] = {h: [] for h in model.config.heads}
     orders = []
-    for index in eval_batches(split.lengths(), batch_size):
-        index = index.to(split.device)
-        batch = split.gather(index)
+    for index, batch in _eval_batches(model, split, batch_size):
         if hidden:
             batch.present = batch.present.clone()
             batch.present[:, hidden] = False
@@ -87,6 +86,20 @@ def predict(
         unsorted[order] = stacked
         result[head] = unsorted.numpy()
     return result
+
+
+def _eval_batches(model: FusionModel, split: TensorSplit, batch_size: int):
+    """(rows, Batch) pairs covering every row once: length-sorted utterances, or whole
+    dialogues (each in turn order) for a model with a context head."""
+    if model.config.has_context:
+        for group in dialogue_batches(split.dialogues, max(batch_size, 1), split.device):
+            batch = split.gather(group.rows)
+            batch.layout = group.layout
+            yield group.rows, batch
+        return
+    for index in eval_batches(split.lengths(), batch_size):
+        index = index.to(split.device)
+        yield index, split.gather(index)
 
 
 def score(logits: dict[str, np.ndarray], split: TensorSplit, detailed: bool = False) -> dict[str, Any]:

@@ -45,6 +45,12 @@ class ModelConfig:
     early_dropout: tuple[float, float] = (0.4, 0.3)  # dropout after each early-fusion block
     early_mask_input: bool = True  # early fusion also sees the presence mask, not just zeros
     late_hidden: int = 128  # per-modality late-fusion MLP width
+    context_model: str = "none"  # none | gru | transformer: a sequence model over each dialogue
+    context_direction: str = "both"  # both | past (causal: only earlier turns, for live use)
+    context_layers: int = 1
+    speaker_embedding: str = "none"  # none | speaker (learned per speaker) | turn (same speaker as before?)
+    speakers: tuple[str, ...] = ()  # the speaker vocabulary (index 0 = everyone else)
+    mel_chunk: int = 0  # run the mel CNN on length-sorted chunks of this many clips (0 = whole batch)
 
     def __post_init__(self) -> None:
         self.modalities = tuple(m for m in MODALITIES if m in tuple(self.modalities))
@@ -52,10 +58,20 @@ class ModelConfig:
         self.heads = tuple(self.heads)
         self.early_hidden = tuple(self.early_hidden)
         self.early_dropout = tuple(self.early_dropout)
+        self.speakers = tuple(self.speakers)
         if not self.modalities:
             raise ValueError("a model needs at least one modality")
         if self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}")
+
+    @property
+    def has_context(self) -> bool:
+        return self.context_model != "none"
+
+    @property
+    def num_slots(self) -> int:
+        """Inputs of the fusion heads: one per modality, plus the dialogue context if any."""
+        return len(self.modalities) + int(self.has_context)
 
     @property
     def num_outputs(self) -> int:
@@ -84,8 +100,9 @@ class MelCNN(nn.Module):
     how long the longest clip in its batch happened to be.
     """
 
-    def __init__(self, n_mels: int = 40, channels: tuple[int, int] = (64, 128), out_dim: int = 256):
+    def __init__(self, n_mels: int = 40, channels: tuple[int, int] = (64, 128), out_dim: int = 256, chunk: int = 0):
         super().__init__()
+        self.chunk = chunk
         self.conv = nn.Sequential(
             nn.Conv1d(n_mels, channels[0], kernel_size=3),
             nn.ReLU(),
@@ -101,7 +118,24 @@ class MelCNN(nn.Module):
         return ((lengths - 4) // 2).clamp_min(1)
 
     def forward(self, mel: Tensor, lengths: Tensor) -> Tensor:
-        """mel [B, n_mels, T] channels-first, lengths [B] -> [B, out_dim]."""
+        """mel [B, n_mels, T] channels-first, lengths [B] -> [B, out_dim].
+
+        With `chunk`, clips are encoded in length-sorted groups, each cut to its own longest
+        clip: dialogue batches mix short and long clips, and padding every clip to the
+        batch's longest would multiply the convolutions' cost. Padding never changes a
+        clip's embedding, so the result is the same either way.
+        """
+        if self.chunk and mel.shape[0] > self.chunk:
+            out = mel.new_empty(mel.shape[0], self.proj.out_features)
+            order = torch.argsort(lengths)
+            for group in torch.split(order, self.chunk):
+                longest = max(int(lengths[group].max()), 6)
+                longest = min(-(-longest // 16) * 16, mel.shape[-1])
+                out[group] = self._encode(mel[group, :, :longest], lengths[group])
+            return out
+        return self._encode(mel, lengths)
+
+    def _encode(self, mel: Tensor, lengths: Tensor) -> Tensor:
         if mel.shape[-1] < 6:  # too short for the two convolutions and the pool
             mel = nn.functional.pad(mel, (0, 6 - mel.shape[-1]))
         hidden = self.conv(mel)  # [B, C, T']
@@ -119,7 +153,9 @@ class ModalityEncoders(nn.Module):
         self.modalities = config.modalities
         self.text = nn.Linear(config.text_dim, config.proj_dim) if "text" in config.modalities else None
         self.audio = (
-            MelCNN(config.n_mels, config.mel_channels, config.proj_dim) if "audio" in config.modalities else None
+            MelCNN(config.n_mels, config.mel_channels, config.proj_dim, config.mel_chunk)
+            if "audio" in config.modalities
+            else None
         )
         self.visual = nn.Linear(config.visual_dim, config.proj_dim) if "visual" in config.modalities else None
 
@@ -156,7 +192,7 @@ class EarlyFusion(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        num = len(config.modalities)
+        num = config.num_slots
         self.mask_input = config.early_mask_input
         width = num * config.proj_dim + (num if self.mask_input else 0)
         h1, h2 = config.early_hidden
@@ -191,7 +227,7 @@ class LateFusion(nn.Module):
                 nn.ReLU(),
                 nn.Linear(config.late_hidden, config.num_outputs),
             )
-            for _ in config.modalities
+            for _ in range(config.num_slots)
         )
 
     def forward(self, embeddings: Tensor, present: Tensor) -> Tensor:
@@ -211,6 +247,14 @@ class FusionModel(nn.Module):
         super().__init__()
         self.config = config
         self.encoders = ModalityEncoders(config)
+        self.context = None
+        if config.has_context:
+            from emo.fuse.context import ContextModel
+
+            self.context = ContextModel(
+                len(config.modalities), config.proj_dim, config.context_model, config.context_direction,
+                config.context_layers, config.speaker_embedding, len(config.speakers),
+            )  # fmt: skip
         self.early = EarlyFusion(config) if config.fusion in ("early", "ensemble") else None
         self.late = LateFusion(config) if config.fusion in ("late", "ensemble") else None
         if config.fusion == "ensemble":
@@ -250,7 +294,18 @@ class FusionModel(nn.Module):
         visual_mask: Tensor | None = None,
         mel: Tensor | None = None,
         mel_lengths: Tensor | None = None,
+        layout: Tensor | None = None,
+        speaker: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """present bool[B, M] (config.modalities order) + features -> {head: logits[B, K]}."""
+        """present bool[B, M] (config.modalities order) + features -> {head: logits[B, K]}.
+
+        With a context model, `layout` long[D, L] gives each dialogue's turns (positions in
+        the batch, -1 = padding; see emo.fuse.dialogue) and `speaker` long[B] the speaker
+        or turn-change ids; without a layout every utterance is its own dialogue.
+        """
         embeddings = self.encoders(present, text, visual, visual_mask, mel, mel_lengths)
+        if self.context is not None:
+            context = self.context(embeddings, present, layout, speaker)
+            embeddings = torch.cat([embeddings, context.unsqueeze(1)], dim=1)
+            present = torch.cat([present, present.new_ones(present.shape[0], 1)], dim=1)
         return self.split_heads(self.fuse(embeddings, present))

@@ -30,10 +30,14 @@ from emo.fuse.augment import augment_batch
 from emo.fuse.checkpoint import plain
 from emo.fuse.config import FitConfig, resolve_text_feature
 from emo.fuse.data import TensorSplit, check_compatible, epoch_batches
+from emo.fuse.dialogue import dialogue_batches, speaker_vocabulary
 from emo.fuse.engine import autocast, batch_loss, class_weights, predict, primary_head, score
 from emo.fuse.model import FusionModel, ModelConfig, task_heads
 from emo.fuse.run_folder import RunWriter, run_folder
 from emo.progress import ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
+
+
+MEL_CHUNK = 8  # dialogue batches mix clip lengths: encode mel in length-sorted groups of 8
 
 
 @dataclass
@@ -68,6 +72,12 @@ def model_config_for(config: FitConfig, features: SplitFeatures) -> ModelConfig:
         dims["visual_dim"] = int(features.visual.shape[2])
     if features.mel is not None:
         dims["n_mels"] = int(features.mel.shape[1])
+    if config.context_model != "none":
+        dims.update(context_model=config.context_model, context_direction=config.context_direction,
+                    context_layers=config.context_layers, speaker_embedding=config.speaker_embedding,
+                    mel_chunk=MEL_CHUNK)  # fmt: skip
+        if config.speaker_embedding == "speaker":
+            dims["speakers"] = speaker_vocabulary(list(features.speaker))
     return ModelConfig(
         modalities=config.modalities,
         fusion=config.fusion,
@@ -154,8 +164,9 @@ class FitRecipe:
             train, config.modalities, device, config.text_feature, config.max_mel_frames,
             keep_frames=config.frame_sampling, audio_views=config.audio_view_sampling,
         )  # fmt: skip
-        self.dev_set = self._eval_set(dev)
         self.model = FusionModel(model_config_for(config, train)).to(device)
+        self.train_set.use_speakers(config.speaker_embedding, self.model.config.speakers)
+        self.dev_set = self._eval_set(dev)
         self.main = primary_head(self.model.config.heads)
         self.weights = {
             head: class_weights(config.class_weights, head, getattr(self.train_set, head))
@@ -172,7 +183,9 @@ class FitRecipe:
 
     def _eval_set(self, features: SplitFeatures) -> TensorSplit:
         config = self.config
-        return TensorSplit(features, config.modalities, self.device, config.text_feature, config.max_mel_frames)
+        split = TensorSplit(features, config.modalities, self.device, config.text_feature, config.max_mel_frames)
+        split.use_speakers(config.speaker_embedding, self.model.config.speakers)
+        return split
 
     # --- one epoch ----------------------------------------------------------------------
     def train_epoch(self) -> float:
@@ -182,10 +195,10 @@ class FitRecipe:
         views = None
         if train_set.num_views > 1:
             views = torch.randint(train_set.num_views, (len(train_set),), generator=self.order_rng).to(device)
-        batches = epoch_batches(train_set.lengths(), config.batch_size, self.order_rng, config.length_bucketing)
         total_loss, seen = 0.0, 0
-        for index in batches:
-            batch = train_set.gather(index.to(device), views=views, frames=config.frame_sampling)
+        for index, layout in self.batches():
+            batch = train_set.gather(index, views=views, frames=config.frame_sampling)
+            batch.layout = layout
             batch = augment_batch(batch, config, self.augment_rng, config.modalities)
             with autocast(config.precision, device):
                 logits = model(**batch.inputs())
@@ -198,6 +211,18 @@ class FitRecipe:
             total_loss += float(loss.detach()) * len(batch)
             seen += len(batch)
         return total_loss / max(seen, 1)
+
+    def batches(self):
+        """(rows, layout) per training batch: length-bucketed utterances, or, for a context
+        head, whole dialogues in shuffled order (at most `dialogue_batch_size` turns)."""
+        config, train_set, device = self.config, self.train_set, self.device
+        if self.model.config.has_context:
+            bound = config.dialogue_batch_size or config.batch_size
+            for group in dialogue_batches(train_set.dialogues, bound, device, self.order_rng):
+                yield group.rows, group.layout
+            return
+        for index in epoch_batches(train_set.lengths(), config.batch_size, self.order_rng, config.length_bucketing):
+            yield index.to(device), None
 
     def evaluate(self, split: TensorSplit) -> dict[str, Any]:
         return score(predict(self.model, split, self.config.eval_batch_size, precision=self.config.precision), split)

@@ -1,0 +1,87 @@
+"""Dialogue context: a GRU or transformer over each dialogue's fused utterance embeddings.
+
+Whether "Really?" is joy or fear depends on what was said before; every strong MELD system
+(bcLSTM, DialogueRNN, COSMIC, EmoBERTa) models the dialogue. With frozen features cached,
+this is cheap: the sequence model runs over one small vector per utterance.
+
+The context vector of each utterance becomes one more input slot of the fusion heads
+(beside text, audio and visual), so early, late and ensemble fusion, modality subsets,
+modality dropout and "modality importance" all work unchanged. `direction="past"` is
+causal (a turn sees only itself and earlier turns: what live use needs); `"both"` sees
+the whole dialogue, as the published offline systems do.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+CONTEXT_MODELS: tuple[str, ...] = ("none", "gru", "transformer")
+DIRECTIONS: tuple[str, ...] = ("both", "past")
+SPEAKER_EMBEDDINGS: tuple[str, ...] = ("none", "speaker", "turn")  # turn = same speaker as the previous turn?
+MAX_POSITIONS = 128  # turns with a learned position (later turns share the last one)
+
+
+class ContextModel(nn.Module):
+    def __init__(
+        self,
+        num_modalities: int,
+        proj_dim: int,
+        kind: str = "gru",
+        direction: str = "both",
+        layers: int = 1,
+        speaker_embedding: str = "none",
+        num_speakers: int = 1,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if kind not in CONTEXT_MODELS[1:] or direction not in DIRECTIONS:
+            raise ValueError(f"unknown context model {kind!r} / direction {direction!r}")
+        self.kind, self.causal = kind, direction == "past"
+        self.utterance = nn.Sequential(
+            nn.Linear(num_modalities * proj_dim + num_modalities, proj_dim), nn.LayerNorm(proj_dim), nn.ReLU()
+        )
+        self.speaker = None
+        if speaker_embedding == "speaker":
+            self.speaker = nn.Embedding(max(num_speakers, 1), proj_dim)
+        elif speaker_embedding == "turn":
+            self.speaker = nn.Embedding(3, proj_dim)  # first turn / same speaker / other speaker
+        if kind == "gru":
+            hidden = proj_dim if self.causal else proj_dim // 2
+            self.sequence = nn.GRU(proj_dim, hidden, num_layers=layers, batch_first=True,
+                                   bidirectional=not self.causal)  # fmt: skip
+        else:
+            self.position = nn.Embedding(MAX_POSITIONS, proj_dim)
+            layer = nn.TransformerEncoderLayer(proj_dim, nhead=4, dim_feedforward=2 * proj_dim, dropout=dropout,
+                                               batch_first=True, norm_first=True)  # fmt: skip
+            self.sequence = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(proj_dim, proj_dim), nn.ReLU())
+
+    def forward(self, embeddings: Tensor, present: Tensor, layout: Tensor | None, speaker: Tensor | None) -> Tensor:
+        """embeddings [B, M, P], present bool[B, M], layout long[D, L] (-1 = pad) -> [B, P]."""
+        batch = embeddings.shape[0]
+        if layout is None:  # no dialogue given: every utterance is a dialogue of its own
+            layout = torch.arange(batch, device=embeddings.device).unsqueeze(1)
+        units = self.utterance(torch.cat([embeddings.flatten(1), present.to(embeddings.dtype)], dim=1))
+        if self.speaker is not None and speaker is not None:
+            units = units + self.speaker(speaker)
+        valid = layout >= 0
+        positions = layout[valid]
+        sequence = units.new_zeros(*layout.shape, units.shape[-1])
+        sequence[valid] = units[positions]
+        if self.kind == "gru":
+            lengths = valid.sum(1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(sequence, lengths, batch_first=True, enforce_sorted=False)
+            hidden, _ = self.sequence(packed)
+            hidden, _ = nn.utils.rnn.pad_packed_sequence(hidden, batch_first=True, total_length=layout.shape[1])
+        else:
+            steps = torch.arange(layout.shape[1], device=layout.device).clamp_max(MAX_POSITIONS - 1)
+            sequence = sequence + self.position(steps).unsqueeze(0)
+            mask = None
+            if self.causal:
+                ones = torch.ones(layout.shape[1], layout.shape[1], dtype=torch.bool, device=layout.device)
+                mask = torch.triu(ones, diagonal=1)  # True = may not attend: every later turn
+            hidden = self.sequence(sequence, mask=mask, src_key_padding_mask=~valid, is_causal=self.causal)
+        context = units.new_zeros(batch, units.shape[-1])
+        context[positions] = hidden[valid]
+        return self.out(context)
