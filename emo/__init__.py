@@ -7,7 +7,7 @@ media -> extract -> cache -> fuse -> reports.
 
 import os
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # `emo --version`; equal to [project] version in pyproject.toml (tests/test_cli.py checks)
 
 # emo runs many small torch ops (training heads, per-frame encoders) next to decoding worker
 # processes. With OpenMP's default busy-wait, idle torch threads spin on cores the workers

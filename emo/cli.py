@@ -1,18 +1,40 @@
 """The `emo` command line: parse, call, print.
 
 Each verb lives in its own module under `emo.commands` (one file per verb, as in
-torchtune); this file only wires them together and turns user errors into one sentence
-on stderr with a non-zero exit (2 for usage errors), never a traceback.
+torchtune); this file only wires them together and makes every way a command can end
+speak the same language (see `emo.errors` for the rule behind the codes):
+
+- success: exit 0;
+- a usage error, whether typer found it (unknown option or verb, missing argument, a value
+  of the wrong type) or emo did (a path that does not exist, an unknown split or config
+  key): `emo: error: <one sentence>` on stderr, exit 2;
+- a failure of data or work (a corrupt cache, a broken CSV, a destination that cannot be
+  written): `emo: error: <one sentence>`, exit 1;
+- Ctrl-C: one line saying finished work is kept, exit 130.
+
+Never a traceback for any of these; a traceback means a bug in emo.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from typing import Any
 
 import typer
 
+from emo import __version__
 from emo.commands import ablate, cache, demo, evaluate, extract, fit, synth
 from emo.errors import EmoError
+
+try:  # recent typer vendors click; older typer uses click itself
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import UsageError as ClickUsageError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+INTERRUPTED = "emo: interrupted; finished work is kept and a re-run resumes from it.\n"
+INTERRUPTED_EXIT = 130
 
 app = typer.Typer(
     name="emo",
@@ -21,25 +43,92 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=CONTEXT_SETTINGS,
 )
 
-app.command("synth", help=synth.__doc__)(synth.command)
-app.command("extract", help=extract.__doc__)(extract.command)
-app.command("fit", help=fit.__doc__)(fit.command)
-app.command("eval", help=evaluate.__doc__)(evaluate.command)
-app.command("ablate", help=ablate.__doc__)(ablate.command)
-app.command("demo", help=demo.__doc__)(demo.command)
-app.add_typer(cache.app, name="cache", help=cache.__doc__)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+def verb_help(doc: str | None) -> str:
+    """A verb module's docstring as its help, with the example commands kept line by line.
+
+    click re-wraps every paragraph, which would run "Example: emo fit ..." into the text
+    before it; a paragraph that starts with `\\b` is printed as written.
+    """
+    lines = (doc or "").strip().splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("Example:"):
+            return "\n".join(lines[:index]).rstrip() + "\n\n\b\n" + "\n".join(lines[index:])
+    return "\n".join(lines)
+
+
+app.command("synth", help=verb_help(synth.__doc__))(synth.command)
+app.command("extract", help=verb_help(extract.__doc__))(extract.command)
+app.command("fit", help=verb_help(fit.__doc__))(fit.command)
+app.command("eval", help=verb_help(evaluate.__doc__))(evaluate.command)
+app.command("ablate", help=verb_help(ablate.__doc__))(ablate.command)
+app.command("demo", help=verb_help(demo.__doc__))(demo.command)
+app.add_typer(cache.app, name="cache", help=verb_help(cache.__doc__))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"emo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", help="Print emo's version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
+    """Options of `emo` itself (before the verb)."""
+
+
+def usage_sentence(error: Any, command_path: str) -> str:
+    """typer/click's usage message as one sentence that says where help is.
+
+    click writes e.g. "No such command 'fitt'. Did you mean 'fit'?" and "No such option:
+    --fusio (Possible options: --fusion)"; emo's form is one sentence ending in a hint.
+    """
+    message = " ".join(error.format_message().split())
+    message = re.sub(r"\. Did you mean (.*)\?$", r" (did you mean \1?)", message)
+    message = re.sub(r"\(Possible options: (.*)\)$", r"(did you mean \1?)", message)
+    if getattr(error, "ctx", None) is not None:
+        command_path = error.ctx.command_path
+    return f"{message.rstrip('.')}; see `{command_path} -h`."
+
+
+def command_path(application: typer.Typer, argv: list[str], prog_name: str) -> str:
+    """`emo eval` for `emo eval --split`: the verbs named in `argv`, for errors click gives no context."""
+    command, words = typer.main.get_command(application), [prog_name]
+    for token in argv:
+        commands = getattr(command, "commands", None)
+        if not commands or token not in commands:
+            break
+        command = commands[token]
+        words.append(token)
+    return " ".join(words)
+
+
+def run(application: typer.Typer, argv: list[str] | None = None, prog_name: str = "emo") -> int:
+    """Run `application` on `argv` and return the exit status, having said why it is not 0.
+
+    Kept apart from `main` so tests can run any typer app through the same error handling.
+    """
     try:
-        app(args=argv, prog_name="emo")
+        status = application(args=argv, prog_name=prog_name, standalone_mode=False)
+    except ClickUsageError as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # `emo` or `emo cache` alone: the help is the answer
+            sys.stderr.write(error.format_message().rstrip("\n") + "\n")
+            return error.exit_code
+        where = command_path(application, list(sys.argv[1:] if argv is None else argv), prog_name)
+        sys.stderr.write(f"emo: error: {usage_sentence(error, where)}\n")
+        return 2
     except EmoError as error:
-        message = str(error).strip() or error.__class__.__name__
+        message = " ".join(str(error).split()) or error.__class__.__name__
         sys.stderr.write(f"emo: error: {message}\n")
-        sys.exit(error.exit_code)
+        return error.exit_code
     except OSError as error:
         # A path the user gave cannot be used (a file where a folder must be, no permission,
         # disk full): their environment to fix, not a bug, so one sentence, not a traceback.
@@ -48,18 +137,17 @@ def main(argv: list[str] | None = None) -> None:
             raise
         reason = (error.strerror or str(error)).rstrip(".")
         sys.stderr.write(f"emo: error: Cannot use {error.filename}: {reason[:1].lower() + reason[1:]}.\n")
-        sys.exit(1)
-    except KeyboardInterrupt:
+        return 1
+    except (KeyboardInterrupt, typer.Abort):
+        status = INTERRUPTED_EXIT
+    if status == INTERRUPTED_EXIT:  # typer turns Ctrl-C inside a command into a silent 130
         sys.stderr.write(INTERRUPTED)
-        sys.exit(130)
-    except SystemExit as leaving:
-        # typer turns Ctrl-C inside a command into a silent Exit(130); say what it means.
-        if leaving.code == 130:
-            sys.stderr.write(INTERRUPTED)
-        raise
+    return status if isinstance(status, int) else 0
 
 
-INTERRUPTED = "emo: interrupted; finished work is kept and a re-run resumes from it.\n"
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    sys.exit(run(app, argv))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
+import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from emo import atomic
 from emo.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 has no tomllib; tomli is the same parser (pyproject installs it there)
+    import tomli as tomllib
 
 C = TypeVar("C")
 
@@ -170,19 +176,19 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
-def save_config(config: Any, path: Path, section: str | None = None) -> Path:
-    """Write the resolved config as TOML so `--config` can load it back verbatim.
+def toml_text(config: Any, section: str | None = None) -> str:
+    """The resolved config as TOML text (a `[section]` table when given).
 
     None values are left out (TOML has no null), which restores them to their default.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"[{section}]"] if section else []
     for key, value in config_to_dict(config).items():
         if value is None:
             continue
         lines.append(f"{key} = {_toml_value(value)}")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return "\n".join(lines) + "\n"
+
+
+def save_config(config: Any, path: Path, section: str | None = None) -> Path:
+    """Write the resolved config as TOML (atomically) so `--config` can load it back verbatim."""
+    return atomic.write_text(Path(path), toml_text(config, section))

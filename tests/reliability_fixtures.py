@@ -138,7 +138,7 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
 def synthetic_feature_cache(root: Path, splits=("train", "dev", "test"), fingerprint=None, fmt: str = "h5",
                             shard_rows: int = 32, sizes=(96, 40, 40)) -> Path:
     """A small learnable cache written through emo.cache (no media, no encoders)."""
-    from emo.fuse.synthetic import SYNTHETIC_FINGERPRINT, make_synthetic_split, write_synthetic_cache
+    from synthetic_features import SYNTHETIC_FINGERPRINT, make_synthetic_split, write_synthetic_cache
 
     shapes = dict(text_dim=16, visual_dim=8, frames=2, mean_mel_frames=20, max_mel_frames=60)
     made = [

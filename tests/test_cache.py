@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from emo.cache import CacheWriter, UnknownSplitError, load_split, open_cache, verify_cache
+from emo import atomic
+from emo.cache import CacheWriter, ClipFailure, ClipRecord, ShardSpec, UnknownSplitError, load_split, open_cache, verify_cache
 from emo.cache import layout, storage
 from emo.commands.cache import app
 from emo.errors import CacheError, ConfigError, UsageError
@@ -180,7 +181,7 @@ def test_leftover_temporaries_are_never_read_and_get_cleaned(tmp_path, fmt):
     write_cache(root, fmt)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    host = layout.this_host()
+    host = atomic.this_host()
     stale = root / "train" / f".shard-00001.{fmt}.tmp-{host}-{dead_pid}"
     if fmt == "zarr":
         (stale / "mel").mkdir(parents=True)
@@ -403,6 +404,9 @@ def test_info_counts_and_cli(tmp_path):
     assert result.exit_code == 0, result.output
     assert "train" in result.output and " 12 " in result.output and "unreadable" in result.output
     assert info.digest in result.output
+    # Stage times in words, not the sidecar's keys, and plurals that agree.
+    assert "1.5 s decoding" in result.output and "s writing" in result.output, result.output
+    assert "write_s" not in result.output and "decode_s" not in result.output and "3 shards" in result.output
     result = runner.invoke(app, ["info", str(root), "--json"])
     assert json.loads(result.output)["splits"]["train"]["failures"]["by_reason"] == {"unreadable": 3, "missing": 1}
     result = runner.invoke(app, ["verify", str(root)])
@@ -422,7 +426,9 @@ def test_user_errors_are_one_sentence(tmp_path):
     with pytest.raises(UnknownSplitError, match="no split 'test'; it holds: train"):
         load_split(tmp_path / "c", "test")
     result = CliRunner().invoke(app, ["info", str(tmp_path / "nope")])
-    assert result.exit_code == 1 and isinstance(result.exception, CacheError)
+    # A path the user gave that is not there is a usage error (exit 2), like everywhere in emo.
+    assert isinstance(result.exception, CacheError) and isinstance(result.exception, UsageError)
+    assert result.exception.exit_code == 2
 
 
 def test_resuming_with_another_shard_size_is_caught(tmp_path):
@@ -521,3 +527,115 @@ def test_compressed_multi_chunk_columns_round_trip(tmp_path, fmt, monkeypatch):
     assert_equal_features(load_split(tmp_path / "c", "train", verify=True), expected_split(plan))
     with pytest.raises(ConfigError, match="compression"):
         CacheWriter(tmp_path / "d", FINGERPRINT, fmt=fmt, compression="gzip9")
+
+
+# --------------------------------------------------------------------------- per-clip writer
+
+
+def clip_records(start: int, n: int, views: int = 2) -> list[ClipRecord]:
+    """Clips as extraction hands them over: some lost audio or video (with failures), one
+    has fewer encoded frames than slots, mel lengths differ per view."""
+    rng = np.random.default_rng(start)
+    clips = []
+    for i in range(n):
+        key = start + i
+        clip = ClipRecord(
+            dialogue_id=key // 3, utterance_id=key % 3, emotion=key % 7, sentiment=key % 3,
+            speaker=["Ross", "Jöey 🎭"][i % 2], clip=f"dia{key // 3}_utt{key % 3}.mp4",
+            text_cls=rng.standard_normal(8).astype(np.float32), text_mean=rng.standard_normal(8).astype(np.float32),
+            visual=rng.standard_normal((3 if i != 1 else 2, 5)).astype(np.float32),
+            mel=[rng.standard_normal((int(rng.integers(1, 9)), 6)).astype(np.float16) for _ in range(views)],
+            truncated=i == 2,
+        )  # fmt: skip
+        if i % 4 == 0:
+            clip.mel = None
+            clip.failures = [ClipFailure("no_audio", ("audio",), "no audio stream")]
+        if i % 5 == 3:
+            clip.mel, clip.visual = None, None
+            clip.failures = [ClipFailure("unreadable", ("audio", "visual"), "cannot be decoded")]
+        clips.append(clip)
+    return clips
+
+
+SPEC = ShardSpec(modalities=("text", "audio", "visual"), text_dim=8, frames=3, visual_dim=5, n_mels=6, mel_views=2)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_clips_are_packed_into_columns_by_the_cache(tmp_path, fmt):
+    """write_clips owns the layout: ragged mel + index, presence flags, masks, failures."""
+    shards = [clip_records(0, 6), clip_records(6, 5)]
+    writer = CacheWriter(tmp_path / "c", FINGERPRINT, fmt=fmt)
+    for index, clips in enumerate(shards):
+        writer.write_clips("train", index, clips, SPEC, {"extract_s": 0.25})
+    writer.finalize("train", total_rows=11, expected_shards=2)
+    features = load_split(tmp_path / "c", "train")
+    clips = [clip for shard in shards for clip in shard]
+    assert len(features) == 11 and features.modalities == ("text", "audio", "visual")
+    assert features.speaker == [c.speaker for c in clips]
+    for i, clip in enumerate(clips):
+        assert (features.dialogue_id[i], features.utterance_id[i]) == (clip.dialogue_id, clip.utterance_id)
+        assert features.has_text[i]
+        np.testing.assert_array_equal(features.text_mean[i], clip.text_mean.astype(np.float16))
+        assert features.has_audio[i] == (clip.mel is not None)
+        assert features.has_visual[i] == (clip.visual is not None)
+        assert features.truncated[i] == clip.truncated
+        assert features.failure[i] == ",".join(f.reason for f in clip.failures)
+        if clip.visual is None:
+            assert not features.visual_mask[i].any() and not features.visual[i].any()
+        else:
+            frames = len(clip.visual)
+            assert features.visual_mask[i].tolist() == [True] * frames + [False] * (3 - frames)
+            np.testing.assert_array_equal(features.visual[i, :frames], clip.visual.astype(np.float16))
+        for view in range(2):
+            start, length = features.mel_index[i, view]
+            if clip.mel is None:
+                assert length == 0
+            else:
+                np.testing.assert_array_equal(features.mel[start : start + length], clip.mel[view])
+    info = open_cache(tmp_path / "c").splits["train"]
+    assert info.failures_by_reason == {"no_audio": 4, "unreadable": 2}
+    assert info.failures_by_modality == {"audio": 4, "audio+visual": 2}
+    assert {f["clip"] for f in info.failures} <= {c.clip for c in clips}
+    assert info.stats["extract_s"] == pytest.approx(0.5)
+
+
+def test_clips_without_a_modality_anywhere_get_zeros_of_the_right_shape(tmp_path):
+    clips = clip_records(0, 4)
+    for clip in clips:
+        clip.mel, clip.visual = None, None
+    writer = CacheWriter(tmp_path / "c", FINGERPRINT)
+    writer.write_clips("dev", 0, clips, SPEC)
+    writer.finalize("dev", total_rows=4, expected_shards=1)
+    features = load_split(tmp_path / "c", "dev")
+    assert features.mel.shape == (0, 6) and features.mel_index.shape == (4, 2, 2) and not features.mel_index.any()
+    assert features.visual.shape == (4, 3, 5) and not features.has_visual.any() and not features.has_audio.any()
+    text_only = CacheWriter(tmp_path / "t", FINGERPRINT)
+    text_only.write_clips("dev", 0, clips, ShardSpec(modalities=("text",), text_dim=8))
+    text_only.finalize("dev", total_rows=4, expected_shards=1)
+    assert load_split(tmp_path / "t", "dev").modalities == ("text",)
+
+
+def test_deferred_writer_touches_the_disk_only_when_it_writes(tmp_path):
+    """A run that fails before its first shard leaves nothing behind, and a mismatched cache
+    is still refused up front (before any work), or replaced only once there is work to keep."""
+    root = tmp_path / "c"
+    writer = CacheWriter(root, FINGERPRINT, config={"frames": 3}, defer_create=True)
+    assert not root.exists() and not writer.shard_done("train", 0)
+    writer.write_clips("train", 0, clip_records(0, 3), SPEC)
+    assert (root / "cache.json").is_file() and (root / "config.toml").is_file() and writer.shard_done("train", 0)
+
+    other = dict(FINGERPRINT, n_mels=7)
+    with pytest.raises(CacheError, match="n_mels"):
+        CacheWriter(root, other, defer_create=True)
+    replacing = CacheWriter(root, other, overwrite=True, defer_create=True)
+    assert open_cache(root).fingerprint == FINGERPRINT, "nothing is wiped before there is something to write"
+    replacing.write_clips("train", 0, clip_records(0, 3), SPEC)
+    assert open_cache(root).fingerprint == other
+
+
+def test_the_cache_uses_the_one_atomic_temp_name_scheme(tmp_path):
+    """Temporaries come from emo.atomic and layout parses them back (dead ones get cleaned)."""
+    name = atomic.temp_name("shard-00003.h5")
+    assert layout.parse_temp_name(name) == (3, atomic.this_host(), os.getpid())
+    assert layout.parse_any_temp(atomic.temp_name("manifest.json")) == ("manifest.json", atomic.this_host(), os.getpid())
+    assert not hasattr(layout, "write_json_atomic") and not hasattr(layout, "temp_name")

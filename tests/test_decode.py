@@ -12,7 +12,8 @@ import pytest
 
 from emo.data.synth import BROKEN_KINDS, EXPECTED_REASON, write_clip
 from emo.errors import EmoError, UsageError
-from emo.extract.decode import ClipError, DecodedClip, _scan_seconds, decode_clip, frame_targets, probe_clip
+from emo.extract.decode import ClipError, DecodedClip, decode_clip, frame_targets, probe_clip
+from emo.extract.probe import scan_seconds
 
 
 # --------------------------------------------------------------------------- the real clip
@@ -218,8 +219,8 @@ def test_long_last_frame_is_not_mistaken_for_a_cut(tmp_path):
 def test_packet_scan_finds_length_without_headers_and_stops_at_the_limit(tmp_path):
     """The fallback for containers whose headers state no duration: demux only, up to the limit."""
     path = write_clip(tmp_path / "scan.mp4", _grey_frames(np.arange(40) * 5), None, fps=10)
-    assert _scan_seconds(path, 0, limit=100.0) == pytest.approx(4.0, abs=0.01)
-    assert _scan_seconds(path, 0, limit=1.0) == pytest.approx(1.0, abs=0.11)
+    assert scan_seconds(path, 0, limit=100.0) == pytest.approx(4.0, abs=0.01)
+    assert scan_seconds(path, 0, limit=1.0) == pytest.approx(1.0, abs=0.11)
 
 
 @pytest.mark.parametrize("fmt, suffix", [("matroska", ".mkv"), ("mpegts", ".ts")])

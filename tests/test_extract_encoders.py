@@ -64,6 +64,55 @@ def test_config_from_toml_section_and_set_overrides(tmp_path):
     assert isinstance(config.data_root, Path)
 
 
+def test_offline_preset_resolves_into_the_fields_it_stands_for(tmp_path):
+    """The config saved beside a cache names the models really used, and loads back to them."""
+    from emo.config import build_config
+    from emo.extract.config import ExtractConfig
+
+    offline = ExtractConfig(preset="offline", cache=tmp_path / "c")
+    saved = offline.with_preset_resolved()
+    assert (saved.preset, saved.text_model) == ("none", "all-MiniLM-L6-v2")
+    assert (saved.visual_model, saved.visual_pretrained) == ("efficientnet-lite0", "")
+    saved.validate()
+    assert saved.resolved_text_model == offline.resolved_text_model
+    assert saved.resolved_visual_model == offline.resolved_visual_model
+    assert ExtractConfig().with_preset_resolved() == ExtractConfig()
+
+    from emo.cache import CacheWriter
+
+    CacheWriter(tmp_path / "c", {"k": 1}, config=saved)
+    text = (tmp_path / "c" / "config.toml").read_text()
+    assert 'text_model = "all-MiniLM-L6-v2"' in text and "bert-base-uncased" not in text and "ViT-B-32" not in text
+    again = build_config(ExtractConfig, tmp_path / "c" / "config.toml", section="extract")
+    assert again.resolved_text_model == "all-MiniLM-L6-v2" and again.resolved_visual_model[0] == "efficientnet-lite0"
+
+
+def test_intended_text_pooling_is_read_from_the_model_folder(tiny_bert, tmp_path):  # noqa: F811
+    """sentence-transformers folders say their pooling; a plain BERT checkpoint means [CLS]."""
+    import json
+
+    from emo.extract.text import intended_pooling
+
+    assert intended_pooling(tiny_bert) == "cls" and intended_pooling(None) == "cls"
+    folder = tmp_path / "st"
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))  # fmt: skip
+    pooling = folder / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True}))
+    assert intended_pooling(folder) == "mean"
+    pooling.write_text(json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    assert intended_pooling(folder) == "cls"
+    try:
+        from emo.extract.text import offline_text_model_path
+
+        assert intended_pooling(offline_text_model_path()) == "mean"  # all-MiniLM-L6-v2
+    except UsageError:
+        pass  # the offline extra is not installed
+
+
 # --- mel -----------------------------------------------------------------------------------
 
 
@@ -214,9 +263,9 @@ def test_unknown_visual_model_or_tag_is_one_sentence(tiny_clip):
 
 
 def test_clip_tag_without_network_fails_fast(monkeypatch):
-    from emo.extract.visual import _tag_weights_file, load_image_encoder
+    from emo.extract.visual import tag_weights_file, load_image_encoder
 
-    if _tag_weights_file("ViT-B-32", "openai") is not None:
+    if tag_weights_file("ViT-B-32", "openai") is not None:
         pytest.skip("ViT-B-32/openai weights are cached on this machine, so nothing needs fetching")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     started = time.perf_counter()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from emo.commands import evaluate, fit
 from emo.errors import CacheError, UsageError
 from emo.fuse.evaluate import run_eval
-from emo.fuse.synthetic import SYNTHETIC_FINGERPRINT, make_synthetic_split, write_synthetic_cache
+from synthetic_features import SYNTHETIC_FINGERPRINT, make_synthetic_split, write_synthetic_cache
 
 SHAPES = dict(text_dim=32, visual_dim=16, frames=4, mean_mel_frames=40, max_mel_frames=120)
 
@@ -63,20 +63,32 @@ def test_eval_command_reports_every_field(trained):
     _, _, run, _ = trained
     result = CliRunner().invoke(app(), ["eval", "--run", str(run), "--split", "test", "--device", "cpu"])
     assert result.exit_code == 0, (result.output, result.exception)
-    assert "weighted F1" in result.output and "drop without audio" in result.output
-    report = json.loads((run / "eval_test.json").read_text())
+    digest = torch.load(run / "model.pt", weights_only=True)["fingerprint_digest"][:8]
+    stem = f"eval-cache-{digest}-test"
+    report = json.loads((run / f"{stem}.json").read_text())
     emotion = report["metrics"]["emotion"]
-    for key in ("accuracy", "weighted_f1", "macro_f1", "loss", "per_class", "confusion"):
+    for key in ("accuracy", "weighted_f1", "macro_f1", "macro_f1_classes", "loss", "per_class", "confusion"):
         assert key in emotion
     assert set(emotion["per_class"]["neutral"]) == {"precision", "recall", "f1", "support"}
     assert sum(map(sum, emotion["confusion"])) == report["rows"] == 150
     assert set(report["fusion_weights"]) == {"early", "late"}
     assert sum(report["fusion_weights"].values()) == pytest.approx(1.0)
     assert set(report["modality_importance"]) == {"text", "audio", "visual"}
-    assert emotion["weighted_f1"] > 0.5
-    markdown = (run / "eval_test.md").read_text()
+    assert 0.5 < emotion["weighted_f1"] <= 1.0  # the JSON keeps fractions
+    assert report["warnings"] == []  # trained with modality_dropout 0.1: it has seen hidden modalities
+    assert set(report["definitions"]) >= {"numbers", "weighted_f1", "macro_f1", "modality_importance"}
+    markdown = (run / f"{stem}.md").read_text()
     assert "| neutral |" in markdown and "Modality importance" in markdown
-    assert (run / "confusion_test_emotion.png").stat().st_size > 1000
+    assert f"weighted F1 {100 * emotion['weighted_f1']:.2f} %" in markdown  # people read percent
+    assert "hidden at eval time" in markdown and "classes present" in markdown
+    assert (run / f"{stem}-confusion-emotion.png").stat().st_size > 1000
+    assert report["files"]["json"] == str(run / f"{stem}.json")
+    # the terminal: percent with the metric's name, and where every file went
+    assert f"weighted F1 {100 * emotion['weighted_f1']:.2f} %" in result.output
+    assert "hidden modality" in result.output and " points" in result.output
+    for path in report["files"].values():
+        assert path in result.output
+    assert not list(run.glob(".*tmp*")), "no temporary file is left behind"
 
 
 def test_eval_refuses_a_cache_with_another_fingerprint(trained):
@@ -114,14 +126,3 @@ def test_fit_refuses_missing_modality_and_existing_run(trained, tmp_path):
                 "--epochs", "1", "--device", "cpu"]
     )
     assert result.exit_code == 0, (result.output, result.exception)
-
-
-def test_fuse_never_imports_extract():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, emo.fuse.train, emo.fuse.evaluate, emo.commands.fit, emo.commands.evaluate; "
-        "bad = [m for m in sys.modules if m.startswith('emo.extract')]; assert not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -9,7 +9,7 @@ import torch
 from emo.fuse.augment import modality_dropout, random_crop, sample_frames, spec_augment
 from emo.fuse.data import TensorSplit, epoch_batches
 from emo.fuse.model import EarlyFusion, FusionModel, LateFusion, MelCNN, ModelConfig
-from emo.fuse.synthetic import make_synthetic_split
+from synthetic_features import make_synthetic_split
 
 
 def inputs(batch=5, text_dim=384, visual_dim=1280, frames=4, n_mels=40, time=50, seed=0):

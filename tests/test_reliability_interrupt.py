@@ -14,6 +14,7 @@ half-written sidecar) that timing alone may not hit.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from emo.errors import CacheError
-from extract_fixtures import assert_same_split, quiet_console, tiny_bert, tiny_clip  # noqa: F401  (session fixtures)
+from extract_fixtures import assert_same_split, tiny_bert, tiny_clip  # noqa: F401  (session fixtures)
 from reliability_fixtures import BROKEN_SYNTH, child_env, emo_argv, extract_args, extract_config
 
 pytestmark = pytest.mark.slow
@@ -60,6 +61,7 @@ class Scenario:
     trigger: object = None
     reliable: bool = True  # the trigger leaves time to kill (vs. a best-effort narrow window)
     sig: int = signal.SIGKILL
+    group: bool = False  # signal the whole process group, as a terminal's Ctrl-C does
     # filled in by the run
     killed: bool = False
     returncode: int | None = None
@@ -102,8 +104,10 @@ SCENARIOS = [
     Scenario("while a shard is being written (h5)", trigger=_temporary_shard, reliable=False),
     # split.json is written right before manifest.json.
     Scenario("while writing the manifest", trigger=_exists("train/split.json"), reliable=False),
-    # Ctrl-C (SIGINT) in the middle of a shard with a worker process: a clean stop.
-    Scenario("Ctrl-C during a shard", workers=1, trigger=_sidecar_seen(1, 0.5), sig=signal.SIGINT),
+    # Ctrl-C in the middle of a shard with worker processes: a terminal sends SIGINT to the
+    # whole foreground process group, workers included; the run stops cleanly, no worker
+    # prints a traceback.
+    Scenario("Ctrl-C during a shard", workers=2, trigger=_sidecar_seen(1, 0.5), sig=signal.SIGINT, group=True),
 ]
 
 
@@ -118,7 +122,9 @@ def _run_and_kill(scenario: Scenario, argv: list[str], cache: Path) -> Scenario:
             for path in sidecars(split_dir):
                 scenario.seen.setdefault(int(path.stem.split("-")[1]), now)
             if scenario.trigger(cache, scenario.seen):
-                os.kill(process.pid, scenario.sig)  # SIGKILL: no cleanup, no finally blocks run
+                # SIGKILL: no cleanup, no finally blocks run. The child leads its own session,
+                # so its process group id is its pid.
+                (os.killpg if scenario.group else os.kill)(process.pid, scenario.sig)
                 scenario.killed = True
                 break
             time.sleep(0.001)
@@ -157,10 +163,16 @@ def dataset(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("interrupt") / "meld", SynthConfig(**config)).out_dir
 
 
+# One encoder thread in every run, in-process or not: torch's float rounding depends on the
+# thread count (by default the cores the decoding workers leave free), and these runs with
+# different --workers are compared byte for byte.
+ONE_THREAD = ("--set", "threads=1")
+
+
 def _run(config):
     from emo.extract.pipeline import run_extract
 
-    return run_extract(config, console=quiet_console())
+    return run_extract(config)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +180,7 @@ def reference(dataset, tiny_bert, tiny_clip, tmp_path_factory):  # noqa: F811
     from emo.cache import load_split, open_cache
 
     cache = tmp_path_factory.mktemp("reference") / "cache"
-    config = extract_config(dataset, cache, tiny_bert, tiny_clip, shard_size=SHARD_SIZE)
+    config = dataclasses.replace(extract_config(dataset, cache, tiny_bert, tiny_clip, shard_size=SHARD_SIZE), threads=1)
     _run(config)
     info = open_cache(cache).splits["train"]
     assert len(info.shards) == SHARDS and info.complete
@@ -183,7 +195,7 @@ def killed(dataset, tiny_bert, tiny_clip, tmp_path_factory):  # noqa: F811
     for i, scenario in enumerate(SCENARIOS):
         scenario = dataclasses.replace(scenario)
         cache = root / f"cache-{i}"
-        argv = emo_argv(*extract_args(dataset, cache, tiny_bert, tiny_clip, shard_size=SHARD_SIZE,
+        argv = emo_argv(*extract_args(dataset, cache, tiny_bert, tiny_clip, *ONE_THREAD, shard_size=SHARD_SIZE,
                                       workers=scenario.workers, fmt=scenario.fmt))  # fmt: skip
         jobs.append((scenario, argv, cache))
     with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
@@ -204,6 +216,62 @@ def test_kills_land_at_five_or_more_distinct_points(killed):
     assert len({len(killed[name][0].after_kill["sidecars"]) for name in hit}) >= 4, {
         name: killed[name][0].after_kill for name in hit
     }
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc; Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's reaper may be slow, or absent in a container)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the workers")
+def test_decoding_workers_die_with_a_killed_parent(dataset, tiny_bert, tiny_clip, tmp_path):  # noqa: F811
+    """SIGKILL (or the OOM killer) runs nothing in `emo extract`, yet its decoding workers
+    must not keep running as orphans: none of them is alive 10 s later."""
+    cache = tmp_path / "cache"
+    argv = emo_argv(*extract_args(dataset, cache, tiny_bert, tiny_clip, shard_size=SHARD_SIZE, workers=2))
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(argv, env=child_env(), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            workers = _children(process.pid)
+            if len(workers) >= 2 and sidecars(cache / "train"):  # mid-run: workers up, a shard done
+                break
+            time.sleep(0.01)
+        log.seek(0)
+        assert process.poll() is None and len(workers) >= 2, (workers, log.read().decode(errors="replace")[-2000:])
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(pid) for pid in workers):
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _running(pid)], "orphaned workers outlived their run"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever is left, so the test leaks nothing
+        log.close()
 
 
 def test_ctrl_c_stops_cleanly_in_one_sentence(killed):
@@ -267,9 +335,9 @@ def test_hand_made_leftovers_of_a_kill_are_never_trusted(reference, tmp_path):
     (split_dir / "shard-00003.json").write_text(sidecar[: len(sidecar) // 2])  # cut short
     dead = subprocess.Popen(["true"])
     dead.wait()  # a pid that is certainly not running any more
-    from emo.cache import layout
+    from emo import atomic
 
-    host = layout.this_host()
+    host = atomic.this_host()
     ghost = split_dir / f".shard-00004.h5.tmp-{host}-{dead.pid}"
     shutil.copy(split_dir / "shard-00004.h5", ghost)
     (split_dir / "shard-00004.json").unlink()

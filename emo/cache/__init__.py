@@ -6,21 +6,27 @@
 
 Writing (one process per `--shard-index`, or one for all)::
 
-    writer = CacheWriter(cache_dir, fingerprint, fmt="h5", config=extract_config, overwrite=False)
-    for index, clips in my_shards:
+    writer = CacheWriter(cache_dir, fingerprint, fmt="h5", config=extract_config, defer_create=True)
+    spec = ShardSpec(modalities=("text", "audio"), text_dim=384, n_mels=40)
+    for index, clips in my_shards:         # clips: one ClipRecord per annotated row
         if writer.shard_done("train", index):
             continue                       # resume: finished shards are skipped
-        writer.write_shard("train", index, rows, failures, stats)   # atomic
+        writer.write_clips("train", index, clips, spec, stats)   # atomic
     writer.finalize("train", total_rows=len(utterances), expected_shards=num_shards,
                     ignored_videos=len(unlabeled))
+
+`write_shard("train", index, columns, failures, stats)` takes ready-made columns instead
+(for tests and benchmarks that fabricate caches).
 
 Reading::
 
     features = load_split(cache_dir, "train", modalities=("text", "audio"))
 """
 
+from emo.cache.clips import ClipFailure, ClipRecord, ShardSpec
 from emo.cache.features import SplitFeatures
 from emo.cache.fingerprint import fingerprint_digest, require_same
+from emo.cache.manifest import MissingCacheError
 from emo.cache.reader import CacheInfo, ShardInfo, SplitInfo, UnknownSplitError, load_split, open_cache
 from emo.cache.schema import COLUMNS, MODALITY_COLUMNS, SCHEMA_VERSION
 from emo.cache.verify import verify_cache
@@ -32,7 +38,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "CacheInfo",
     "CacheWriter",
+    "ClipFailure",
+    "ClipRecord",
+    "MissingCacheError",
     "ShardInfo",
+    "ShardSpec",
     "SplitFeatures",
     "SplitInfo",
     "UnknownSplitError",

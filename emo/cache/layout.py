@@ -10,9 +10,11 @@
 
 A shard counts as finished only when its data AND its sidecar exist, because the sidecar
 is written after the data has been renamed into place. Every file is first written under
-a hidden temporary name in the same folder and then `os.replace`d, so a killed process
-leaves either nothing or a temporary that is never read. Independent processes writing
-disjoint shards therefore need no locks, even on a shared filesystem.
+a hidden temporary name in the same folder (`emo.atomic.temp_name`:
+`.NAME.tmp-HOST-PID`) and then `os.replace`d, so a killed process leaves either nothing
+or a temporary that is never read. Independent processes writing disjoint shards
+therefore need no locks, even on a shared filesystem. This module parses those temporary
+names back, so a later run can tell a dead process's leftovers from a live one's work.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,6 @@ def sidecar_name(index: int) -> str:
     return f"{shard_stem(index)}.json"
 
 
-def temp_name(final_name: str) -> str:
-    """A hidden name unique to this process (host + pid), for writes not yet renamed."""
-    return f".{final_name}.tmp-{this_host()}-{os.getpid()}"
-
-
 def parse_shard_name(name: str) -> tuple[int, str] | None:
     """(index, kind) for `shard-00012.h5` -> (12, "h5"); None for anything else."""
     match = _SHARD_RE.match(name)
@@ -69,7 +65,8 @@ def parse_shard_name(name: str) -> tuple[int, str] | None:
 
 
 def parse_temp_name(name: str) -> tuple[int, str, int] | None:
-    """(shard index, host, pid) of a leftover temporary, None if `name` is not one."""
+    """(shard index, host, pid) of a leftover shard temporary (`emo.atomic.temp_name` of a
+    shard's data or sidecar), None if `name` is not one."""
     match = _TEMP_RE.match(name)
     return (int(match.group(1)), match.group(2), int(match.group(3))) if match else None
 
@@ -78,15 +75,10 @@ _ANY_TEMP_RE = re.compile(r"^\.(.+)\.tmp-([A-Za-z0-9_]+)-(\d+)$")
 
 
 def parse_any_temp(name: str) -> tuple[str, str, int] | None:
-    """(final name, host, pid) of any temporary this module made (shards, sidecars,
-    cache.json, manifest.json), None otherwise."""
+    """(final name, host, pid) of any temporary `emo.atomic.temp_name` made (shards,
+    sidecars, cache.json, manifest.json, config.toml), None otherwise."""
     match = _ANY_TEMP_RE.match(name)
     return (match.group(1), match.group(2), int(match.group(3))) if match else None
-
-
-def this_host() -> str:
-    """This machine's name, reduced to characters safe in a file name."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 
 
 def pid_alive(pid: int) -> bool:
@@ -119,40 +111,6 @@ def fsync_path(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on folders; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON under a temporary name, flush it, then rename over `path`."""
-    path = Path(path)
-    tmp = path.with_name(temp_name(path.name))
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=False, default=_json_default)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(value: Any) -> Any:
-    # numpy scalars and paths show up in stats and failure records
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def read_json(path: Path) -> Any:

@@ -13,9 +13,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from emo import atomic
 from emo.cache import layout
 from emo.cache.schema import MODALITY_COLUMNS, SCHEMA_VERSION
-from emo.errors import CacheError
+from emo.errors import CacheError, UsageError
+
+
+class MissingCacheError(CacheError, UsageError):
+    """The cache path the user gave does not exist (exit 2, like any path that is not there)."""
 
 
 def now_iso() -> str:
@@ -26,7 +31,7 @@ def read_cache_meta(root: Path) -> dict[str, Any]:
     """cache.json of the cache at `root`, or one clear sentence saying why there is none."""
     root = Path(root)
     if not root.exists():
-        raise CacheError(f"Feature cache {root} does not exist; create it with `emo extract --cache {root}`.")
+        raise MissingCacheError(f"Feature cache {root} does not exist; create it with `emo extract --cache {root}`.")
     if not root.is_dir():
         raise CacheError(f"Feature cache {root} is a file, not a cache folder.")
     meta_path = root / layout.CACHE_FILE
@@ -236,5 +241,5 @@ def build_manifest(root: Path) -> dict[str, Any]:
 
 def write_manifest(root: Path) -> dict[str, Any]:
     manifest = build_manifest(root)
-    layout.write_json_atomic(Path(root) / layout.MANIFEST_FILE, manifest)
+    atomic.write_json(Path(root) / layout.MANIFEST_FILE, manifest, durable=True)
     return manifest

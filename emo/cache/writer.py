@@ -1,14 +1,25 @@
 """Writing a feature cache shard by shard, so extraction can be killed and resumed anywhere.
 
-`emo.extract` owns what goes into a shard; this module owns how it reaches the disk. Each
+`emo.extract` computes the features; this module owns how they reach the disk. Each
 shard is written under a temporary name, flushed, renamed into place, and only then gets
 its sidecar - so "sidecar present and matching" means "finished", and a re-run skips
 exactly the finished shards. Processes writing disjoint shards (`--num-shards N
 --shard-index i`) never touch the same file, so they need no locks.
 
+Two ways in: `write_clips` takes per-clip results (`emo.cache.clips.ClipRecord`) and
+builds the shard's columns itself, which is how extraction writes, so the packing of
+ragged mel spectrograms, presence flags and failure records lives next to the reader
+that relies on it; `write_shard` takes ready-made columns (tests and benchmarks that
+fabricate caches without media).
+
+Nothing reaches the disk before there is something to keep: with `defer_create=True` the
+constructor only checks that an existing cache is compatible, and the cache folder,
+cache.json and config.toml are made just before the first shard is written, so a run
+that fails before finishing any work leaves nothing behind.
+
 Overwrite semantics: `overwrite=True` on a cache made with a different fingerprint or
 format wipes the whole cache (every split would otherwise be inconsistent with the new
-fingerprint). On a cache with the same fingerprint it wipes nothing up front: every shard
+fingerprint), when the first shard is written if creation is deferred. On a cache with the same fingerprint it wipes nothing up front: every shard
 this writer is asked about counts as unfinished and is replaced atomically when
 rewritten, and `finalize(..., expected_shards=K)` removes shards numbered K or above left
 from an earlier, larger run. That keeps `--overwrite` safe with N concurrent processes.
@@ -20,11 +31,13 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from emo import atomic
 from emo.cache import layout, storage
+from emo.cache.clips import ClipRecord, ShardSpec, build_columns
 from emo.cache.fingerprint import describe_difference, fingerprint_digest
 from emo.cache.manifest import now_iso, read_cache_meta, read_sidecar, sidecar_problem, write_manifest
 from emo.cache.schema import SCHEMA_VERSION, describe_arrays, modalities_of, normalize_rows
@@ -36,7 +49,9 @@ class CacheWriter:
 
     `config` (a config dataclass or a plain dict) is saved as `config.toml` when the cache
     is created. `compression` is "none" (default, fastest to load) or "fast" (HDF5 LZF /
-    Zarr Blosc-LZ4; see bench/cache_load.py for what it buys).
+    Zarr Blosc-LZ4; see bench/cache_load.py for what it buys). `defer_create=True` checks
+    an existing cache now but creates (or, with `overwrite`, replaces) it only when the
+    first shard or split plan is written.
     """
 
     def __init__(
@@ -47,6 +62,7 @@ class CacheWriter:
         config: Any = None,
         overwrite: bool = False,
         compression: str = "none",
+        defer_create: bool = False,
     ) -> None:
         if fmt not in layout.FORMATS:
             raise ConfigError(f"Cache format {fmt!r} is not one of {', '.join(layout.FORMATS)}.")
@@ -59,21 +75,34 @@ class CacheWriter:
         self.overwrite = overwrite
         self.compression = compression
         self._rewritten: dict[str, set[int]] = {}  # shards this writer wrote (overwrite mode)
+        self._config = config
+        self._ready = False
 
         if self.root.exists() and not self.root.is_dir():
             raise CacheError(f"Cache path {self.root} is a file; choose a folder with --cache.")
         existing = self._existing_meta()
-        if existing is not None and (existing["fingerprint_digest"] != self.digest or existing["format"] != fmt):
-            if not overwrite:
+        if existing is not None and self._differs(existing) and not overwrite:
+            raise CacheError(self._mismatch_sentence(existing))
+        if not defer_create:
+            self._make_ready()
+
+    def _make_ready(self) -> None:
+        """Replace a different cache (overwrite), create a missing one, clean dead temporaries."""
+        if self._ready:
+            return
+        existing = self._existing_meta()  # again: another process may have created it meanwhile
+        if existing is not None and self._differs(existing):
+            if not self.overwrite:
                 raise CacheError(self._mismatch_sentence(existing))
             self._wipe()
             existing = None
         if existing is None:
-            self._create(config)
-        elif config is not None and not (self.root / layout.CONFIG_FILE).exists():
+            self._create(self._config)
+        elif self._config is not None and not (self.root / layout.CONFIG_FILE).exists():
             # A run killed between cache.json and config.toml: the resumed run saves it.
-            _save_config(config, self.root / layout.CONFIG_FILE)
+            _save_config(self._config, self.root / layout.CONFIG_FILE)
         self._clean_dead_temps()
+        self._ready = True
 
     # -- opening --------------------------------------------------------------------------
 
@@ -88,6 +117,9 @@ class CacheWriter:
                 f"{self.root} is not empty and is not an emo feature cache; choose a new or empty folder with --cache."
             )
         return None
+
+    def _differs(self, existing: dict[str, Any]) -> bool:
+        return existing["fingerprint_digest"] != self.digest or existing["format"] != self.fmt
 
     def _mismatch_sentence(self, existing: dict[str, Any]) -> str:
         if existing["format"] != self.fmt:
@@ -133,18 +165,18 @@ class CacheWriter:
             "emo_version": __version__,
             "created": now_iso(),
         }
-        layout.write_json_atomic(self.root / layout.CACHE_FILE, meta)
+        atomic.write_json(self.root / layout.CACHE_FILE, meta, durable=True)
         if config is not None:
             _save_config(config, self.root / layout.CONFIG_FILE)
         # Another process may have created the cache at the same moment with a different
         # fingerprint; whichever rename won, check we agree with it.
         winner = read_cache_meta(self.root)
-        if winner["fingerprint_digest"] != self.digest or winner["format"] != self.fmt:
+        if self._differs(winner):
             raise CacheError(self._mismatch_sentence(winner))
 
     def _clean_dead_temps(self) -> None:
         """Delete temporaries left by killed processes on this machine; never a live one."""
-        host = layout.this_host()
+        host = atomic.this_host()
         folders = [self.root] + [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
         for folder in folders:
             for child in folder.iterdir():
@@ -164,6 +196,23 @@ class CacheWriter:
             return False
         split_dir = self.split_dir(split)
         return sidecar_problem(split_dir, read_sidecar(split_dir, shard_index), self.fmt, self.digest) is None
+
+    def write_clips(
+        self,
+        split: str,
+        shard_index: int,
+        clips: Sequence[ClipRecord],
+        spec: ShardSpec,
+        stats: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write one shard made of per-clip results atomically and return its sidecar.
+
+        `clips` are the shard's rows in order; `spec` names the modalities every row holds
+        (a clip that lost one gets zeros and a False presence flag). Failure records come
+        from each clip's `failures`. `stats` (e.g. per-stage seconds) go to the sidecar.
+        """
+        columns, failures = build_columns(clips, spec)
+        return self.write_shard(split, shard_index, columns, failures, stats)
 
     def write_shard(
         self,
@@ -186,6 +235,7 @@ class CacheWriter:
         shard_index = int(shard_index)
         arrays = normalize_rows(rows)
         failures = [_clean_failure(f) for f in (failures or [])]
+        self._make_ready()
         split_dir = self.split_dir(split)
         split_dir.mkdir(parents=True, exist_ok=True)
         data_name = layout.shard_data_name(shard_index, self.fmt)
@@ -200,7 +250,7 @@ class CacheWriter:
                 layout.remove_path(child)
 
         started = time.perf_counter()
-        tmp = split_dir / layout.temp_name(data_name)
+        tmp = split_dir / atomic.temp_name(data_name)
         attrs = {
             "emo_schema_version": SCHEMA_VERSION,
             "fingerprint_digest": self.digest,
@@ -216,11 +266,11 @@ class CacheWriter:
         # Unfinished first (drop the old sidecar), then swap the data, then finish.
         layout.remove_path(sidecar_path)
         if final.is_dir():
-            trash = split_dir / layout.temp_name(data_name + ".old")
+            trash = split_dir / atomic.temp_name(data_name + ".old")
             final.rename(trash)
             layout.remove_path(trash)
         tmp.replace(final)
-        layout.fsync_dir(split_dir)
+        atomic.fsync_dir(split_dir)
 
         n = len(arrays["emotion"])
         keys = list(zip(arrays["dialogue_id"].tolist(), arrays["utterance_id"].tolist()))
@@ -244,8 +294,7 @@ class CacheWriter:
             "stats": dict(stats or {}, write_s=round(written - started, 4), checksum_s=round(hashed - written, 4)),
             "written": now_iso(),
         }
-        layout.write_json_atomic(sidecar_path, sidecar)
-        layout.fsync_dir(split_dir)
+        atomic.write_json(sidecar_path, sidecar, durable=True)
         self._rewritten.setdefault(split, set()).add(shard_index)
         return sidecar
 
@@ -264,6 +313,7 @@ class CacheWriter:
         `ignored_videos` counts clips on disk with no annotation row (e.g. MELD's
         unlabeled videos), reported by `emo cache info`.
         """
+        self._make_ready()
         split_dir = self.split_dir(split)
         split_dir.mkdir(parents=True, exist_ok=True)
         plan_path = split_dir / layout.SPLIT_FILE
@@ -286,7 +336,7 @@ class CacheWriter:
         if extra:
             plan["extra"] = {**plan.get("extra", {}), **json.loads(json.dumps(extra, default=_json_safe))}
         plan["updated"] = now_iso()
-        layout.write_json_atomic(plan_path, plan)
+        atomic.write_json(plan_path, plan, durable=True)
         return write_manifest(self.root)
 
 
@@ -306,8 +356,8 @@ def _clean_failure(failure: dict[str, Any]) -> dict[str, Any]:
 
 def _save_config(config: Any, path: Path) -> None:
     """config.toml in `emo.config.save_config`'s layout (an `[extract]` section that
-    `--config` loads back), written under a per-process temporary name because several
-    processes of one run may create the cache at the same moment."""
+    `--config` loads back), written atomically under a per-process temporary name because
+    several processes of one run may create the cache at the same moment."""
     from emo.config import config_to_dict
 
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
@@ -319,9 +369,7 @@ def _save_config(config: Any, path: Path) -> None:
         if value is None:
             continue
         lines.append(f"{key} = {_toml_value(value)}")
-    tmp = path.with_name(layout.temp_name(path.name))
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, "\n".join(lines) + "\n", durable=True)
 
 
 def _toml_value(value: Any) -> str:

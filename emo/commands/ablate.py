@@ -26,15 +26,15 @@ def command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache written by emo extract."),
     out: Optional[Path] = typer.Option(None, "--out", help="Ablation directory to write (e.g. runs/ablate-NAME)."),
     modalities: Optional[str] = typer.Option(
-        None, help="all-subsets (the 7 non-empty subsets) or subsets like text,text+audio,text+audio+visual."
+        None, help="all-subsets (the 7 non-empty subsets) or subsets like text,text+audio,text+audio+visual. (default: all-subsets)"
     ),
-    fusion: Optional[str] = typer.Option(None, help="Fusion modes to compare: any of early,late,ensemble."),
-    seeds: Optional[int] = typer.Option(None, help="Seeds per cell (default 3); mean ± std is reported."),
+    fusion: Optional[str] = typer.Option(None, help="Fusion modes to compare: any of early,late,ensemble. (default: ensemble)"),
+    seeds: Optional[int] = typer.Option(None, help="Seeds per cell; mean ± std is reported. (default: 3)"),
     grid: Optional[List[str]] = typer.Option(
-        None, "--grid", help="Extra axis over any fit option, e.g. class_weights=none,meld (repeatable)."
+        None, "--grid", help="Extra axis over any fit option, e.g. class_weights=none,meld or context_model=none,gru (repeatable)."
     ),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs of every cell (default 15)."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs of every cell. (default: 15)"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. (default: auto)"),
     config: Optional[Path] = typer.Option(
         None, "--config", help="TOML with [ablate] (grid) and [fit] (base fit options) sections."
     ),

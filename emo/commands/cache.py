@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from emo.commands.output import make_console
 from emo.errors import CacheError
 
 app = typer.Typer(
@@ -23,6 +24,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+# What the per-shard stats in the sidecars measure, in words (seconds, summed over shards).
+STAGE_NAMES = {
+    "extract_s": "extracting",
+    "shard_s": "extracting",  # the key caches made before emo 0.x's rename used
+    "write_s": "writing",
+    "checksum_s": "checksumming",
+    "decode_s": "decoding",
+}
+
+
+def _stage_times(stats: dict[str, float]) -> str:
+    """'12.3 s extracting, 0.4 s writing, ...' from {'extract_s': 12.3, 'write_s': 0.4, ...}."""
+    parts = []
+    for key, value in stats.items():
+        name = STAGE_NAMES.get(key) or key.removesuffix("_s").replace("_", " ")
+        parts.append(f"{value:.1f} s {name}")
+    return ", ".join(parts)
 
 
 def _size(n: int) -> str:
@@ -40,7 +60,6 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the full manifest as JSON instead of tables."),
 ) -> None:
     """Show counts per split, the fingerprint, size on disk and failures by reason."""
-    from rich.console import Console
     from rich.table import Table
 
     from emo.cache import open_cache
@@ -50,7 +69,7 @@ def info(
         typer.echo(json.dumps(build_manifest(path), indent=1))
         return
     cache = open_cache(path)
-    console = Console(highlight=False)
+    console = make_console(highlight=False)
     console.print(
         f"[bold]{cache.root}[/bold]  format {cache.format}, schema {cache.schema_version}, "
         f"emo {cache.emo_version}, created {cache.created}, {_size(cache.bytes)} on disk, "
@@ -94,14 +113,13 @@ def info(
             for failure in split.failures:
                 key = (str(failure.get("reason", "unknown")), str(failure.get("modality", "all")))
                 counts[key] = counts.get(key, 0) + 1
-            for (reason, modality), count in sorted(counts.items()):
-                failures.add_row(split.name, reason, modality, str(count))
+            for (reason, modality), clips in sorted(counts.items()):
+                failures.add_row(split.name, reason, modality, str(clips))
         console.print(failures)
 
     for split in cache.splits.values():
         if split.stats:
-            stages = ", ".join(f"{key} {value:.1f}" for key, value in split.stats.items())
-            console.print(f"split '{split.name}' stage totals: {stages}")
+            console.print(f"split '{split.name}': {_stage_times(split.stats)} ({_count(len(split.shards), 'shard')})")
     for split in cache.splits.values():
         if not split.complete:
             gaps = split.missing_shards or [u["index"] for u in split.unfinished_shards]
@@ -120,14 +138,13 @@ def info(
 @app.command("verify")
 def verify(path: Path = typer.Argument(..., help="The cache folder to check.")) -> None:
     """Recompute every shard's checksum; exit 1 naming the shards that do not match."""
-    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     from emo.cache import open_cache, verify_cache
 
     cache = open_cache(path)
     total = cache.bytes
-    console = Console(highlight=False, stderr=True)
+    console = make_console(stderr=True, highlight=False)
     with Progress(
         TextColumn("verifying"),
         BarColumn(),
@@ -144,4 +161,10 @@ def verify(path: Path = typer.Argument(..., help="The cache folder to check.")) 
         more = f" (and {len(problems) - 1} more problems listed above)" if len(problems) > 1 else ""
         raise CacheError(f"Feature cache {path} failed verification: {problems[0].rstrip('.')}{more}.")
     shards = sum(len(s.shards) for s in cache.splits.values())
-    typer.echo(f"{path}: all {shards} shards match their checksums ({_size(total)} verified).")
+    matched = f"all {_count(shards, 'shard')} match their" if shards != 1 else "its 1 shard matches its"
+    typer.echo(f"{path}: {matched} checksums ({_size(total)} verified).")
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 clip', '3 clips': a number with its noun in the right number."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -4,6 +4,7 @@ Text goes through a BERT-family encoder (CLS + masked mean), sampled frames thro
 CLIP image encoder, audio becomes log-mel spectrograms; labels, ids, presence flags and
 per-clip failures go alongside. Re-running resumes (finished shards are skipped);
 --num-shards/--shard-index split the work across processes or machines.
+Progress goes to stderr, the end-of-run tables to stdout.
 Example: emo extract --split train --data-root MELD.Raw --cache cache/
 Offline: emo extract --split all --data-root MELD.Raw --cache cache/ --preset offline
 """
@@ -15,6 +16,7 @@ from typing import List, Optional
 
 import typer
 
+from emo.commands.output import ProgressView, make_console
 from emo.config import build_config, parse_set_pairs
 
 
@@ -72,10 +74,7 @@ def command(
         None, "--set", help="Override any config key: --set key=value (repeatable), e.g. --set n_mels=64."
     ),
 ) -> None:
-    from rich.console import Console
-
     from emo.extract.config import ExtractConfig
-    from emo.extract.pipeline import run_extract
 
     overrides: dict = parse_set_pairs(set_)
     named = dict(
@@ -102,4 +101,78 @@ def command(
     )
     overrides.update({k: v for k, v in named.items() if v is not None})
     resolved = build_config(ExtractConfig, config, overrides, section="extract")
-    run_extract(resolved, console=Console(stderr=True))
+    extract_and_report(resolved)
+
+
+def extract_and_report(config, console=None, progress_console=None):
+    """Run an extraction the way `emo extract` shows it; returns the `ExtractSummary`.
+
+    Progress (bars on a terminal, a plain line every 30 s in a log) goes to
+    `progress_console` (default: stderr), the end-of-run tables to `console` (default:
+    stdout). Other commands that extract (the demo) call this to look the same.
+    """
+    from emo.extract.pipeline import run_extract
+
+    console = console or make_console()
+    with ProgressView(progress_console or make_console(stderr=True)) as view:
+        summary = run_extract(config, progress=view)
+    if summary.encoders_loaded:  # a finished cache was already announced in one sentence
+        print_summary(summary, console)
+    return summary
+
+
+def print_summary(summary, console) -> None:
+    """The end-of-run tables: shards per split, failures by reason, time per stage.
+
+    Headings are printed as lines of their own, not as table titles, which rich would wrap
+    to the width of a narrow table.
+    """
+    from rich.table import Table
+
+    console.print(f"emo extract -> {summary.cache} (fingerprint {summary.digest})", highlight=False)
+    table = Table()
+    for column in ("split", "rows", "shards", "mine", "written", "skipped", "failed", "cut", "unlabeled"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    for s in summary.splits.values():
+        table.add_row(
+            s.split + ("" if s.complete else " (incomplete)"),
+            *(str(n) for n in (s.rows, s.shards, s.assigned, s.written, s.skipped)),
+            *(str(n) for n in (sum(s.failures_by_reason.values()), s.truncated, s.unlabeled_videos)),
+        )
+    console.print(table)
+    console.print(
+        "mine: shards this process owns (--num-shards/--shard-index); skipped: already in the cache; failed: clips "
+        "with a failure; cut: longer than --max-duration; unlabeled: videos with no CSV row",
+        style="dim",
+        highlight=False,
+    )
+
+    reasons, modalities = summary.failures_by_reason, summary.failures_by_modality
+    if reasons:
+        console.print("Failures this run", highlight=False)
+        failures = Table()
+        failures.add_column("reason")
+        failures.add_column("clips", justify="right")
+        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            failures.add_row(reason, str(n))
+        failures.add_section()
+        for modality, n in sorted(modalities.items(), key=lambda kv: -kv[1]):
+            failures.add_row(f"lost {modality}", str(n))
+        console.print(failures)
+
+    console.print(
+        f"Time per stage: {_count(summary.rows_written, 'clip')} in {summary.wall_seconds:.1f} s, "
+        f"{summary.clips_per_second:.2f} clips/s (worker stages are summed over the workers)",
+        highlight=False,
+    )
+    stages = Table()
+    stages.add_column("stage")
+    stages.add_column("seconds", justify="right")
+    for name, seconds in sorted(summary.stage_seconds.items(), key=lambda kv: -kv[1]):
+        stages.add_row(name, f"{seconds:.2f}")
+    console.print(stages)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 clip', '3 clips': a number with its noun in the right number."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")

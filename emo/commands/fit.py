@@ -20,21 +20,30 @@ from emo.commands.output import make_console, percent
 def command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache written by emo extract."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (e.g. runs/NAME)."),
-    modalities: Optional[str] = typer.Option(None, help="Comma-separated subset of text,audio,visual."),
-    fusion: Optional[str] = typer.Option(None, help="early, late or ensemble (default ensemble)."),
-    task: Optional[str] = typer.Option(None, help="emotion, sentiment or both (joint heads)."),
-    text_feature: Optional[str] = typer.Option(None, help="Cached text embedding: cls, mean, or auto (the text encoder's own pooling: mean for sentence encoders such as MiniLM, cls for BERT)."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs (default 15)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size (default 32)."),
-    lr: Optional[float] = typer.Option(None, help="AdamW learning rate (default 1e-4)."),
-    class_weights: Optional[str] = typer.Option(None, help="none, balanced or meld (official MELD weights)."),
-    modality_dropout: Optional[float] = typer.Option(None, help="Chance of hiding each modality per clip in training."),
-    spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment", help="SpecAugment masks on mel."),
-    audio_view_sampling: Optional[bool] = typer.Option(
-        None, "--audio-views/--no-audio-views", help="Sample one of the cache's augmented audio views per epoch."
+    modalities: Optional[str] = typer.Option(None, help="Comma-separated subset of text,audio,visual. (default: text,audio,visual)"),
+    fusion: Optional[str] = typer.Option(None, help="Fusion head: early, late or ensemble. (default: ensemble)"),
+    task: Optional[str] = typer.Option(None, help="Labels to learn: emotion, sentiment or both (joint heads). (default: emotion)"),
+    text_feature: Optional[str] = typer.Option(None, help="Cached text embedding: cls, mean, or auto = the encoder's own pooling (mean for sentence encoders such as MiniLM, cls for BERT). (default: auto)"),
+    context_model: Optional[str] = typer.Option(
+        None, help="Dialogue context over each conversation: none, gru or transformer. (default: none)"
     ),
-    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same metrics on CPU)."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    context_direction: Optional[str] = typer.Option(
+        None, help="both (the whole dialogue, offline) or past (earlier turns only, for live use). (default: both)"
+    ),
+    speaker_embedding: Optional[str] = typer.Option(
+        None, help="With a context model: none, speaker (learned per speaker) or turn (same speaker as the previous turn?). (default: none)"
+    ),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs. (default: 15)"),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size. (default: 32)"),
+    lr: Optional[float] = typer.Option(None, help="AdamW learning rate. (default: 1e-4)"),
+    class_weights: Optional[str] = typer.Option(None, help="Loss class weights: none, balanced or meld (official MELD weights). (default: none)"),
+    modality_dropout: Optional[float] = typer.Option(None, help="Chance of hiding each modality per clip in training. (default: 0)"),
+    spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment", help="SpecAugment masks on mel. (default: off)"),
+    audio_view_sampling: Optional[bool] = typer.Option(
+        None, "--audio-views/--no-audio-views", help="Sample one of the cache's augmented audio views per epoch. (default: off)"
+    ),
+    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same metrics on CPU). (default: 0)"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. (default: auto)"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any FitConfig key ([fit] or top level)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any config key: --set key=value (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
@@ -50,6 +59,9 @@ def command(
         fusion=fusion,
         task=task,
         text_feature=text_feature,
+        context_model=context_model,
+        context_direction=context_direction,
+        speaker_embedding=speaker_embedding,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,

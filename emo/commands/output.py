@@ -13,26 +13,23 @@ import time
 from typing import Any
 
 from emo.progress import Event, Message, TaskAdvanced, TaskFinished, TaskStarted
+from emo.units import count, percent  # noqa: F401  (re-exported: commands import them from here)
 
 LOG_WIDTH = 200  # columns for tables written to a file: wide enough that nothing is cut
 LOG_INTERVAL_S = 30.0  # seconds between plain progress lines in a log
 
 
-def make_console(stderr: bool = False):
-    """A rich Console that never truncates tables when it is not writing to a terminal."""
+def make_console(stderr: bool = False, **options: Any):
+    """A rich Console that never truncates tables when it is not writing to a terminal.
+
+    `options` go to rich's Console as they are (e.g. `highlight=False`).
+    """
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty():
-        return Console(stderr=stderr)
-    return Console(stderr=stderr, width=LOG_WIDTH, soft_wrap=False)
-
-
-def percent(value: float | None, digits: int = 2) -> str:
-    """A fraction shown to people: 0.7694 -> '76.94 %' (JSON keeps fractions)."""
-    if value is None or value != value:
-        return "-"
-    return f"{100 * value:.{digits}f} %"
+        return Console(stderr=stderr, **options)
+    return Console(stderr=stderr, **{"width": LOG_WIDTH, "soft_wrap": False, **options})
 
 
 def _duration(seconds: float | None) -> str:

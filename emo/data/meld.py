@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from emo.errors import DataError, UsageError
+from emo.errors import DataError, PathNotFoundError, UsageError
 from emo.labels import EMOTION_INDEX, EMOTIONS, SENTIMENT_INDEX, SENTIMENTS
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
@@ -369,12 +369,12 @@ def find_split_files(data_root: str | Path, split: str) -> tuple[Path, Path | No
     if root.is_file():
         raise DataError(f"{root} is a file; point at the folder that holds {csv_name(split)}.")
     if not root.is_dir():
-        raise DataError(f"Data folder {root} does not exist.")
+        raise PathNotFoundError(f"Data folder {root} does not exist; pass --data-root with the folder that holds the MELD CSVs.")
     folders = [root, root / split]
     csv_path = _first_existing([f / csv_name(split) for f in folders], want_dir=False)
     if csv_path is None:
         raise DataError(
-            f"No {csv_name(split)} in {root} or {root / split}; point --data at a folder holding the MELD CSVs."
+            f"No {csv_name(split)} in {root} or {root / split}; point --data-root at a folder holding the MELD CSVs."
         )
     clip_dir = _first_existing([f / CLIP_DIRS[split] for f in folders], want_dir=True)
     return csv_path, clip_dir

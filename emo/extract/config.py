@@ -2,8 +2,10 @@
 
 Every field is settable from a TOML file (`[extract]` section or top level), from
 `--set key=value`, and the common ones from named options. The values that change the
-cached numbers also go into the cache fingerprint (see `emo.extract.pipeline`), so two
-runs with different preprocessing can never write into the same cache.
+cached numbers also go into the cache fingerprint (see `emo.extract.fingerprint`), so two
+runs with different preprocessing can never write into the same cache. The config saved
+beside a cache has any preset folded into the encoder fields (`with_preset_resolved`), so
+it says which models were really used.
 
 Audio framing: 16 kHz mono, 40 mel bands, n_fft 1024 with a 25 ms Hann window
 (win_length 400) zero-padded to the FFT size and a 10 ms hop (hop_length 160), i.e. 100
@@ -19,6 +21,7 @@ real MELD frames). Either way the crop and normalisation are the model's own.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +91,24 @@ class ExtractConfig:
         if self.preset == "offline":
             return OFFLINE_VISUAL_MODEL, ""
         return self.visual_model, self.visual_pretrained
+
+    def with_preset_resolved(self) -> "ExtractConfig":
+        """This config with the preset replaced by the encoder fields it stands for.
+
+        Saved beside a cache, it names the models that made it (an offline-preset cache
+        would otherwise claim bert-base-uncased and ViT-B-32), and `--config` on it runs
+        the same encoders again.
+        """
+        if self.preset == "none":
+            return self
+        visual_model, visual_pretrained = self.resolved_visual_model
+        return dataclasses.replace(
+            self,
+            preset="none",
+            text_model=self.resolved_text_model,
+            visual_model=visual_model,
+            visual_pretrained=visual_pretrained,
+        )
 
     @property
     def splits(self) -> tuple[str, ...]:

@@ -16,6 +16,9 @@ Why it works this way:
   includes a download cut short with its index intact: it opens and decodes up to the
   cut, so a stream that ends well before its own header says is `unreadable`, never
   returned as a silent fragment.
+
+Reading headers without decoding (`probe_clip`, stream lengths, `ClipError`) lives in
+`emo.extract.probe`; the names are re-exported here for callers that only decode.
 """
 
 from __future__ import annotations
@@ -26,37 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-from emo.errors import EmoError, UsageError
+from emo.errors import UsageError
+from emo.extract.probe import (
+    CLIP_ERROR_REASONS,
+    ClipError,
+    ClipInfo,
+    container_seconds,
+    open_container,
+    probe_clip,
+    scan_seconds,
+    stream_origin,
+    stream_seconds,
+)
 
-CLIP_ERROR_REASONS: tuple[str, ...] = ("missing", "empty", "unreadable", "no_video", "no_audio")
-
-_REASON_TEXT = {
-    "missing": "does not exist",
-    "empty": "is empty (0 bytes)",
-    "unreadable": "cannot be decoded",
-    "no_video": "has no video stream",
-    "no_audio": "has no audio stream",
-}
-
-
-class ClipError(EmoError):
-    """A clip that cannot give what was asked; `reason` is one of `CLIP_ERROR_REASONS`."""
-
-    def __init__(self, reason: str, path: str | Path, detail: str | None = None):
-        if reason not in CLIP_ERROR_REASONS:
-            raise ValueError(f"unknown clip error reason {reason!r}")
-        self.reason = reason
-        self.path = Path(path)
-        self.detail = detail
-        message = f"Clip {self.path} {_REASON_TEXT[reason]}"
-        if detail:
-            message += f" ({detail.rstrip('.')})"
-        super().__init__(message + ".")
-
-    def __reduce__(self):
-        # Exceptions with a custom __init__ do not pickle by default; extraction workers
-        # send these across processes.
-        return (ClipError, (self.reason, self.path, self.detail))
+__all__ = ["CLIP_ERROR_REASONS", "ClipError", "ClipInfo", "DecodedClip", "decode_clip", "frame_targets", "probe_clip"]
 
 
 @dataclass
@@ -79,118 +65,6 @@ class DecodedClip:
     truncated: bool
     source_duration: float = float("nan")
 
-
-@dataclass(frozen=True)
-class ClipInfo:
-    """A clip's streams and lengths, read from headers only (no decoding)."""
-
-    path: Path
-    duration: float
-    has_video: bool
-    has_audio: bool
-    width: int | None = None
-    height: int | None = None
-    fps: float | None = None
-    video_duration: float | None = None
-    audio_duration: float | None = None
-    audio_sample_rate: int | None = None
-    audio_channels: int | None = None
-
-
-def _open(path: Path):
-    """Open a container, turning every failure into a ClipError."""
-    import av
-
-    if not path.exists():
-        raise ClipError("missing", path)
-    if path.is_dir():
-        raise ClipError("unreadable", path, "it is a directory")
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise ClipError("unreadable", path, error.strerror or str(error)) from None
-    if size == 0:
-        raise ClipError("empty", path)
-    try:
-        return av.open(str(path), mode="r", metadata_errors="ignore")
-    except FileNotFoundError:
-        raise ClipError("missing", path) from None
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as error:
-        detail = getattr(error, "strerror", None) or str(error)
-        raise ClipError("unreadable", path, detail) from None
-
-
-def _stream_seconds(stream) -> float | None:
-    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
-        return float(stream.duration * stream.time_base)
-    return None
-
-
-def _stream_origin(stream) -> float:
-    if stream.start_time is not None and stream.time_base is not None:
-        return float(stream.start_time * stream.time_base)
-    return 0.0
-
-
-def _container_seconds(container) -> float | None:
-    if container.duration is not None and container.duration > 0:
-        return container.duration / 1_000_000
-    return None
-
-
-def _scan_seconds(path: Path, stream_index: int, limit: float) -> float | None:
-    """A stream's length from packet timestamps when headers do not state it.
-
-    Demuxing without decoding is cheap; the scan stops at `limit` because anything longer
-    will be cut there anyway.
-    """
-    import av
-
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            stream = container.streams[stream_index]
-            origin = _stream_origin(stream)
-            end = None
-            for packet in container.demux(stream):
-                if packet.pts is None:
-                    continue
-                t = float((packet.pts + (packet.duration or 0)) * packet.time_base) - origin
-                end = t if end is None else max(end, t)
-                if end >= limit:
-                    break
-            return end
-    except av.error.FFmpegError:
-        return None
-
-
-def probe_clip(path: str | Path) -> ClipInfo:
-    """Streams and lengths from the container headers, without decoding anything."""
-    path = Path(path)
-    container = _open(path)
-    with container:
-        video = container.streams.video[0] if container.streams.video else None
-        audio = container.streams.audio[0] if container.streams.audio else None
-        video_duration = _stream_seconds(video) if video is not None else None
-        audio_duration = _stream_seconds(audio) if audio is not None else None
-        known = [d for d in (video_duration, audio_duration, _container_seconds(container)) if d]
-        duration = max(known) if known else float("nan")
-        fps = None
-        if video is not None:
-            rate = video.average_rate or video.guessed_rate
-            fps = float(rate) if rate else None
-        return ClipInfo(
-            path=path,
-            duration=duration,
-            has_video=video is not None,
-            has_audio=audio is not None,
-            width=video.codec_context.width if video is not None else None,
-            height=video.codec_context.height if video is not None else None,
-            fps=fps,
-            video_duration=video_duration,
-            audio_duration=audio_duration,
-            audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
-            audio_channels=audio.codec_context.channels if audio is not None else None,
-        )
 
 
 class _FramePicker:
@@ -284,7 +158,7 @@ def decode_clip(
         raise UsageError(f"max_duration must be positive, got {max_duration}.")
 
     path = Path(path)
-    container = _open(path)
+    container = open_container(path)
     with container:
         v_stream = container.streams.video[0] if container.streams.video else None
         a_stream = container.streams.audio[0] if container.streams.audio else None
@@ -301,10 +175,10 @@ def decode_clip(
             # processes already, and frame threads only add hand-off cost on top of them
             # (bench: AUTO is 20 % slower than SLICE on 720p h264 with 2 cores).
             v_stream.thread_type = "SLICE"
-            v_origin = _stream_origin(v_stream)
-            v_duration = _stream_seconds(v_stream) or _container_seconds(container)
+            v_origin = stream_origin(v_stream)
+            v_duration = stream_seconds(v_stream) or container_seconds(container)
             if v_duration is None:
-                v_duration = _scan_seconds(path, v_stream.index, max_duration)
+                v_duration = scan_seconds(path, v_stream.index, max_duration)
             if v_duration is None or not math.isfinite(v_duration) or v_duration <= 0:
                 raise ClipError("unreadable", path, "its video stream has no timestamps")
             stated.append(v_duration)
@@ -314,11 +188,11 @@ def decode_clip(
         max_samples = int(round(max_duration * sample_rate))
         n_samples = 0
         if audio:
-            a_origin = _stream_origin(a_stream)
-            stated.append(_stream_seconds(a_stream))
+            a_origin = stream_origin(a_stream)
+            stated.append(stream_seconds(a_stream))
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
 
-        known = [d for d in stated if d] or [d for d in [_container_seconds(container)] if d]
+        known = [d for d in stated if d] or [d for d in [container_seconds(container)] if d]
         source_duration = max(known) if known else float("nan")
         cut_seen = bool(known) and source_duration > max_duration + 1e-3
 
@@ -380,7 +254,7 @@ def decode_clip(
         # Coverage of each stream, measured before gaps are filled, against what the
         # stream's own header promises (never the container's, which spans all streams).
         shortfalls: list[tuple[str, float, float]] = []
-        v_stated = _stream_seconds(v_stream) if video else None
+        v_stated = stream_seconds(v_stream) if video else None
         if video and v_stated and picker.prev is not None and not picker.done:
             covered = picker.prev_time + _frame_span(picker.prev, v_stream)
             shortfalls.append(("video", covered, min(v_stated, max_duration)))
@@ -403,7 +277,7 @@ def decode_clip(
             samples = np.concatenate(chunks)
             if len(samples) >= max_samples and source_duration > max_duration:
                 cut_seen = True
-            a_stated = _stream_seconds(a_stream)
+            a_stated = stream_seconds(a_stream)
             if a_stated and not audio_done:
                 shortfalls.append(("audio", len(samples) / sample_rate, min(a_stated, max_duration)))
         _require_coverage(path, shortfalls, damaged=bool(errors))

@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from emo.extract.config import OFFLINE_TEXT_MODEL, OFFLINE_VISUAL_MODEL, ExtractConfig
-from emo.extract.encoders import file_sha256, files_sha256, looks_like_path, weight_files
+from emo.extract.encoders import Encoders
+from emo.extract.fingerprint import build_fingerprint
+from emo.extract.text import TOKENIZER_FILES, intended_pooling, offline_text_model_path
+from emo.extract.visual import tag_weights_file
+from emo.extract.weights import file_sha256, files_sha256, looks_like_path, weight_files
 
 
 def _precision(device: Any) -> str:
@@ -39,14 +43,21 @@ def _text_folder(source: str) -> tuple[Path | None, str | None]:
     return folder, folder.name if folder.parent.name == "snapshots" else None
 
 
-def text_identity(config: ExtractConfig, device: Any) -> dict[str, Any] | None:
-    """The fingerprint fields of the text encoder that decide its numbers, or None if unknown."""
-    from emo.extract.text import TOKENIZER_FILES, offline_text_model_path
-
+def _local_text_model(config: ExtractConfig) -> tuple[Path | None, str | None]:
+    """The text model's folder on this machine and its hub revision; (None, None) if not found."""
     name = config.resolved_text_model
     source = str(offline_text_model_path()) if name == OFFLINE_TEXT_MODEL else str(name)
     folder, revision = _text_folder(source)
     if folder is None or not folder.is_dir():
+        return None, None
+    return folder, revision
+
+
+def text_identity(config: ExtractConfig, device: Any) -> dict[str, Any] | None:
+    """The fingerprint fields of the text encoder that decide its numbers, or None if unknown."""
+    name = config.resolved_text_model
+    folder, revision = _local_text_model(config)
+    if folder is None:
         return None
     weights = weight_files(folder)
     if not weights:
@@ -86,10 +97,8 @@ def visual_identity(config: ExtractConfig, device: Any) -> dict[str, Any] | None
     if file.is_file():
         weights, tag = file, file.name
     else:
-        from emo.extract.visual import _tag_weights_file
-
         try:
-            weights, tag = _tag_weights_file(name, pretrained), pretrained
+            weights, tag = tag_weights_file(name, pretrained), pretrained
         except Exception:  # noqa: BLE001 - an unknown name or tag: let the loader say so
             return None
         if weights is None:
@@ -106,11 +115,8 @@ def visual_identity(config: ExtractConfig, device: Any) -> dict[str, Any] | None
 def cache_matches_without_models(config: ExtractConfig, device: Any, stored: dict[str, Any]) -> bool:
     """True when `stored` (a cache's fingerprint) is certainly what this run would write;
     False when it differs or cannot be decided without loading the encoders."""
-    from emo.extract.encoders import Encoders
-    from emo.extract.pipeline import build_fingerprint
-
     expected = build_fingerprint(config, Encoders())  # everything but the encoders
-    encoder_keys = {"text_encoder", "visual_encoder"}
+    encoder_keys = {"text_encoder", "visual_encoder", "text_pooling"}
     stored_rest = {k: v for k, v in stored.items() if k not in encoder_keys}
     if _plain(expected) != _plain(stored_rest):
         return False
@@ -120,6 +126,9 @@ def cache_matches_without_models(config: ExtractConfig, device: Any, stored: dic
             return False
     checks = []
     if wanted["text_encoder"]:
+        folder, _ = _local_text_model(config)
+        if folder is None or stored.get("text_pooling") != intended_pooling(folder):
+            return False
         checks.append(("text_encoder", text_identity(config, device)))
     if wanted["visual_encoder"]:
         checks.append(("visual_encoder", visual_identity(config, device)))

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emo.cache.clips import ClipFailure
 from emo.extract.mel import MelParams, mel_views
 from emo.extract.visual import FramePrep
 
 
 @dataclass(frozen=True)
 class ClipJob:
+    """Everything a worker needs to prepare one clip (plain data: it is pickled to the worker)."""
+
     row: int  # position in the split's key-sorted rows
     key: str  # "dia{D}_utt{U}", seeds the augmented audio views
     path: str
@@ -37,14 +40,9 @@ class ClipJob:
 
 
 @dataclass
-class ClipFailure:
-    reason: str  # a ClipError reason: missing, empty, unreadable, no_video, no_audio
-    modalities: tuple[str, ...]  # what the failure cost, in emo.labels.MODALITIES order
-    message: str
-
-
-@dataclass
 class PreparedClip:
+    """A decoded clip, ready for the image encoder (frames) and the cache (mel)."""
+
     row: int
     frames: np.ndarray | None = None  # uint8[T, h, w, 3], already resized/cropped for the image model
     mel: list[np.ndarray] | None = None  # one float16[T_v, n_mels] per audio view
@@ -59,7 +57,8 @@ def _modalities(video: bool, audio: bool) -> tuple[str, ...]:
 
 def prepare_clip(job: ClipJob) -> PreparedClip:
     """Decode one clip and turn it into what the cache stores (frames still need the encoder)."""
-    from emo.extract.decode import ClipError, decode_clip, probe_clip
+    from emo.extract.decode import decode_clip
+    from emo.extract.probe import ClipError, probe_clip
 
     out = PreparedClip(row=job.row)
     video, audio = job.video, job.audio
@@ -119,25 +118,3 @@ def prepare_clip(job: ClipJob) -> PreparedClip:
             out.mel = None
             out.failures.append(ClipFailure("no_audio", ("audio",), f"Clip {job.path} has an empty audio stream."))
     return out
-
-
-def worker_init() -> None:
-    """Keep each worker to one BLAS/OpenMP thread: the parallelism is across processes."""
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # optional: only oversubscription is at stake
-        pass
-
-
-def warm_up(params: MelParams | None = None) -> float:
-    """Pay the one-off costs (PyAV import, librosa's numba compile/cache load) up front, while
-    the main process is still loading encoders, instead of on the first clip."""
-    started = time.perf_counter()
-    import av  # noqa: F401
-
-    from emo.extract.decode import decode_clip  # noqa: F401
-
-    mel_views(np.zeros(4000, dtype=np.float32) + 1e-3, params or MelParams(), 0, 0, "warm-up")
-    return time.perf_counter() - started

@@ -4,6 +4,9 @@ Both poolings are stored (the [CLS] vector and the attention-masked mean of the 
 hidden state) because which one works better depends on the checkpoint: BERT-base was
 pre-trained with a [CLS] objective, sentence-transformers models such as MiniLM with
 mean pooling, and the choice is cheap to make later in the head but not to redo here.
+Which of the two the model was trained for (`intended_pooling`: a sentence-transformers
+folder says so in its pooling module's config, anything else is taken to be BERT-style
+[CLS]) is recorded in the cache fingerprint as `text_pooling`, so the head can default to it.
 
 With `context > 0` the earlier turns of the dialogue go in as the first segment
 ("speaker: text" turns joined by the tokenizer's separator) and the utterance itself
@@ -26,12 +29,7 @@ import numpy as np
 
 from emo.errors import UsageError
 from emo.extract.config import OFFLINE_TEXT_MODEL
-from emo.extract.encoders import (
-    files_sha256,
-    looks_like_path,
-    require_hub,
-    weight_files,
-)
+from emo.extract.weights import files_sha256, looks_like_path, require_hub, weight_files
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "tokenizer_config.json")
 
@@ -109,6 +107,28 @@ def _model_folder(name: str, model: Any) -> tuple[Path | None, str | None]:
     return None, getattr(model.config, "_commit_hash", None)
 
 
+def intended_pooling(folder: Path | None) -> str:
+    """"mean" or "cls": the pooling a text model folder was trained for.
+
+    sentence-transformers models (all-MiniLM, mpnet, ...) ship a `modules.json` naming a
+    Pooling module whose config says which pooling the embeddings were trained with; a
+    plain BERT-family checkpoint was pre-trained with a [CLS] objective.
+    """
+    import json
+
+    if folder is None or not (Path(folder) / "modules.json").is_file():
+        return "cls"
+    try:
+        modules = json.loads((Path(folder) / "modules.json").read_text(encoding="utf-8"))
+        pooling = next(m for m in modules if str(m.get("type", "")).endswith("Pooling"))
+        config = json.loads((Path(folder) / pooling.get("path", "") / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, StopIteration, AttributeError, TypeError):
+        return "mean"  # a sentence-transformers folder whose pooling cannot be read: their default
+    if config.get("pooling_mode_cls_token") and not config.get("pooling_mode_mean_tokens"):
+        return "cls"
+    return "mean"
+
+
 @dataclass
 class TextEncoder:
     """Encodes utterances into CLS and masked-mean vectors, in frozen inference mode."""
@@ -120,6 +140,7 @@ class TextEncoder:
     max_length: int
     context: int
     identity: dict[str, Any] = field(default_factory=dict)
+    intended_pooling: str = "cls"  # "cls" or "mean": the pooling the model was trained for
 
     @property
     def dim(self) -> int:
@@ -231,8 +252,15 @@ def load_text_encoder(name: str, device: Any = "cpu", max_length: int = 128, con
         "precision": precision,
     }
     return TextEncoder(
-        name=name, tokenizer=tokenizer, model=model, device=device, max_length=max_length, context=context, identity=identity
+        name=name,
+        tokenizer=tokenizer,
+        model=model,
+        device=device,
+        max_length=max_length,
+        context=context,
+        identity=identity,
+        intended_pooling=intended_pooling(folder),
     )
 
 
-__all__ = ["TextEncoder", "load_text_encoder", "offline_text_model_path"]
+__all__ = ["TextEncoder", "intended_pooling", "load_text_encoder", "offline_text_model_path"]

@@ -25,7 +25,7 @@ import numpy as np
 
 from emo.errors import UsageError
 from emo.extract.config import OFFLINE_VISUAL_MODEL
-from emo.extract.encoders import file_sha256, hub_endpoint, endpoint_reachable, offline_sentence, looks_like_path
+from emo.extract.weights import endpoint_reachable, file_sha256, hub_endpoint, looks_like_path, offline_sentence
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -164,7 +164,7 @@ def _open_clip_prep(model: Any) -> FramePrep:
     )
 
 
-def _tag_weights_file(name: str, tag: str) -> Path | None:
+def tag_weights_file(name: str, tag: str) -> Path | None:
     """The already-downloaded file for an open_clip pretrained tag, if this machine has it."""
     import os
 
@@ -241,7 +241,7 @@ def load_open_clip(name: str, pretrained: str, device: Any) -> ImageEncoder:
                 f"'{pretrained}' is neither a pretrained tag of {name} ({', '.join(tags) or 'none known'}) "
                 "nor an existing checkpoint file."
             )
-        weights = _tag_weights_file(name, pretrained)
+        weights = tag_weights_file(name, pretrained)
         if weights is None:
             cfg = open_clip.get_pretrained_cfg(name, pretrained) or {}
             host = hub_endpoint() if cfg.get("hf_hub") else cfg.get("url", hub_endpoint())
@@ -265,7 +265,7 @@ def load_open_clip(name: str, pretrained: str, device: Any) -> ImageEncoder:
         raise UsageError(f"Visual model {name} could not load '{pretrained}': {message}.") from None
     model.eval().requires_grad_(False)
     if weights is None:
-        weights = _tag_weights_file(name, pretrained)
+        weights = tag_weights_file(name, pretrained)
     prep = _open_clip_prep(model)
     dim = int(getattr(model.visual, "output_dim", 0) or model.encode_image(
         torch.zeros(1, 3, *prep.size, device=torch_device, dtype=next(model.parameters()).dtype)

@@ -127,15 +127,17 @@ _MEAN_POOLED_NAMES = ("sentence-transformers", "minilm", "mpnet", "all-", "parap
 def encoder_pooling(fingerprint: dict[str, Any]) -> str | None:
     """The pooling the cache's text encoder was trained for ("cls" or "mean"), if known.
 
-    Newer caches record it in the fingerprint (`text_encoder.text_pooling`); for older
+    Newer caches record it in the fingerprint (`text_pooling`, read from the model folder); for older
     ones it is inferred from the encoder's name.
     """
-    encoder = fingerprint.get("text_encoder") if isinstance(fingerprint, dict) else None
-    if not isinstance(encoder, dict):
+    if not isinstance(fingerprint, dict):
         return None
-    recorded = encoder.get("text_pooling") or fingerprint.get("text_pooling")
+    encoder = fingerprint.get("text_encoder")
+    recorded = fingerprint.get("text_pooling") or (encoder.get("text_pooling") if isinstance(encoder, dict) else None)
     if recorded in ("cls", "mean"):
         return recorded
+    if not isinstance(encoder, dict):
+        return None
     name = str(encoder.get("name", "")).lower()
     return "mean" if any(mark in name for mark in _MEAN_POOLED_NAMES) else "cls"
 

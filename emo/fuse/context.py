@@ -28,6 +28,7 @@ class ContextModel(nn.Module):
         num_modalities: int,
         proj_dim: int,
         kind: str = "gru",
+        width: int = 128,
         direction: str = "both",
         layers: int = 1,
         speaker_embedding: str = "none",
@@ -38,24 +39,26 @@ class ContextModel(nn.Module):
         if kind not in CONTEXT_MODELS[1:] or direction not in DIRECTIONS:
             raise ValueError(f"unknown context model {kind!r} / direction {direction!r}")
         self.kind, self.causal = kind, direction == "past"
+        # The sequence model runs at `width` (narrower than the modality projections): a CPU
+        # GRU/attention step costs width^2 per turn, and a dialogue's gist needs few dimensions.
         self.utterance = nn.Sequential(
-            nn.Linear(num_modalities * proj_dim + num_modalities, proj_dim), nn.LayerNorm(proj_dim), nn.ReLU()
+            nn.Linear(num_modalities * proj_dim + num_modalities, width), nn.LayerNorm(width), nn.ReLU()
         )
         self.speaker = None
         if speaker_embedding == "speaker":
-            self.speaker = nn.Embedding(max(num_speakers, 1), proj_dim)
+            self.speaker = nn.Embedding(max(num_speakers, 1), width)
         elif speaker_embedding == "turn":
-            self.speaker = nn.Embedding(3, proj_dim)  # first turn / same speaker / other speaker
+            self.speaker = nn.Embedding(3, width)  # first turn / same speaker / other speaker
         if kind == "gru":
-            hidden = proj_dim if self.causal else proj_dim // 2
-            self.sequence = nn.GRU(proj_dim, hidden, num_layers=layers, batch_first=True,
+            hidden = width if self.causal else width // 2
+            self.sequence = nn.GRU(width, hidden, num_layers=layers, batch_first=True,
                                    bidirectional=not self.causal)  # fmt: skip
         else:
-            self.position = nn.Embedding(MAX_POSITIONS, proj_dim)
-            layer = nn.TransformerEncoderLayer(proj_dim, nhead=4, dim_feedforward=2 * proj_dim, dropout=dropout,
+            self.position = nn.Embedding(MAX_POSITIONS, width)
+            layer = nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=2 * width, dropout=dropout,
                                                batch_first=True, norm_first=True)  # fmt: skip
             self.sequence = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(proj_dim, proj_dim), nn.ReLU())
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, proj_dim), nn.ReLU())
 
     def forward(self, embeddings: Tensor, present: Tensor, layout: Tensor | None, speaker: Tensor | None) -> Tensor:
         """embeddings [B, M, P], present bool[B, M], layout long[D, L] (-1 = pad) -> [B, P]."""
@@ -82,6 +85,6 @@ class ContextModel(nn.Module):
                 ones = torch.ones(layout.shape[1], layout.shape[1], dtype=torch.bool, device=layout.device)
                 mask = torch.triu(ones, diagonal=1)  # True = may not attend: every later turn
             hidden = self.sequence(sequence, mask=mask, src_key_padding_mask=~valid, is_causal=self.causal)
-        context = units.new_zeros(batch, units.shape[-1])
+        context = units.new_zeros(batch, hidden.shape[-1])
         context[positions] = hidden[valid]
         return self.out(context)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from emo import atomic
+from emo.units import percent, points
 
 DEFINITIONS: dict[str, str] = {
     "numbers": "Metrics in this JSON are fractions in [0, 1]; the Markdown report and the terminal show "
@@ -35,16 +36,6 @@ DEFINITIONS: dict[str, str] = {
 }
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def percent(value: float) -> str:
-    """A fraction as people read it: 0.5862 -> '58.62 %'."""
-    return f"{100 * value:.2f} %"
-
-
-def points(value: float) -> str:
-    """A difference of fractions in percentage points: 0.0321 -> '+3.21 points'."""
-    return f"{100 * value:+.2f} points"
 
 
 def cache_label(cache: Path | str) -> str:

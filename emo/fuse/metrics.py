@@ -26,9 +26,11 @@ import numpy as np
 
 
 def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Support-weighted mean per-class F1 (classes absent from `y_true` weigh 0)."""
+    """Support-weighted mean per-class F1 (classes absent from `y_true` weigh 0; 0.0 for no rows)."""
     from sklearn.metrics import f1_score
 
+    if not len(y_true):
+        return 0.0
     return float(f1_score(y_true, y_pred, labels=list(range(num_classes)), average="weighted", zero_division=0))
 
 
@@ -57,9 +59,12 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     ids = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=ids, zero_division=0
-    )
+    if len(y_true):
+        precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+        confusion = confusion_matrix(y_true, y_pred, labels=ids).tolist()
+    else:  # an empty split scores 0 everywhere instead of failing inside scikit-learn
+        precision = recall = f1 = support = np.zeros(len(ids))
+        confusion = [[0] * len(ids) for _ in ids]
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
         "weighted_f1": weighted_f1(y_true, y_pred, len(labels)),
@@ -74,7 +79,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
             }
             for i, name in enumerate(labels)
         },
-        "confusion": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+        "confusion": confusion,
         "labels": list(labels),
     }
 

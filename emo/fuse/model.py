@@ -48,6 +48,7 @@ class ModelConfig:
     context_model: str = "none"  # none | gru | transformer: a sequence model over each dialogue
     context_direction: str = "both"  # both | past (causal: only earlier turns, for live use)
     context_layers: int = 1
+    context_dim: int = 128  # width of the context GRU / transformer
     speaker_embedding: str = "none"  # none | speaker (learned per speaker) | turn (same speaker as before?)
     speakers: tuple[str, ...] = ()  # the speaker vocabulary (index 0 = everyone else)
     mel_chunk: int = 0  # run the mel CNN on length-sorted chunks of this many clips (0 = whole batch)
@@ -252,8 +253,8 @@ class FusionModel(nn.Module):
             from emo.fuse.context import ContextModel
 
             self.context = ContextModel(
-                len(config.modalities), config.proj_dim, config.context_model, config.context_direction,
-                config.context_layers, config.speaker_embedding, len(config.speakers),
+                len(config.modalities), config.proj_dim, config.context_model, config.context_dim,
+                config.context_direction, config.context_layers, config.speaker_embedding, len(config.speakers),
             )  # fmt: skip
         self.early = EarlyFusion(config) if config.fusion in ("early", "ensemble") else None
         self.late = LateFusion(config) if config.fusion in ("late", "ensemble") else None

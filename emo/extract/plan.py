@@ -1,0 +1,85 @@
+"""How a split's rows are cut into shards, which shards this process owns, and the clip jobs.
+
+Rows are the split's utterances sorted by (dialogue, utterance); shard k holds rows
+[k*shard_size, (k+1)*shard_size). This process runs shard k iff k % num_shards ==
+shard_index, so N processes (a SLURM array, several GPUs or machines on one filesystem)
+write disjoint shards whose union is exactly one single-process run. The plan depends on
+nothing but the CSV and the options, which is what lets a resumed run trust the shards an
+earlier one finished - after checking that they hold the rows this plan puts there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from emo.errors import CacheError
+from emo.extract.config import ExtractConfig
+from emo.extract.mel import MelParams
+from emo.extract.prepare import ClipJob
+from emo.extract.visual import FramePrep
+
+
+def shard_ranges(n_rows: int, shard_size: int) -> list[range]:
+    return [range(start, min(start + shard_size, n_rows)) for start in range(0, n_rows, shard_size)]
+
+
+def my_shards(n_shards: int, num_shards: int, shard_index: int) -> list[int]:
+    return [k for k in range(n_shards) if k % num_shards == shard_index]
+
+
+def check_finished_shards(config: ExtractConfig, cache_info, split_name: str, rows, ranges: list[range]) -> None:
+    """A finished shard must hold exactly the rows this run would put there; a changed
+    --shard-size or a changed CSV would otherwise mix two plans in one split.
+
+    `cache_info` is the cache's `emo.cache.CacheInfo`, or None when there is no cache yet.
+    """
+    if config.overwrite or cache_info is None:
+        return
+    info = cache_info.splits.get(split_name)
+    if info is None:
+        return
+    for shard in info.shards:
+        if shard.index >= len(ranges):
+            raise CacheError(
+                f"Split '{split_name}' in {cache_info.root} has shard {shard.index} but this run plans only "
+                f"{len(ranges)} shards (was --shard-size or the CSV changed?); pass --overwrite or use another --cache."
+            )
+        r = ranges[shard.index]
+        first, last = rows[r.start].key, rows[r.stop - 1].key
+        if shard.rows != len(r) or tuple(shard.first_key or ()) != first or tuple(shard.last_key or ()) != last:
+            raise CacheError(
+                f"Shard {shard.index} of split '{split_name}' in {cache_info.root} holds different rows than this "
+                f"run plans (was --shard-size {config.shard_size} or the CSV changed?); pass --overwrite or use "
+                "another --cache."
+            )
+
+
+def clip_jobs(
+    config: ExtractConfig,
+    split,
+    ranges: list[range],
+    shards: Sequence[int],
+    frame_prep: FramePrep | None,
+    mel: MelParams | None,
+) -> Iterator[ClipJob]:
+    """One worker job per row of `shards`, in row order (the order results are consumed)."""
+    rows = split.utterances
+    for k in shards:
+        for i in ranges[k]:
+            u = rows[i]
+            yield ClipJob(
+                row=i,
+                key=Path(u.clip_name).stem,
+                path=str(split.clip_path(u)),
+                video="visual" in config.modalities,
+                audio="audio" in config.modalities,
+                frames=config.frames,
+                sample_rate=config.sample_rate,
+                max_duration=config.max_duration,
+                frame_prep=frame_prep,
+                ffmpeg_resize=config.frame_resize == "ffmpeg",
+                mel=mel,
+                audio_views=config.audio_views,
+                seed=config.seed,
+            )

@@ -1,0 +1,113 @@
+"""Finding encoder weights: fail fast without a network, and know exactly what was loaded.
+
+Two concerns shared by the text and image encoders (and by `emo.extract.identity`, which
+checks a finished cache without loading any model) live here:
+- Fetching. A model id that is not on this machine costs one quick reachability probe
+  (a few seconds at most), never the minutes of retries the hub clients would spend; when
+  the hub is unreachable the user gets one sentence pointing at `--preset offline` or a
+  local path.
+- Identity. The fingerprint names each encoder by the SHA-256 of its weight files (plus
+  the hub revision when there is one), not by the path it was loaded from, so two machines
+  holding the same weights in different folders can fill one cache, and a silently changed
+  checkpoint cannot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+from emo.errors import NetworkError
+
+PROBE_TIMEOUT_S = 4.0
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def looks_like_path(name: str) -> bool:
+    """A model reference meant as a file or folder rather than a hub id (`org/name`)."""
+    if Path(name).expanduser().exists():
+        return True
+    return name.startswith((".", "/", "~")) or name.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def endpoint_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """One TCP connect to the host of `url`, bounded in time even when DNS hangs."""
+    parsed = urlparse(url if "://" in url else f"https://{url}")
+    host = parsed.hostname
+    if not host:
+        return False
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return bool(result and result[0])
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def offline_sentence(what: str, name: str, option: str) -> str:
+    return (
+        f"The {what} '{name}' is not on this machine and the model hub cannot be reached; "
+        f"use --preset offline or pass a local path with {option}."
+    )
+
+
+def require_hub(what: str, name: str, option: str) -> None:
+    """Raise NetworkError at once when a download would be needed but cannot happen."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or not endpoint_reachable(
+        hub_endpoint()
+    ):
+        raise NetworkError(offline_sentence(what, name, option))
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, memoised per (path, size, mtime) since weights are large."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+        _HASH_CACHE[key] = digest.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """One digest over several files (e.g. sharded weights), independent of folder."""
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: Path(p).name):
+        digest.update(Path(path).name.encode("utf-8"))
+        digest.update(file_sha256(Path(path)).encode("ascii"))
+    return digest.hexdigest()
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files of a model folder; safetensors win when both formats are present."""
+    folder = Path(folder)
+    safetensors = sorted(folder.glob("*.safetensors"))
+    if safetensors:
+        return safetensors
+    found: list[Path] = []
+    for pattern in WEIGHT_PATTERNS[1:]:
+        found.extend(sorted(folder.glob(pattern)))
+    return [p for p in found if "training_args" not in p.name]
