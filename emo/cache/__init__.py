@@ -1,7 +1,7 @@
 """The feature cache: the only code that knows how features are laid out on disk.
 
 `emo.extract` writes shards through `CacheWriter`; `emo.fuse` reads whole splits through
-`load_split`; `emo cache info|verify` use `open_cache` and `verify_cache`. See
+`load_split`; `emo cache info|verify|status` use `open_cache`, `verify_cache` and `cache_status`. See
 `emo.cache.layout` for the folder layout and `emo.cache.schema` for the arrays.
 
 Writing (one process per `--shard-index`, or one for all)::
@@ -29,6 +29,7 @@ from emo.cache.fingerprint import fingerprint_digest, require_same
 from emo.cache.manifest import MissingCacheError
 from emo.cache.reader import CacheInfo, ShardInfo, SplitInfo, UnknownSplitError, load_split, open_cache
 from emo.cache.schema import COLUMNS, MODALITY_COLUMNS, SCHEMA_VERSION
+from emo.cache.status import CacheStatus, SplitStatus, cache_status
 from emo.cache.verify import verify_cache
 from emo.cache.writer import CacheWriter
 
@@ -37,6 +38,7 @@ __all__ = [
     "MODALITY_COLUMNS",
     "SCHEMA_VERSION",
     "CacheInfo",
+    "CacheStatus",
     "CacheWriter",
     "ClipFailure",
     "ClipRecord",
@@ -45,7 +47,9 @@ __all__ = [
     "ShardSpec",
     "SplitFeatures",
     "SplitInfo",
+    "SplitStatus",
     "UnknownSplitError",
+    "cache_status",
     "fingerprint_digest",
     "load_split",
     "open_cache",

@@ -98,6 +98,18 @@ def build_columns(clips: Sequence[ClipRecord], spec: ShardSpec) -> tuple[dict[st
     return columns, failure_records(clips)
 
 
+def features_from_clips(clips: Sequence[ClipRecord], spec: ShardSpec, fingerprint: dict[str, Any],
+                        split: str = "predict"):
+    """The `SplitFeatures` that a shard of these clips would load back as, without writing it:
+    the same columns and float16 rounding, for code that scores freshly encoded clips
+    (`emo predict`) exactly as the heads see a cache."""
+    from emo.cache.features import SplitFeatures
+
+    columns, _ = build_columns(clips, spec)
+    failure = columns.pop("failure")
+    return SplitFeatures(split=split, fingerprint=dict(fingerprint), failure=failure, **columns)
+
+
 def failure_records(clips: Sequence[ClipRecord]) -> list[dict[str, Any]]:
     """One dict per failure, as the sidecar stores it and `emo cache info` counts it."""
     return [

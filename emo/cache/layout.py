@@ -7,6 +7,7 @@
     CACHE/<split>/shard-00000.h5      one HDF5 file per shard            (format "h5")
     CACHE/<split>/shard-00000.zarr/   one Zarr v3 group per shard        (format "zarr")
     CACHE/<split>/shard-00000.json    the shard's sidecar: rows, keys, checksums, failures
+    CACHE/slurm/                      a launcher's job files and per-task logs (never a split)
 
 A shard counts as finished only when its data AND its sidecar exist, because the sidecar
 is written after the data has been renamed into place. Every file is first written under
@@ -32,6 +33,10 @@ MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.toml"
 SPLIT_FILE = "split.json"
 FORMATS = ("h5", "zarr")
+# Folders a launcher (`emo extract --launcher slurm`) keeps its job files and logs in, inside
+# the cache so they sit on the same shared filesystem as the shards. Never a split; a cache
+# folder holding only these is still an empty cache.
+LAUNCHER_DIRS = ("slurm",)
 
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.(h5|zarr|json)$")
 _TEMP_RE = re.compile(r"^\.shard-(\d{5,})\..*\.tmp-(.+)-(\d+)$")
@@ -41,7 +46,7 @@ _HASH_BLOCK = 8 << 20
 
 def check_split_name(split: str) -> str:
     """Split names become folder names, so they must be plain (no slashes, no dot-files)."""
-    if not _SPLIT_NAME_RE.match(split) or split in (CACHE_FILE, MANIFEST_FILE, CONFIG_FILE):
+    if not _SPLIT_NAME_RE.match(split) or split in (CACHE_FILE, MANIFEST_FILE, CONFIG_FILE, *LAUNCHER_DIRS):
         raise ValueError(f"invalid split name {split!r}")
     return split
 

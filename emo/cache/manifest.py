@@ -59,7 +59,7 @@ def list_splits(root: Path) -> list[str]:
     """Folders of `root` that hold a split plan, a sidecar or a shard."""
     splits = []
     for child in sorted(Path(root).iterdir()):
-        if not child.is_dir() or child.name.startswith("."):
+        if not child.is_dir() or child.name.startswith(".") or child.name in layout.LAUNCHER_DIRS:
             continue
         if (child / layout.SPLIT_FILE).exists() or any(layout.parse_shard_name(p.name) for p in child.iterdir()):
             splits.append(child.name)

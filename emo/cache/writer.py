@@ -111,7 +111,9 @@ class CacheWriter:
             return None
         if (self.root / layout.CACHE_FILE).exists():
             return read_cache_meta(self.root)
-        leftovers = [p.name for p in self.root.iterdir() if not p.name.startswith(".")]
+        leftovers = [
+            p.name for p in self.root.iterdir() if not p.name.startswith(".") and p.name not in layout.LAUNCHER_DIRS
+        ]
         if leftovers:
             raise CacheError(
                 f"{self.root} is not empty and is not an emo feature cache; choose a new or empty folder with --cache."
@@ -177,7 +179,10 @@ class CacheWriter:
     def _clean_dead_temps(self) -> None:
         """Delete temporaries left by killed processes on this machine; never a live one."""
         host = atomic.this_host()
-        folders = [self.root] + [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        folders = [self.root] + [
+            p for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name not in layout.LAUNCHER_DIRS
+        ]
         for folder in folders:
             for child in folder.iterdir():
                 parsed = layout.parse_any_temp(child.name)

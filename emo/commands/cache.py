@@ -1,10 +1,11 @@
-"""Inspect and check a feature cache: `emo cache info PATH`, `emo cache verify PATH`.
+"""Inspect and check a feature cache: `emo cache info|verify|status PATH`.
 
 `info` shows what a cache holds (rows and shards per split, the fingerprint of the encoders
 and preprocessing that made it, size on disk, failed clips by reason) without reading any
 features. `verify` recomputes every shard's SHA-256 and names the shards that changed since
 they were written (exit 1), which catches silent disk or copy corruption that HDF5 and Zarr
-would happily read as wrong numbers.
+would happily read as wrong numbers. `status` says which shards of which split are
+finished, being written or missing, also while `emo extract` tasks are still writing.
 """
 
 from __future__ import annotations
@@ -133,6 +134,65 @@ def info(
                 f"split '{split.name}' is incomplete (missing shards: {', '.join(map(str, gaps[:10])) or 'none'}); "
                 f"re-run `emo extract --split {split.name}` with the same options to finish it."
             )
+
+
+@app.command("status")
+def status(
+    path: Path = typer.Argument(..., help="The cache folder (also while `emo extract` tasks are writing it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+) -> None:
+    """Show which shards of each split are finished, being written, or missing."""
+    from rich.table import Table
+
+    from emo.cache import cache_status
+    from emo.errors import require_path
+    from emo.extract.launch.slurm import read_record
+
+    require_path(path, "Feature cache", "create it with `emo extract --cache PATH`")
+    launch = read_record(path)
+    state = cache_status(path, (launch or {}).get("expected_shards"))
+    if as_json:
+        typer.echo(json.dumps({**state.to_dict(), "launch": launch}, indent=1))
+        return
+    console = make_console(highlight=False)
+    if launch:
+        console.print(
+            f"{path}: last launch SLURM job {launch['job_id']}, {_count(len(launch.get('tasks', {})), 'task')} "
+            f"of --num-shards {launch.get('num_shards')}; logs in {Path(path) / 'slurm'}/"
+        )
+    if not state.splits:
+        console.print(f"{path}: no shard written yet and no launch recorded.")
+        return
+    table = Table()
+    for column in ("split", "shards", "finished", "in progress", "missing", "complete"):
+        table.add_column(column, justify="left" if column in ("split", "complete") else "right")
+    for split in state.splits.values():
+        missing = len(split.missing) + len(split.stale)
+        table.add_row(
+            split.name, "?" if split.shards is None else str(split.shards), str(len(split.finished)),
+            str(len(split.in_progress)), str(missing), "yes" if split.complete else "no",
+        )  # fmt: skip
+    console.print(table)
+    for split in state.splits.values():
+        for label, indices in (("in progress", split.in_progress), ("missing", split.missing),
+                               ("stale (a dead writer's leftovers)", split.stale)):  # fmt: skip
+            if indices:
+                console.print(f"{split.name} {label}: shards {_ranges(indices)}")
+    if state.complete:
+        console.print(f"{path} is complete.")
+    elif not state.started:
+        console.print(f"{path}: no task has written a shard yet.")
+
+
+def _ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
 
 
 @app.command("verify")

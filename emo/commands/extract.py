@@ -5,8 +5,11 @@ CLIP image encoder, audio becomes log-mel spectrograms; labels, ids, presence fl
 per-clip failures go alongside. Re-running resumes (finished shards are skipped);
 --num-shards/--shard-index split the work across processes or machines.
 Progress goes to stderr, the end-of-run tables to stdout.
+--launcher slurm submits the --num-shards tasks as one SLURM job array and follows it
+(--no-wait: submit and return; `emo cache status CACHE` shows how far it got).
 Example: emo extract --split train --data-root MELD.Raw --cache cache/
 Offline: emo extract --split all --data-root MELD.Raw --cache cache/ --preset offline
+SLURM:   emo extract --split all --cache /shared/cache --num-shards 8 --launcher slurm --gpus-per-task 1
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import typer
 
 from emo.commands.output import ProgressView, make_console
 from emo.config import build_config, parse_set_pairs
+from emo.errors import UsageError
 
 
 def command(
@@ -73,6 +77,27 @@ def command(
     set_: Optional[List[str]] = typer.Option(
         None, "--set", help="Override any config key: --set key=value (repeatable), e.g. --set n_mels=64."
     ),
+    launcher: str = typer.Option(
+        "local", "--launcher", show_default=False,
+        help="local: run here; slurm: a SLURM job array of --num-shards tasks. (default: local)",
+    ),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", show_default=False,
+        help="With --launcher slurm: follow the array to its end, or return once submitted. (default: wait)",
+    ),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="SLURM partition for the tasks."),
+    slurm_time: Optional[str] = typer.Option(
+        None, "--slurm-time", help="Time limit per task, e.g. 90 or 4:00:00. (default: the partition's)"
+    ),
+    slurm_mem: Optional[str] = typer.Option(None, "--slurm-mem", help="Memory per task's node, e.g. 16G."),
+    cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", help="CPUs per SLURM task."),
+    gpus_per_task: Optional[int] = typer.Option(None, "--gpus-per-task", help="GPUs per SLURM task."),
+    array_parallelism: Optional[int] = typer.Option(
+        None, "--array-parallelism", help="SLURM tasks running at once. (default: all)"
+    ),
+    slurm_arg: Optional[List[str]] = typer.Option(
+        None, "--slurm-arg", help="Any other sbatch option: --slurm-arg key=value (repeatable), e.g. account=lab."
+    ),
 ) -> None:
     from emo.extract.config import ExtractConfig
 
@@ -100,8 +125,39 @@ def command(
         audio_views=audio_views,
     )
     overrides.update({k: v for k, v in named.items() if v is not None})
+    if launcher == "slurm" and shard_index is not None:
+        raise UsageError("--shard-index is chosen per task by --launcher slurm; give only --num-shards.")
     resolved = build_config(ExtractConfig, config, overrides, section="extract")
-    extract_and_report(resolved)
+    slurm = dict(
+        partition=slurm_partition, time=slurm_time, mem=slurm_mem, cpus_per_task=cpus_per_task,
+        gpus_per_task=gpus_per_task, array_parallelism=array_parallelism,
+        extra=parse_slurm_args(slurm_arg) if slurm_arg else None,
+    )  # fmt: skip
+    slurm = {k: v for k, v in slurm.items() if v is not None}
+    given = [flag for flag, key in _SLURM_FLAGS.items() if key in slurm] + ([] if wait else ["--no-wait"])
+    if launcher == "local" and given:
+        raise UsageError(f"{given[0]} needs --launcher slurm.")
+    from emo.commands.launch import launch_and_report
+
+    launch_and_report(resolved, launcher, slurm, wait)
+
+
+_SLURM_FLAGS = {
+    "--slurm-partition": "partition", "--slurm-time": "time", "--slurm-mem": "mem", "--cpus-per-task": "cpus_per_task",
+    "--gpus-per-task": "gpus_per_task", "--array-parallelism": "array_parallelism", "--slurm-arg": "extra",
+}  # fmt: skip
+
+
+def parse_slurm_args(pairs: List[str]) -> dict:
+    """`--slurm-arg account=lab --slurm-arg qos=high` -> {"account": "lab", "qos": "high"}."""
+    extra = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key:
+            raise UsageError(f"--slurm-arg '{pair}' is not key=value; write it as e.g. --slurm-arg account=lab.")
+        extra[key] = value.strip()
+    return extra
 
 
 def extract_and_report(config, console=None, progress_console=None):

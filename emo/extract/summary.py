@@ -7,6 +7,7 @@ renders it as tables, and tests and the demo read its numbers directly.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -78,3 +79,47 @@ class Stages:
 
     def add(self, name: str, seconds: float) -> None:
         self.seconds[name] += seconds
+
+
+def summary_to_dict(summary: ExtractSummary) -> dict[str, Any]:
+    """Plain JSON-able data (a SLURM task hands its summary back as a JSON file, never a pickle)."""
+    data = dataclasses.asdict(summary)
+    data["cache"] = str(summary.cache)
+    return data
+
+
+def summary_from_dict(data: dict[str, Any]) -> ExtractSummary:
+    splits = {name: SplitSummary(**part) for name, part in data["splits"].items()}
+    return ExtractSummary(**{**data, "cache": Path(data["cache"]), "splits": splits})
+
+
+def combine(summaries: Sequence[ExtractSummary], cache: Path, wall_seconds: float) -> ExtractSummary | None:
+    """One summary for the tasks of a launch (each ran some shards of every split): counts
+    and stage seconds add up, the wall time is the launch's. None when no task reported."""
+    if not summaries:
+        return None
+    splits: dict[str, SplitSummary] = {}
+    stages: dict[str, float] = collections.defaultdict(float)
+    for summary in summaries:
+        for name, part in summary.splits.items():
+            total = splits.setdefault(name, SplitSummary(split=name, rows=part.rows, shards=part.shards, assigned=0))
+            total.unlabeled_videos = part.unlabeled_videos
+            total.complete = total.complete or part.complete
+            for key in ("assigned", "written", "skipped", "rows_written", "truncated"):
+                setattr(total, key, getattr(total, key) + getattr(part, key))
+            for mine, theirs in ((total.failures_by_reason, part.failures_by_reason),
+                                 (total.failures_by_modality, part.failures_by_modality)):  # fmt: skip
+                for key, n in theirs.items():
+                    mine[key] = mine.get(key, 0) + n
+        for stage, seconds in summary.stage_seconds.items():
+            stages[stage] += seconds
+    first = summaries[0]
+    return ExtractSummary(
+        cache=Path(cache),
+        fingerprint=first.fingerprint,
+        digest=first.digest,
+        splits=splits,
+        stage_seconds=dict(stages),
+        wall_seconds=wall_seconds,
+        encoders_loaded=any(s.encoders_loaded for s in summaries),
+    )

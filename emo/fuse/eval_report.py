@@ -66,18 +66,26 @@ def _recorded_cache(report_json: Path) -> str | None:
         return ""  # not ours to replace: pick another name
 
 
-def write_report(report: dict[str, Any], run_dir: Path) -> dict[str, Path]:
-    """Write the report's JSON, Markdown and one confusion-matrix PNG per head into `run_dir`.
+def write_report(report: dict[str, Any], run_dir: Path, predictions: list[dict[str, Any]] | None = None
+                 ) -> dict[str, Path]:
+    """Write the report's JSON, Markdown and one confusion-matrix PNG per head into `run_dir`,
+    and with `predictions` (one row per utterance) `<stem>-predictions.csv` and `.jsonl`.
 
     Sets `report["files"]` (kind -> path) before writing, so the JSON lists its siblings.
     """
     from emo.fuse.plots import plot_confusion
+    from emo.fuse.predictions import write_predictions
 
     stem = report_stem(run_dir, report["cache"], report["fingerprint_digest"], report["split"])
     paths = {"json": run_dir / f"{stem}.json", "markdown": run_dir / f"{stem}.md"}
     for head in report["metrics"]:
         paths[f"confusion_{head}"] = run_dir / f"{stem}-confusion-{head}.png"
+    if predictions is not None:
+        paths["predictions_csv"] = run_dir / f"{stem}-predictions.csv"
+        paths["predictions_jsonl"] = run_dir / f"{stem}-predictions.jsonl"
     report["files"] = {kind: str(path) for kind, path in paths.items()}
+    if predictions is not None:
+        write_predictions(predictions, paths["predictions_csv"], paths["predictions_jsonl"])
     for head, metrics in report["metrics"].items():
         title = f"{head} on {report['split']}: weighted F1 {percent(metrics['weighted_f1'])}"
         atomic.write_with(

@@ -214,11 +214,11 @@ class FitRecipe:
 
     def batches(self):
         """(rows, layout) per training batch: length-bucketed utterances, or, for a context
-        head, whole dialogues in shuffled order (at most `dialogue_batch_size` turns)."""
+        head, whole dialogues in shuffled order (at most `dialogue_batch_size` turns; a longer
+        dialogue is a batch of its own)."""
         config, train_set, device = self.config, self.train_set, self.device
         if self.model.config.has_context:
-            bound = config.dialogue_batch_size or config.batch_size
-            for group in dialogue_batches(train_set.dialogues, bound, device, self.order_rng):
+            for group in dialogue_batches(train_set.dialogues, config.dialogue_batch_size, device, self.order_rng):
                 yield group.rows, group.layout
             return
         for index in epoch_batches(train_set.lengths(), config.batch_size, self.order_rng, config.length_bucketing):

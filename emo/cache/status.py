@@ -1,0 +1,138 @@
+"""Which shards of which split are finished, being written, or missing (`emo cache status`).
+
+Decided from what is on disk only, so it answers while extraction processes (a SLURM
+array, several machines on one filesystem) are still writing, and after they died:
+
+- finished: the shard's data and a sidecar that matches it (what `emo cache info` counts);
+- in progress: not finished, and a temporary of it exists (`.shard-NNNNN.*.tmp-HOST-PID`,
+  see `emo.cache.layout`) whose writer is alive - or runs on another machine, where it
+  cannot be asked;
+- stale: not finished, and only temporaries of processes on this machine that are dead
+  (the next run deletes them and redoes the shard);
+- missing: every other shard up to the split's shard count.
+
+The shard count comes from the split's plan (`split.json`, written by each process once
+its part is done) or, before any process got that far, from `expected`: a launcher that
+planned the work knows it before anything is written. Without either, the count is the
+highest shard seen so far, and the split's total is unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from emo import atomic
+from emo.cache import layout
+from emo.cache.manifest import list_splits, read_cache_meta, scan_split
+
+
+@dataclass
+class SplitStatus:
+    name: str
+    shards: int | None  # how many shards the split has; None while nobody has said
+    finished: list[int] = field(default_factory=list)
+    in_progress: list[int] = field(default_factory=list)
+    stale: list[int] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+    rows: int = 0  # rows in finished shards
+    expected_rows: int | None = None
+    complete: bool = False  # every shard is finished and the split's plan is recorded
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CacheStatus:
+    root: Path
+    started: bool  # cache.json exists: some process got as far as writing its first shard
+    digest: str | None
+    splits: dict[str, SplitStatus]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.splits) and all(s.complete for s in self.splits.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "started": self.started,
+            "fingerprint_digest": self.digest,
+            "complete": self.complete,
+            "splits": {name: s.to_dict() for name, s in self.splits.items()},
+        }
+
+
+def cache_status(root: str | Path, expected: Mapping[str, int] | None = None) -> CacheStatus:
+    """The state of every shard of the cache at `root`.
+
+    `expected` maps split names to their shard counts for splits that may have nothing on
+    disk yet. A folder that holds nothing but launcher files (or nothing) is a cache not
+    started yet; any other folder without `cache.json` is refused like `emo cache info`
+    refuses it.
+    """
+    root = Path(root)
+    expected = dict(expected or {})
+    if not (root / layout.CACHE_FILE).is_file() and _not_started(root):
+        splits = {name: _unstarted_split(name, count) for name, count in expected.items()}
+        return CacheStatus(root=root, started=False, digest=None, splits=splits)
+    meta = read_cache_meta(root)  # the one-sentence refusal for anything that is not a cache
+    names = list_splits(root)
+    names += [name for name in expected if name not in names]
+    splits = {name: _split_status(root, name, meta, expected.get(name)) for name in names}
+    return CacheStatus(root=root, started=True, digest=meta.get("fingerprint_digest"), splits=splits)
+
+
+def _not_started(root: Path) -> bool:
+    if not root.is_dir():
+        return False
+    return all(child.name.startswith(".") or child.name in layout.LAUNCHER_DIRS for child in root.iterdir())
+
+
+def _unstarted_split(name: str, count: int) -> SplitStatus:
+    return SplitStatus(name=name, shards=count, missing=list(range(count)))
+
+
+def _split_status(root: Path, name: str, meta: dict[str, Any], expected: int | None) -> SplitStatus:
+    scan = scan_split(root, name, meta)
+    finished = sorted(int(s["shard_index"]) for s in scan["shards"])
+    count = scan["expected_shards"] if scan["expected_shards"] is not None else expected
+    live, dead = _temporaries(root / name)
+    seen = set(finished) | set(live) | set(dead) | {u["index"] for u in scan["unfinished_shards"]}
+    top = int(count) if count is not None else (max(seen) + 1 if seen else 0)
+    in_progress = sorted(k for k in live if k not in finished and k < top)
+    stale = sorted(k for k in dead if k not in finished and k not in live and k < top)
+    taken = set(finished) | set(in_progress) | set(stale)
+    return SplitStatus(
+        name=name,
+        shards=int(count) if count is not None else None,
+        finished=finished,
+        in_progress=in_progress,
+        stale=stale,
+        missing=[k for k in range(top) if k not in taken],
+        rows=int(scan["rows"]),
+        expected_rows=scan["expected_rows"],
+        complete=bool(scan["complete"]),
+    )
+
+
+def _temporaries(split_dir: Path) -> tuple[set[int], set[int]]:
+    """Shard indices with a temporary whose writer may be alive, and those whose writer on
+    this machine is dead."""
+    live: set[int] = set()
+    dead: set[int] = set()
+    if not split_dir.is_dir():
+        return live, dead
+    host = atomic.this_host()
+    for child in split_dir.iterdir():
+        parsed = layout.parse_temp_name(child.name)
+        if parsed is None:
+            continue
+        index, writer_host, pid = parsed
+        if writer_host == host and not layout.pid_alive(pid):
+            dead.add(index)
+        else:
+            live.add(index)
+    return live, dead
