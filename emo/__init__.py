@@ -15,3 +15,30 @@ __version__ = "0.1.0"  # `emo --version`; equal to [project] version in pyprojec
 # measurements, while a passive wait costs nothing on an idle machine. It only takes effect
 # if set before torch loads OpenMP, and a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+# The Python API, loaded on first use (module __getattr__): `import emo` stays light and the
+# CLI fast, while `from emo import Predictor` or `emo.load_split(...)` just work.
+_LAZY = {
+    "Predictor": ("emo.predict.api", "Predictor"),
+    "load_split": ("emo.cache.reader", "load_split"),
+    "open_cache": ("emo.cache.reader", "open_cache"),
+    "run_fit": ("emo.fuse.train", "run_fit"),
+    "run_eval": ("emo.fuse.evaluate", "run_eval"),
+}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'emo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

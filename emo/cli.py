@@ -24,7 +24,7 @@ from typing import Any
 import typer
 
 from emo import __version__
-from emo.commands import ablate, cache, demo, evaluate, extract, fit, synth
+from emo.commands import ablate, cache, demo, evaluate, extract, fit, predict, synth
 from emo.errors import EmoError
 
 try:  # recent typer vendors click; older typer uses click itself
@@ -66,6 +66,7 @@ app.command("extract", help=verb_help(extract.__doc__))(extract.command)
 app.command("fit", help=verb_help(fit.__doc__))(fit.command)
 app.command("eval", help=verb_help(evaluate.__doc__))(evaluate.command)
 app.command("ablate", help=verb_help(ablate.__doc__))(ablate.command)
+app.command("predict", help=verb_help(predict.__doc__))(predict.command)
 app.command("demo", help=verb_help(demo.__doc__))(demo.command)
 app.add_typer(cache.app, name="cache", help=verb_help(cache.__doc__))
 

@@ -44,7 +44,7 @@ def test_reports_are_named_by_cache_digest_and_split_and_never_overwritten(world
     first = run_eval(run, split="test", device="cpu")
     assert capsys.readouterr() == ("", ""), "run_eval never prints; the command does"
     assert first["files"]["json"] == str(run / f"eval-meld-{digest}-test.json")
-    assert set(first["files"]) == {"json", "markdown", "confusion_emotion"}
+    assert set(first["files"]) == {"json", "markdown", "confusion_emotion", "predictions_csv", "predictions_jsonl"}
     for path in first["files"].values():
         assert (run / path.split("/")[-1]).is_file()
 

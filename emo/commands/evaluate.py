@@ -90,6 +90,13 @@ def print_report(report: dict[str, Any], console) -> None:
             highlight=False,
             soft_wrap=True,  # paths stay whole, for copying and for grep in a log
         )
+        if "predictions_csv" in files:
+            console.print(
+                f"Predictions for each of the {report['rows']} utterances: {files['predictions_csv']} and "
+                f"{files['predictions_jsonl']}.",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def print_warnings(report: dict[str, Any], console) -> None:

@@ -140,11 +140,15 @@ def decode_clip(
     video: bool = True,
     audio: bool = True,
     frame_size: tuple[int, int] | None = None,
+    start: float = 0.0,
 ) -> DecodedClip:
     """Decode `num_frames` RGB frames and mono float32 audio at `sample_rate` from one clip.
 
     `frame_size=(width, height)` lets FFmpeg scale frames while converting them (cheaper than
     resizing full-size arrays afterwards); by default frames keep the clip's resolution.
+    `start` (seconds) decodes a segment of a longer file: the container seeks near it, and
+    the result covers [start, start + max_duration) as if that were the whole clip (times,
+    frame targets and `duration` count from `start`). start=0 decodes exactly as before.
     Raises `ClipError` for a missing, empty or undecodable file, or a requested stream that
     the file lacks.
     """
@@ -156,6 +160,8 @@ def decode_clip(
         raise UsageError(f"sample_rate must be positive, got {sample_rate}.")
     if not (max_duration > 0):
         raise UsageError(f"max_duration must be positive, got {max_duration}.")
+    if not (start >= 0):
+        raise UsageError(f"start must be 0 or more seconds, got {start}.")
 
     path = Path(path)
     container = open_container(path)
@@ -166,6 +172,8 @@ def decode_clip(
             raise ClipError("no_video", path)
         if audio and a_stream is None:
             raise ClipError("no_audio", path)
+        if start > 0:
+            _seek(container, start)
 
         stated: list[float | None] = []
         picker = None
@@ -182,7 +190,9 @@ def decode_clip(
             if v_duration is None or not math.isfinite(v_duration) or v_duration <= 0:
                 raise ClipError("unreadable", path, "its video stream has no timestamps")
             stated.append(v_duration)
-            picker = _FramePicker(frame_targets(min(v_duration, max_duration), num_frames), frame_size)
+            if v_duration - start <= 0:
+                raise ClipError("unreadable", path, f"its video ends at {v_duration:.2f} s, before {start:.2f} s")
+            picker = _FramePicker(frame_targets(min(v_duration - start, max_duration), num_frames), frame_size)
         resampler = None
         chunks: list[np.ndarray] = []
         max_samples = int(round(max_duration * sample_rate))
@@ -194,17 +204,22 @@ def decode_clip(
 
         known = [d for d in stated if d] or [d for d in [container_seconds(container)] if d]
         source_duration = max(known) if known else float("nan")
-        cut_seen = bool(known) and source_duration > max_duration + 1e-3
+        cut_seen = bool(known) and source_duration - start > max_duration + 1e-3
 
         video_done = not video
         audio_done = not audio
         errors: list[str] = []
         streams = [s for s, wanted in ((v_stream, video), (a_stream, audio)) if wanted]
 
+        skip = 0  # samples before `start` still to drop (a segment's first audio frame straddles it)
+
         def take_audio(frames) -> None:
-            nonlocal n_samples
+            nonlocal n_samples, skip
             for out in frames:
                 samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                if skip:
+                    dropped = min(skip, len(samples))
+                    samples, skip = samples[dropped:], skip - dropped
                 room = max_samples - n_samples
                 if room <= 0:
                     break
@@ -230,6 +245,7 @@ def decode_clip(
                     if is_video:
                         t = _frame_time(frame, last_video_time, v_stream) - v_origin
                         last_video_time = t + v_origin
+                        t -= start  # frames before a segment's start are only "previous" frames
                         if t >= max_duration:
                             cut_seen = True
                             video_done = True
@@ -240,6 +256,12 @@ def decode_clip(
                             break
                     else:
                         t = (frame.time if frame.time is not None else 0.0) - a_origin
+                        if start > 0:
+                            t -= start
+                            if t + frame.samples / frame.sample_rate <= 0:
+                                continue  # wholly before the segment (decoded from the seek point)
+                            if not chunks and t < 0:
+                                skip = int(round(-t * sample_rate))
                         if t >= max_duration:
                             cut_seen = True
                             audio_done = True
@@ -257,7 +279,7 @@ def decode_clip(
         v_stated = stream_seconds(v_stream) if video else None
         if video and v_stated and picker.prev is not None and not picker.done:
             covered = picker.prev_time + _frame_span(picker.prev, v_stream)
-            shortfalls.append(("video", covered, min(v_stated, max_duration)))
+            shortfalls.append(("video", covered, min(v_stated - start, max_duration)))
 
         frames = frame_times = None
         if video:
@@ -275,11 +297,11 @@ def decode_clip(
             if not chunks:
                 raise ClipError("unreadable", path, _why_empty("audio", errors))
             samples = np.concatenate(chunks)
-            if len(samples) >= max_samples and source_duration > max_duration:
+            if len(samples) >= max_samples and source_duration - start > max_duration:
                 cut_seen = True
             a_stated = stream_seconds(a_stream)
             if a_stated and not audio_done:
-                shortfalls.append(("audio", len(samples) / sample_rate, min(a_stated, max_duration)))
+                shortfalls.append(("audio", len(samples) / sample_rate, min(a_stated - start, max_duration)))
         _require_coverage(path, shortfalls, damaged=bool(errors))
 
         if not known:
@@ -292,10 +314,21 @@ def decode_clip(
             frame_times=frame_times,
             audio=samples,
             sample_rate=sample_rate,
-            duration=float(min(source_duration, max_duration)),
+            duration=float(min(source_duration - start, max_duration)),
             truncated=bool(cut_seen),
             source_duration=float(source_duration),
         )
+
+
+def _seek(container, start: float) -> None:
+    """Jump to the key frame at or before `start` (decoding then runs up to it), so a segment
+    late in a long file does not cost decoding everything before it."""
+    import av
+
+    try:
+        container.seek(int(start * av.time_base), backward=True, any_frame=False)
+    except av.error.FFmpegError:
+        pass  # not seekable: decoding from the beginning gives the same result, only slower
 
 
 def _require_coverage(path: Path, shortfalls: list[tuple[str, float, float]], damaged: bool) -> None:

@@ -37,6 +37,32 @@ class ClipJob:
     mel: MelParams | None
     audio_views: int
     seed: int
+    start: float = 0.0  # seconds into the file where the clip begins (a segment of a longer video)
+
+
+def clip_job(config, row: int, key: str, path: str, frame_prep: FramePrep | None, mel: MelParams | None,
+             start: float = 0.0, length: float | None = None) -> ClipJob:
+    """The job that prepares one clip the way `config` (an `ExtractConfig`) says: `emo extract`
+    and `emo predict` both build their jobs here, so their preprocessing cannot drift. A segment
+    of a longer file is `start` seconds in and at most `length` seconds long (never longer than
+    the config's max_duration)."""
+    limit = float(config.max_duration) if length is None else min(float(config.max_duration), float(length))
+    return ClipJob(
+        row=row,
+        key=key,
+        path=str(path),
+        video="visual" in config.modalities,
+        audio="audio" in config.modalities,
+        frames=config.frames,
+        sample_rate=config.sample_rate,
+        max_duration=limit,
+        frame_prep=frame_prep,
+        ffmpeg_resize=config.frame_resize == "ffmpeg",
+        mel=mel,
+        audio_views=config.audio_views,
+        seed=config.seed,
+        start=float(start),
+    )
 
 
 @dataclass
@@ -80,6 +106,7 @@ def prepare_clip(job: ClipJob) -> PreparedClip:
                 video=video,
                 audio=audio,
                 frame_size=frame_size,
+                start=job.start,
             )
         except ClipError as error:
             # A missing stream costs only that modality; anything else costs all that is left.

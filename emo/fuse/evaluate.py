@@ -21,10 +21,10 @@ from emo.cache.fingerprint import describe_difference, fingerprint_digest
 from emo.device import resolve_device
 from emo.errors import CacheError, UsageError, require_path
 from emo.fuse.checkpoint import load_checkpoint, plain
-from emo.fuse.config import resolve_text_feature
 from emo.fuse.data import TensorSplit
 from emo.fuse.engine import predict, primary_head, score
 from emo.fuse.eval_report import DEFINITIONS, write_report
+from emo.fuse.predictions import eval_rows, model_split, utterance_texts
 from emo.fuse.train import load_features
 
 
@@ -74,14 +74,10 @@ def run_eval(
     modalities = model.config.modalities
     features = load_features(cache_path, split, modalities)
     require_matching_cache(payload, features.fingerprint, cache_path, run_dir)
-    data = TensorSplit(
-        features,
-        modalities,
-        torch_device,
-        resolve_text_feature(fit.get("text_feature", "cls"), payload["fingerprint"]),
-        int(fit.get("max_mel_frames", 1000)),
-    )
-    report = evaluate_model(model, data, int(fit.get("eval_batch_size", 256)), fit.get("precision", "fp32"))
+    data = model_split(model, payload, features, torch_device)  # as in training, speaker ids included
+    batch_size, precision = int(fit.get("eval_batch_size", 256)), fit.get("precision", "fp32")
+    logits = predict(model, data, batch_size, precision=precision)
+    report = evaluate_model(model, data, batch_size, precision, logits=logits)
     report.update(
         {
             "run": str(run_dir),
@@ -94,9 +90,12 @@ def run_eval(
             "warnings": importance_warnings(fit, modalities),
         }
     )
+    texts = utterance_texts(cache_path / "config.toml", split)
+    rows = eval_rows(logits, features, modalities, data.present.cpu().numpy(), texts)
     if write:
-        paths = write_report(report, run_dir)
+        paths = write_report(report, run_dir, predictions=rows)
         report["files"] = {kind: str(path) for kind, path in paths.items()}
+    report["predictions"] = rows  # not in the JSON report: one row per utterance, in its own files
     return report
 
 
@@ -116,11 +115,15 @@ def importance_warnings(fit_config: dict[str, Any], modalities: tuple[str, ...])
     ]
 
 
-def evaluate_model(model, data: TensorSplit, batch_size: int = 256, precision: str = "fp32") -> dict[str, Any]:
-    """Every metric of the report for an in-memory model and split (no files touched)."""
+def evaluate_model(model, data: TensorSplit, batch_size: int = 256, precision: str = "fp32",
+                   logits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every metric of the report for an in-memory model and split (no files touched);
+    `logits` are the model's on `data` when the caller already has them."""
     heads = model.config.heads
     main = primary_head(heads)
-    scores = score(predict(model, data, batch_size, precision=precision), data, detailed=True)
+    if logits is None:
+        logits = predict(model, data, batch_size, precision=precision)
+    scores = score(logits, data, detailed=True)
     importance = {}
     for modality in model.config.modalities:
         hidden = score(predict(model, data, batch_size, hide=(modality,), precision=precision), data)[main]

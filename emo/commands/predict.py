@@ -1,0 +1,102 @@
+"""Predict the emotion of every utterance in new video or audio files with a trained run.
+
+INPUT is any number of video or audio files, folders of them, or a long video; no CSV
+and no labels are needed. Words come from --transcript (a MELD-style CSV, SRT, WebVTT or
+JSON file) or from speech recognition (faster-whisper; offline by default with the
+pip-shipped Whisper base, or --asr-model NAME|PATH). A clip is one utterance; with
+--segment (the default for inputs over 30 s) it is split at the recogniser's speech
+segments, each with its own frames and audio. Features come from the very encoders and
+preprocessing that made the run's cache (refused if the weights differ). Writes
+predictions.csv and predictions.jsonl (file, segment, start, end, transcript, emotion, the
+probability of each emotion, and sentiment where trained, modalities used) and a timeline
+PNG per input with several segments into --out; inputs that cannot be read are reported
+and skipped.
+Example: emo predict runs/seed clips/ talk.mp4 --out predictions/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from emo.commands.output import ProgressView, make_console
+from emo.units import percent
+
+MAX_ROWS_SHOWN = 40  # the terminal table's length; the files hold every row
+
+
+def command(
+    run: Path = typer.Argument(..., help="Run directory written by emo fit."),
+    inputs: List[Path] = typer.Argument(..., help="Video or audio files, or folders of them.", show_default=False),
+    out: Path = typer.Option(..., "--out", help="Folder for predictions.csv/.jsonl and timelines.", show_default=False),
+    transcript: Optional[Path] = typer.Option(
+        None, "--transcript", help="MELD-style CSV, SRT, WebVTT or JSON transcript instead of speech recognition."
+    ),
+    segment: Optional[bool] = typer.Option(
+        None, "--segment/--no-segment", help="Split inputs at speech segments. (default: only inputs over 30 s)",
+        show_default=False,
+    ),
+    asr_model: Optional[str] = typer.Option(
+        None, "--asr-model", help="faster-whisper model name or folder. (default: the pip-shipped Whisper base)"
+    ),
+    language: str = typer.Option("en", "--language", help="Spoken language code, or auto. (default: en)",
+                                 show_default=False),
+    cache: Optional[Path] = typer.Option(
+        None, "--cache", help="The run's feature cache, if it moved (its config.toml names the encoders)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto (as the cache was made), cpu or cuda.",
+                               show_default=False),
+) -> None:
+    from emo.errors import UsageError
+    from emo.predict import Predictor, media_files, write_outputs
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a folder for the predictions.")
+    media_files(inputs)  # a typo in an input fails before any model loads
+    if transcript is not None and not transcript.is_file():
+        raise UsageError(f"Transcript {transcript} does not exist; pass a MELD-style CSV, SRT, WebVTT or JSON file.")
+    with ProgressView() as view:
+        predictor = Predictor.from_run(run, cache=cache, device=device, asr_model=asr_model, language=language,
+                                       progress=view)  # fmt: skip
+        result = predictor.predict(inputs, transcript=transcript, segment=segment)
+        files = write_outputs(result, out)
+    print_result(result, files, predictor.heads)
+
+
+def print_result(result, files, heads, console=None) -> None:
+    from rich.table import Table
+
+    console = console or make_console()
+    table = Table(title=f"emo predict: {len(result.segments)} utterances in {len(result.inputs)} inputs")
+    columns = ["file", "seg", "start", "end", "emotion", "p", "2nd"]
+    if "sentiment" in heads:
+        columns.append("sentiment")
+    columns += ["modalities", "transcript"]
+    for column in columns:
+        table.add_column(column, overflow="fold", justify="right" if column in ("seg", "start", "end", "p") else "left")
+    for s in result.segments[:MAX_ROWS_SHOWN]:
+        ranked = sorted(s.probabilities.items(), key=lambda kv: -kv[1])
+        second = f"{ranked[1][0]} {percent(ranked[1][1], 0)}" if len(ranked) > 1 else ""
+        row = [Path(s.file).name, str(s.segment), f"{s.start:.1f}", f"{s.end:.1f}", s.emotion,
+               percent(s.probabilities.get(s.emotion), 0), second]  # fmt: skip
+        if "sentiment" in heads:
+            row.append(s.sentiment or "")
+        row += ["+".join(s.modalities), s.transcript[:80]]
+        table.add_row(*row)
+    console.print(table)
+    if len(result.segments) > MAX_ROWS_SHOWN:
+        console.print(f"... {len(result.segments) - MAX_ROWS_SHOWN} more rows in {files['csv']}.", highlight=False)
+    for problem in result.problems:
+        what = "skipped" if problem.skipped else "note"
+        console.print(f"{what}: {problem.message}", style="yellow" if problem.skipped else None, highlight=False,
+                      soft_wrap=True)  # fmt: skip
+    if result.seconds:
+        total = sum(result.seconds.values())
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(result.seconds.items(), key=lambda kv: -kv[1]))
+        console.print(f"Time: {total:.1f} s for {result.audio_seconds:.1f} s of media ({parts}).", highlight=False)
+    written = [str(files["csv"]), str(files["jsonl"])] + [str(v) for k, v in files.items() if k.startswith("timeline:")]
+    if "problems" in files:
+        written.append(str(files["problems"]))
+    console.print(f"Predictions written to {', '.join(written)}.", highlight=False, soft_wrap=True)

