@@ -159,11 +159,23 @@ def main() -> None:
                 row = {**key, **fit_row(splits, head, args.seeds, epochs, args.lr)}
                 row["seconds"] = round(time.perf_counter() - t0, 1)
                 done.append(row)
-                results_path.write_text(json.dumps(done, indent=1))
+                done = save_rows(results_path, done)
                 print(f"{encoder:<14} context {context}  {key['head']:<17} dev {100 * row['dev_wf1']:.2f}  "
                       f"test {100 * row['test_wf1']:.2f} ± {100 * row['test_wf1_std']:.2f}  ({row['seconds']:.0f} s)",
                       flush=True)  # fmt: skip
     report(done, results_path.with_suffix(".md"))
+
+
+def save_rows(path: Path, rows: list[dict]) -> list[dict]:
+    """Merge with what is on disk (another run of this bench may be adding rows) and save."""
+    key = lambda r: (r["encoder"], r["context"], r["head"])  # noqa: E731
+    merged = {key(r): r for r in (json.loads(path.read_text()) if path.is_file() else [])}
+    merged.update({key(r): r for r in rows})
+    rows = list(merged.values())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    tmp.replace(path)
+    return rows
 
 
 def report(rows: list[dict], path: Path) -> None:

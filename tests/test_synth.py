@@ -13,12 +13,13 @@ import typer
 from typer.testing import CliRunner
 
 from emo.config import build_config
-from emo.data import synth
+from emo.data import synth_media, synth_plan
 from emo.data.meld import CLIP_DIRS, COLUMNS, SPLITS, load_split, read_annotations
 from emo.data.synth import BROKEN_KINDS, MELD_TRAIN_COUNTS, SynthConfig, csv_text, generate, plan_split
 from emo.errors import ConfigError, UsageError
 from emo.extract.decode import decode_clip
 from emo.labels import EMOTIONS
+from emo.progress import TaskAdvanced, TaskFinished, TaskStarted
 
 
 def test_layout_is_the_meld_release(synth_root):
@@ -106,7 +107,7 @@ def test_each_modality_is_informative_and_fusion_helps():
     assert fused > max(accuracy.values()) + 0.05
 
 
-_TEXT_WORDS = {e: [re.compile(rf"\b{re.escape(w)}\b", re.IGNORECASE) for w in words] for e, words in synth._WORDS.items()}
+_TEXT_WORDS = {e: [re.compile(rf"\b{re.escape(w)}\b", re.IGNORECASE) for w in words] for e, words in synth_plan.WORDS.items()}
 
 
 def _text_guess(text: str) -> str:
@@ -117,12 +118,12 @@ def _text_guess(text: str) -> str:
 def _audio_guess(audio: np.ndarray) -> str:
     spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
     peak_hz = np.argmax(spectrum[1:]) * 16000 / len(audio) + 16000 / len(audio)
-    return min(synth._TONES, key=lambda e: abs(np.log(synth._TONES[e][0] / peak_hz)))
+    return min(synth_media.TONES, key=lambda e: abs(np.log(synth_media.TONES[e][0] / peak_hz)))
 
 
 def _visual_guess(frames: np.ndarray) -> str:
     colour = np.median(frames.reshape(-1, 3), axis=0)
-    return min(synth._COLOURS, key=lambda e: np.linalg.norm(colour - np.array(synth._COLOURS[e])))
+    return min(synth_media.COLOURS, key=lambda e: np.linalg.norm(colour - np.array(synth_media.COLOURS[e])))
 
 
 def test_cues_survive_encoding_and_decoding(tmp_path):
@@ -172,18 +173,27 @@ def test_existing_dataset_needs_overwrite_and_leaves_no_stale_clips(tmp_path):
 def test_interrupted_run_can_be_replaced_with_force(tmp_path):
     small = dict(train_clips=4, dev_clips=1, test_clips=1, min_duration=0.3, max_duration=0.4, width=16, height=16, fps=4)
 
-    def stop_after_two(done, total):
-        if done == 2:
+    events = []
+
+    def stop_after_two(event):
+        events.append(event)
+        if isinstance(event, TaskAdvanced) and event.completed == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         generate(tmp_path, SynthConfig(**small), progress=stop_after_two)
+    assert isinstance(events[0], TaskStarted) and events[0].total == 6 and events[0].unit == "clips"
     assert not (tmp_path / "train_sent_emo.csv").exists()  # the CSV is written last
-    assert not list(tmp_path.rglob("*.part"))
+    left = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert len(left) == 3 and left[-1] == "synth_manifest.json"  # two whole clips, no temporaries
+    assert all(re.fullmatch(r"dia\d+_utt\d+\.mp4", name) for name in left[:2]), left
     with pytest.raises(UsageError, match="--force"):
         generate(tmp_path, SynthConfig(**small))
-    report = generate(tmp_path, SynthConfig(**small), overwrite=True)
+    events.clear()
+    report = generate(tmp_path, SynthConfig(**small), overwrite=True, progress=events.append)
     assert len(load_split(tmp_path, "train").utterances) == 4 and len(report.clips) == 6
+    assert [e.completed for e in events if isinstance(e, TaskAdvanced)] == [1, 2, 3, 4, 5, 6]
+    assert isinstance(events[-1], TaskFinished) and events[-1].task == events[0].task == "synth"
 
 
 def test_force_never_deletes_a_real_meld_folder(tmp_path):

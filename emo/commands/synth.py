@@ -46,9 +46,9 @@ def command(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any config key: --set key=value (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Replace a dataset already in OUT."),
 ) -> None:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
+
+    from emo.commands.output import ProgressView, make_console
 
     overrides: dict = {}
     if clips is not None:
@@ -77,23 +77,16 @@ def command(
     overrides.update({k: v for k, v in named.items() if v is not None})
     resolved = build_config(SynthConfig, config, overrides, section="synth")
 
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
-    ) as progress:
-        task = progress.add_task("clips", total=None)
+    with ProgressView(make_console(stderr=True)) as view:
+        report = generate(out, resolved, overwrite=force, progress=view)
+    saved = save_config(resolved, Path(out) / "synth.toml", section="synth")
 
-        def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        report = generate(out, resolved, overwrite=force, progress=advance)
-    save_config(resolved, Path(out) / "synth.toml", section="synth")
-
+    console = make_console()
     table = Table(title=f"Synthetic MELD-layout dataset in {out}")
     for column in ("split", "rows", "good clips", "broken", "unlabeled"):
         table.add_column(column)
     for split, row in report.summary().items():
         broken = ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("rows", "good", "unlabeled")) or "-"
         table.add_row(split, str(row["rows"]), str(row["good"]), broken, str(row["unlabeled"]))
-    Console().print(table)
-    Console().print(f"Config saved to {Path(out) / 'synth.toml'}; ground truth per clip in {report.out_dir / 'synth_manifest.json'}.")
+    console.print(table)
+    console.print(f"Config saved to {saved}; ground truth per clip in {report.manifest}.")

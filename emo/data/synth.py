@@ -17,53 +17,42 @@ Why it looks like this:
   report says which clip is broken how (and which ClipError reason it should raise).
 - Deterministic: every clip draws from its own seeded generator, so the same seed gives
   identical CSVs and identical decoded content whatever the order of writing.
+
+Three modules, one job each: `emo.data.synth_plan` decides the rows (ids, labels, cues,
+text, broken kinds) without writing anything, `emo.data.synth_media` renders a row's mp4,
+and this module owns the folder: the config, claiming the folder, writing clips, then
+the CSVs, then the ground-truth manifest, and reporting progress as `emo.progress`
+events (it never prints).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from emo.data.meld import CLIP_DIRS, COLUMNS, SPLITS, csv_name, format_time
-from emo.errors import ConfigError, UsageError
-from emo.labels import EMOTIONS
-
-BROKEN_KINDS: tuple[str, ...] = (
-    "zero_byte",
-    "truncated",
-    "no_audio",
-    "no_video",
-    "missing",
-    "too_long",
-    "not_video",
-    "audio_longer",
+from emo.atomic import write_bytes, write_json
+from emo.data.meld import CLIP_DIRS, SPLITS, csv_name
+from emo.data.synth_media import AAC_RATES, LAYOUTS, write_clip, write_row_clip, write_unlabeled_clip
+from emo.data.synth_plan import (
+    BROKEN_KINDS,
+    EXPECTED_REASON,
+    MELD_TRAIN_COUNTS,
+    SynthClip,
+    csv_text,
+    plan_split,
 )
+from emo.errors import ConfigError, UsageError
+from emo.progress import ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
 
-# What `emo.extract.decode.decode_clip` does with each kind: the ClipError reason it
-# raises, or None where the clip decodes (cut at max_duration, `truncated=True`).
-EXPECTED_REASON: dict[str, str | None] = {
-    "zero_byte": "empty",
-    "truncated": "unreadable",
-    "no_audio": "no_audio",
-    "no_video": "no_video",
-    "missing": "missing",
-    "too_long": None,
-    "not_video": "unreadable",
-    "audio_longer": None,
-}
-
-# MELD train emotion counts (neutral, joy, surprise, anger, sadness, disgust, fear).
-MELD_TRAIN_COUNTS: tuple[int, ...] = (4710, 1743, 1205, 1109, 683, 271, 268)
+__all__ = [
+    "BROKEN_KINDS", "EXPECTED_REASON", "MANIFEST_NAME", "MELD_TRAIN_COUNTS", "SynthClip", "SynthConfig",
+    "SynthReport", "csv_text", "generate", "plan_split", "write_clip",
+]  # fmt: skip
 
 MANIFEST_NAME = "synth_manifest.json"
+PROGRESS_TASK = "synth"  # the task id of generate's progress events
 
 
 @dataclass
@@ -99,11 +88,11 @@ class SynthConfig:
             raise ConfigError(f"Frame size must be even and at least 16x16, got {self.width}x{self.height}.")
         if not 1 <= self.fps <= 120:
             raise ConfigError(f"Config key 'fps' must be between 1 and 120, got {self.fps}.")
-        if self.sample_rate not in _AAC_RATES:
+        if self.sample_rate not in AAC_RATES:
             raise ConfigError(
-                f"Config key 'sample_rate' must be an AAC rate ({', '.join(map(str, _AAC_RATES))}), got {self.sample_rate}."
+                f"Config key 'sample_rate' must be an AAC rate ({', '.join(map(str, AAC_RATES))}), got {self.sample_rate}."
             )
-        if self.audio_channels not in _LAYOUTS:
+        if self.audio_channels not in LAYOUTS:
             raise ConfigError(f"Config key 'audio_channels' must be 1, 2 or 6, got {self.audio_channels}.")
         for name in ("text_cue", "audio_cue", "visual_cue", "broken_fraction"):
             value = getattr(self, name)
@@ -123,32 +112,6 @@ class SynthConfig:
         return {"train": self.train_clips, "dev": self.dev_clips, "test": self.test_clips}[split]
 
 
-_AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
-
-
-@dataclass
-class SynthClip:
-    """One CSV row and what was written for it."""
-
-    split: str
-    dialogue_id: int
-    utterance_id: int
-    path: Path
-    emotion: str
-    text_cue: str  # the emotion whose words the text carries
-    audio_cue: str  # the emotion whose pitch/rhythm the audio carries
-    visual_cue: str  # the emotion whose colour the frames carry
-    duration: float
-    broken: str | None = None  # one of BROKEN_KINDS, or None for a good clip
-    row: dict[str, str] = field(default_factory=dict, repr=False)  # the CSV row, column -> text
-
-    @property
-    def expected_reason(self) -> str | None:
-        """The ClipError reason decoding this clip raises (None: it decodes)."""
-        return EXPECTED_REASON[self.broken] if self.broken else None
-
-
 @dataclass
 class SynthReport:
     out_dir: Path
@@ -161,6 +124,10 @@ class SynthReport:
     @property
     def broken(self) -> list[SynthClip]:
         return [c for c in self.clips if c.broken]
+
+    @property
+    def manifest(self) -> Path:
+        return self.out_dir / MANIFEST_NAME
 
     def split_clips(self, split: str) -> list[SynthClip]:
         return [c for c in self.clips if c.split == split]
@@ -180,328 +147,28 @@ class SynthReport:
         return out
 
 
-# ----------------------------------------------------------------------------- cues
+def dataset_complete(out_dir: str | Path) -> bool:
+    """True when `out_dir` holds a dataset `generate` finished (its manifest says so)."""
+    import json
 
-_WORDS: dict[str, tuple[str, ...]] = {
-    "neutral": ("okay", "so", "well", "sure", "alright", "fine", "yeah", "right"),
-    "joy": ("great", "awesome", "love", "wonderful", "happy", "fantastic", "yay", "amazing"),
-    "surprise": ("wow", "really", "whoa", "seriously", "unbelievable", "no way", "oh my god", "what"),
-    "anger": ("hate", "stupid", "furious", "shut up", "damn", "ridiculous", "idiot", "enough"),
-    "sadness": ("sorry", "miss", "cry", "lonely", "sad", "lost", "hurts", "alone"),
-    "disgust": ("gross", "ew", "disgusting", "yuck", "nasty", "sick", "revolting", "eww"),
-    "fear": ("scared", "afraid", "terrified", "help", "nervous", "panic", "creepy", "worried"),
-}
-# No opener or filler uses an emotion word: the text's cue is only the two words it carries.
-_OPENERS = ("I’m", "You know,", "Hey,", "Listen,", "Look,", "Honestly,", "Oh,", "I mean,", "We’re", "That’s")
-_FILLER = (
-    "the coffee", "this apartment", "Central Perk", "the dinosaur", "my sandwich", "today", "just",
-    "the couch", "your sweater", "the duck", "that guy", "the turkey", "Vegas", "the museum",
-    "don’t know", "I think", "you guys", "it’s like", "the chick", "the foosball table",
-)
-_SPEAKERS = ("Joey", "Chandler", "Monica", "Rachel", "Ross", "Phoebe", "Gunther", "Janice", "The Interviewer")
-
-# Per emotion: (pitch Hz, syllable rate Hz). Pitches are ~25% apart and jittered by up to
-# 5%, so the pitch names the cue; the rhythm is a second, redundant hint.
-_TONES: dict[str, tuple[float, float]] = {
-    "sadness": (110.0, 1.5),
-    "neutral": (140.0, 3.0),
-    "disgust": (175.0, 2.5),
-    "anger": (220.0, 7.0),
-    "joy": (275.0, 5.0),
-    "fear": (345.0, 9.0),
-    "surprise": (430.0, 2.0),
-}
-# Per emotion: background RGB colour.
-_COLOURS: dict[str, tuple[int, int, int]] = {
-    "neutral": (128, 128, 128),
-    "joy": (235, 205, 40),
-    "surprise": (40, 210, 220),
-    "anger": (210, 35, 35),
-    "sadness": (40, 60, 200),
-    "disgust": (60, 170, 60),
-    "fear": (130, 50, 170),
-}
-
-
-def _cue(rng: np.random.Generator, emotion: str, strength: float) -> str:
-    """The true emotion with probability `strength`, otherwise a different one."""
-    if rng.random() < strength:
-        return emotion
-    others = [e for e in EMOTIONS if e != emotion]
-    return others[int(rng.integers(len(others)))]
-
-
-def _text(rng: np.random.Generator, cue: str) -> str:
-    words = _WORDS[cue]
-    first, second = (words[int(i)] for i in rng.choice(len(words), size=2, replace=False))
-    opener = _OPENERS[int(rng.integers(len(_OPENERS)))]
-    filler = _FILLER[int(rng.integers(len(_FILLER)))]
-    punct = (".", "!", "?", "…")[int(rng.integers(4))]
-    templates = (
-        f"{opener} {first}, {filler} {second}{punct}",
-        f"{first.capitalize()}! {opener} {filler} {second}{punct}",
-        f"{opener} {filler}, {first} {second}{punct}",
-    )
-    return templates[int(rng.integers(len(templates)))]
-
-
-def _audio(rng: np.random.Generator, cue: str, seconds: float, rate: int, channels: int) -> np.ndarray:
-    """float32[channels, samples]: a harmonic tone with the cue's pitch and syllable rhythm."""
-    pitch, syllables = _TONES[cue]
-    pitch *= float(rng.uniform(0.95, 1.05))
-    syllables *= float(rng.uniform(0.85, 1.15))
-    n = max(1, int(round(seconds * rate)))
-    t = np.arange(n) / rate
-    phase = 2 * np.pi * pitch * t
-    voice = np.sin(phase) + 0.5 * np.sin(2 * phase) + 0.25 * np.sin(3 * phase)
-    envelope = 0.5 * (1 + np.sin(2 * np.pi * syllables * t + rng.uniform(0, 2 * np.pi))) ** 2
-    mono = 0.18 * voice * envelope + rng.normal(0.0, 0.01, n)
-    gains = np.linspace(1.0, 0.7, channels)[:, None]
-    return np.clip(mono[None, :] * gains, -1, 1).astype(np.float32)
-
-
-def _frames(rng: np.random.Generator, cue: str, n: int, width: int, height: int) -> np.ndarray:
-    """uint8[n, H, W, 3]: the cue's background colour (jittered) and a moving grey square
-    that carries no label information."""
-    colour = np.clip(np.array(_COLOURS[cue]) + rng.normal(0, 18, 3), 0, 255)
-    frames = np.empty((n, height, width, 3), dtype=np.uint8)
-    frames[:] = colour.astype(np.uint8)
-    side = max(4, min(width, height) // 3)
-    grey = int(rng.integers(60, 200))
-    x0, y0 = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
-    step = int(rng.integers(1, 4))
-    for i in range(n):
-        x = (x0 + i * step) % (width - side)
-        frames[i, y0 : y0 + side, x : x + side] = grey
-    return frames
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def write_clip(
-    path: str | Path,
-    frames: np.ndarray | None,
-    audio: np.ndarray | None,
-    fps: int = 10,
-    sample_rate: int = 22050,
-    frame_times: np.ndarray | None = None,
-    faststart: bool = False,
-) -> Path:
-    """Write an h264 + AAC mp4 with PyAV. Either stream may be left out.
-
-    frames: uint8[T, H, W, 3]; frame_times (seconds, increasing) makes a variable-frame-rate
-    file, otherwise frames are 1/fps apart. audio: float32[channels, samples] in [-1, 1].
-    `faststart` puts the index (moov) before the media data, as web-ready files have it.
-    Written to a temporary name and renamed, so an interrupted run never leaves a
-    half-written clip that looks valid.
-    """
-    import av
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    options = {"movflags": "faststart"} if faststart else {}
-    container = av.open(str(tmp), mode="w", format="mp4", options=options)
     try:
-        if frames is not None:
-            time_base = Fraction(1, 1000) if frame_times is not None else Fraction(1, fps)
-            video = container.add_stream("libx264", rate=fps)
-            video.width, video.height = int(frames.shape[2]), int(frames.shape[1])
-            video.pix_fmt = "yuv420p"
-            video.codec_context.time_base = time_base
-            # One thread: x264 output is then byte-identical for a seed.
-            video.options = {"preset": "ultrafast", "threads": "1", "crf": "20"}
-        if audio is not None:
-            channels = int(audio.shape[0])
-            sound = container.add_stream("aac", rate=sample_rate, layout=_LAYOUTS[channels])
-        if frames is not None:
-            for i, image in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-                frame.pts = int(round(frame_times[i] * 1000)) if frame_times is not None else i
-                frame.time_base = time_base
-                for packet in video.encode(frame):
-                    container.mux(packet)
-            for packet in video.encode():
-                container.mux(packet)
-        if audio is not None:
-            block = 1024
-            for start in range(0, audio.shape[1], block):
-                chunk = np.ascontiguousarray(audio[:, start : start + block], dtype=np.float32)
-                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=_LAYOUTS[channels])
-                frame.sample_rate = sample_rate
-                frame.pts = start
-                frame.time_base = Fraction(1, sample_rate)
-                for packet in sound.encode(frame):
-                    container.mux(packet)
-            for packet in sound.encode():
-                container.mux(packet)
-    except BaseException:
-        container.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    container.close()
-    os.replace(tmp, path)
-    return path
-
-
-def _write_row_clip(clip: SynthClip, rng: np.random.Generator, config: SynthConfig) -> None:
-    """Write one CSV row's clip, good or broken as `clip.broken` says."""
-    kind = clip.broken
-    path = clip.path
-    if kind == "missing":
-        return
-    if kind == "zero_byte":
-        path.write_bytes(b"")
-        return
-    if kind == "not_video":
-        path.write_text("This is a text file with a video's name, as left behind by a failed download.\n")
-        return
-    n_frames = max(1, int(round(clip.duration * config.fps)))
-    frames = None if kind == "no_video" else _frames(rng, clip.visual_cue, n_frames, config.width, config.height)
-    audio_seconds = config.long_duration if kind == "audio_longer" else clip.duration
-    audio = None
-    if kind != "no_audio":
-        audio = _audio(rng, clip.audio_cue, audio_seconds, config.sample_rate, config.audio_channels)
-    truncated = kind == "truncated"
-    write_clip(path, frames, audio, fps=config.fps, sample_rate=config.sample_rate, faststart=truncated)
-    if truncated:
-        # An interrupted download of a web-ready file: the index (moov) is intact and
-        # promises the whole clip, but only the first 40% of the bytes arrived - the
-        # hard case, which opens and decodes part way before failing.
-        data = path.read_bytes()
-        path.write_bytes(data[: max(1, int(len(data) * 0.4))])
-
-
-# ----------------------------------------------------------------------------- layout
-
-
-def plan_split(config: SynthConfig, split: str, out_dir: str | Path = ".") -> list[SynthClip]:
-    """A split's rows without writing anything: ids with MELD-like gaps, labels, cues, times,
-    broken kinds. `generate` writes exactly this plan; tests use it to check statistics."""
-    if split not in SPLITS:
-        raise UsageError(f"Unknown split '{split}'; use one of {', '.join(SPLITS)}.")
-    split_index = SPLITS.index(split)
-    clip_dir = Path(out_dir) / CLIP_DIRS[split]
-    n = config.clips_for(split)
-    rng = np.random.default_rng([config.seed, split_index, 0])
-    prior = np.array(MELD_TRAIN_COUNTS, dtype=float)
-    prior /= prior.sum()
-    emotions = [EMOTIONS[int(i)] for i in rng.choice(len(EMOTIONS), size=n, p=prior)]
-
-    n_broken = int(round(config.broken_fraction * n)) if config.broken_kinds else 0
-    broken_rows = set(int(i) for i in rng.choice(n, size=min(n_broken, n), replace=False)) if n_broken else set()
-    kinds_cycle = iter(config.broken_kinds * (n_broken // max(1, len(config.broken_kinds)) + 1))
-    broken_by_row = {row: next(kinds_cycle) for row in sorted(broken_rows)}
-
-    clips: list[SynthClip] = []
-    dialogue_id = -1
-    utterance_id = 0
-    remaining_in_dialogue = 0
-    sr_no = 0
-    clock = 0.0
-    season = episode = 1
-    short_hours = False
-    speakers: tuple[str, str] = ("Joey", "Chandler")
-    for row_index in range(n):
-        if remaining_in_dialogue == 0:
-            dialogue_id += 2 if rng.random() < 0.05 else 1  # MELD skips a few dialogue ids
-            remaining_in_dialogue = int(rng.integers(1, 9))
-            utterance_id = 0
-            season, episode = int(rng.integers(1, 10)), int(rng.integers(1, 25))
-            clock = float(rng.uniform(30, 1200))
-            short_hours = bool(rng.random() < 0.25)  # MELD mixes H:MM:SS and HH:MM:SS
-            pair = rng.choice(len(_SPEAKERS), size=2, replace=False)
-            speakers = (_SPEAKERS[int(pair[0])], _SPEAKERS[int(pair[1])])
-        elif rng.random() < 0.06:
-            utterance_id += 1  # an Utterance_ID gap, as in 72 train dialogues
-            sr_no += 1
-        kind = broken_by_row.get(row_index)
-        clip_rng = np.random.default_rng([config.seed, split_index, 1, row_index])
-        duration = round(float(clip_rng.uniform(config.min_duration, config.max_duration)), 3)
-        if kind == "too_long":
-            duration = float(config.long_duration)
-        emotion = emotions[row_index]
-        clip = SynthClip(
-            split=split,
-            dialogue_id=dialogue_id,
-            utterance_id=utterance_id,
-            path=clip_dir / f"dia{dialogue_id}_utt{utterance_id}.mp4",
-            emotion=emotion,
-            text_cue=_cue(clip_rng, emotion, config.text_cue),
-            audio_cue=_cue(clip_rng, emotion, config.audio_cue),
-            visual_cue=_cue(clip_rng, emotion, config.visual_cue),
-            duration=duration,
-            broken=kind,
-        )
-        sr_no += 1
-        start = clock + float(clip_rng.uniform(0.05, 0.6))
-        end = start + duration
-        clock = end
-        sentiment = _sentiment(emotion, clip_rng)
-        clip.row = {
-            "Sr No.": str(sr_no),
-            "Utterance": _text(clip_rng, clip.text_cue),
-            "Speaker": speakers[utterance_id % 2],
-            "Emotion": emotion,
-            "Sentiment": sentiment,
-            "Dialogue_ID": str(dialogue_id),
-            "Utterance_ID": str(utterance_id),
-            "Season": str(season),
-            "Episode": str(episode),
-            "StartTime": format_time(start, short_hours),
-            "EndTime": format_time(end, short_hours),
-        }
-        clips.append(clip)
-        utterance_id += 1
-        remaining_in_dialogue -= 1
-    return clips
-
-
-def _sentiment(emotion: str, rng: np.random.Generator) -> str:
-    if emotion == "neutral":
-        return "neutral"
-    if emotion == "joy":
-        return "positive"
-    if emotion == "surprise":
-        return "positive" if rng.random() < 0.5 else "negative"
-    return "negative"
-
-
-def csv_text(clips: list[SynthClip]) -> str:
-    """The CSV exactly as MELD writes it: the 11 columns, quoted where needed, CRLF."""
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerows(c.row for c in clips)
-    return buffer.getvalue()
+        return bool(json.loads((Path(out_dir) / MANIFEST_NAME).read_text(encoding="utf-8")).get("complete"))
+    except (OSError, ValueError):
+        return False
 
 
 def _owned_files(out_dir: Path) -> list[Path]:
+    """The files a synthetic dataset consists of, leftovers of an interrupted run included."""
     owned = [out_dir / csv_name(s) for s in SPLITS] + [out_dir / MANIFEST_NAME]
     for split in SPLITS:
         folder = out_dir / CLIP_DIRS[split]
         if folder.is_dir():
-            owned += list(folder.glob("*.mp4")) + list(folder.glob("*.mp4.part"))
+            owned += sorted(folder.glob("*.mp4")) + sorted(folder.glob(".*.mp4.tmp-*")) + sorted(folder.glob("*.mp4.part"))
     return [p for p in owned if p.exists()]
 
 
-def generate(
-    out_dir: str | Path,
-    config: SynthConfig | None = None,
-    overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-) -> SynthReport:
-    """Write a MELD-layout synthetic dataset into `out_dir` and say what was written.
-
-    Refuses to write over an existing dataset unless `overwrite`, and always refuses a
-    folder whose MELD files it did not write (no manifest). Overwriting first removes the
-    CSVs, the manifest and the mp4 files in the three clip folders (nothing else), so no
-    stale clip of an earlier, larger run survives. `progress(done, total)` is called after
-    each clip.
-    """
-    config = config or SynthConfig()
-    config.validate()
-    out_dir = Path(out_dir)
+def _claim_folder(out_dir: Path, overwrite: bool) -> None:
+    """Make `out_dir` ours and empty of any earlier dataset, or refuse in one sentence."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir} exists and is not a folder.")
     existing = _owned_files(out_dir) if out_dir.is_dir() else []
@@ -515,51 +182,59 @@ def generate(
     out_dir.mkdir(parents=True, exist_ok=True)
     # Claim the folder before writing any clip, so that after an interruption --force
     # knows these half-written files are ours to replace.
-    (out_dir / MANIFEST_NAME).write_text(json.dumps({"complete": False}) + "\n", encoding="utf-8")
+    write_json(out_dir / MANIFEST_NAME, {"complete": False})
+
+
+def generate(
+    out_dir: str | Path,
+    config: SynthConfig | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> SynthReport:
+    """Write a MELD-layout synthetic dataset into `out_dir` and say what was written.
+
+    Refuses to write over an existing dataset unless `overwrite`, and always refuses a
+    folder whose MELD files it did not write (no manifest). Overwriting first removes the
+    CSVs, the manifest and the mp4 files in the three clip folders (nothing else), so no
+    stale clip of an earlier, larger run survives. Progress goes to `progress` as events
+    of the task "synth" (one unit per clip).
+    """
+    config = config or SynthConfig()
+    config.validate()
+    out_dir = Path(out_dir)
+    _claim_folder(out_dir, overwrite)
 
     plans = []
-    for split_index, split in enumerate(SPLITS):
+    for split in SPLITS:
         clip_dir = out_dir / CLIP_DIRS[split]
         clip_dir.mkdir(exist_ok=True)
         clips = plan_split(config, split, out_dir)
-        unlabeled = []
         last_dialogue = max((c.dialogue_id for c in clips), default=-1)
-        for k in range(config.unlabeled_videos):
-            # Named like a clip of a dialogue the CSV does not have.
-            unlabeled.append((clip_dir / f"dia{last_dialogue + 1 + k}_utt0.mp4", k))
-        plans.append((split_index, split, clip_dir, clips, unlabeled))
+        # Unlabeled videos are named like clips of dialogues the CSV does not have.
+        unlabeled = [clip_dir / f"dia{last_dialogue + 1 + k}_utt0.mp4" for k in range(config.unlabeled_videos)]
+        plans.append((split, clip_dir, clips, unlabeled))
 
-    total = sum(len(p[3]) + len(p[4]) for p in plans)
+    total = sum(len(clips) + len(unlabeled) for _, _, clips, unlabeled in plans)
+    emit(progress, TaskStarted(PROGRESS_TASK, f"synthetic clips in {out_dir}", total, unit="clips"))
     done = 0
     report = SynthReport(out_dir=out_dir, config=config, csv_paths={}, clip_dirs={}, clips=[], unlabeled=[])
-    for split_index, split, clip_dir, clips, unlabeled in plans:
+    for split_index, (split, clip_dir, clips, unlabeled) in enumerate(plans):
         for row_index, clip in enumerate(clips):
-            rng = np.random.default_rng([config.seed, split_index, 2, row_index])
-            _write_row_clip(clip, rng, config)
+            write_row_clip(clip, np.random.default_rng([config.seed, split_index, 2, row_index]), config)
             done += 1
-            if progress:
-                progress(done, total)
-        for path, k in unlabeled:
-            rng = np.random.default_rng([config.seed, split_index, 3, k])
-            emotion = EMOTIONS[int(rng.integers(len(EMOTIONS)))]
-            seconds = float(rng.uniform(config.min_duration, config.max_duration))
-            frames = _frames(rng, emotion, max(1, int(round(seconds * config.fps))), config.width, config.height)
-            audio = _audio(rng, emotion, seconds, config.sample_rate, config.audio_channels)
-            write_clip(path, frames, audio, fps=config.fps, sample_rate=config.sample_rate)
+            emit(progress, TaskAdvanced(PROGRESS_TASK, done))
+        for k, path in enumerate(unlabeled):
+            write_unlabeled_clip(path, np.random.default_rng([config.seed, split_index, 3, k]), config)
             report.unlabeled.append(path)
             done += 1
-            if progress:
-                progress(done, total)
-        csv_path = out_dir / csv_name(split)
+            emit(progress, TaskAdvanced(PROGRESS_TASK, done))
         # The CSV goes last: a folder with a CSV is a finished split.
-        tmp = csv_path.with_name(csv_path.name + ".part")
-        tmp.write_bytes(csv_text(clips).encode("utf-8"))
-        os.replace(tmp, csv_path)
-        report.csv_paths[split] = csv_path
+        report.csv_paths[split] = write_bytes(out_dir / csv_name(split), csv_text(clips).encode("utf-8"))
         report.clip_dirs[split] = clip_dir
         report.clips.extend(clips)
 
     _write_manifest(report)
+    emit(progress, TaskFinished(PROGRESS_TASK, f"{len(report.clips)} rows, {len(report.broken)} broken"))
     return report
 
 
@@ -583,4 +258,4 @@ def _write_manifest(report: SynthReport) -> None:
         ],
         "unlabeled": [p.relative_to(report.out_dir).as_posix() for p in report.unlabeled],
     }
-    (report.out_dir / MANIFEST_NAME).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    write_json(report.manifest, payload)
