@@ -364,9 +364,10 @@ def test_missing_file_is_an_error(tmp_path):
 def test_load_split_unknown_split_and_missing_files(tmp_path):
     with pytest.raises(UsageError, match="Unknown split 'val'"):
         load_split(tmp_path, "val")
-    with pytest.raises(DataError, match="does not exist"):
+    # paths the user gave that are not there are usage errors (exit 2), not broken data
+    with pytest.raises(UsageError, match="does not exist"):
         load_split(tmp_path / "absent", "train")
-    with pytest.raises(DataError, match="No dev_sent_emo.csv"):
+    with pytest.raises(UsageError, match="No dev_sent_emo.csv"):
         load_split(tmp_path, "dev")
     csv_file = _write(tmp_path, [HEADER, GOOD_ROW])
     with pytest.raises(DataError, match="is a file; point at the folder"):

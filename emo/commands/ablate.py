@@ -90,7 +90,7 @@ def print_table(console, rows: list, title: str) -> None:
             row["fusion"],
             *[str(row.get(k, "")) for k in keys],
             str(row["seeds"]),
-            *[format_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m, _ in METRIC_COLUMNS],
+            *[format_cell(row[f"{m}_mean"], row[f"{m}_std"], row["seeds"]) for m, _ in METRIC_COLUMNS],
             style="bold red" if row["seed_design"] else None,
         )
     console.print(table)

@@ -24,7 +24,7 @@ from emo.commands.output import ProgressView, make_console, percent
 
 
 def command(
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the demo's data, cache and runs (default emo-demo)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the demo's data, cache and runs. (default: emo-demo)"),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster setting (for tests and a first look)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any DemoConfig key ([demo] or top level)."),

@@ -373,7 +373,7 @@ def find_split_files(data_root: str | Path, split: str) -> tuple[Path, Path | No
     folders = [root, root / split]
     csv_path = _first_existing([f / csv_name(split) for f in folders], want_dir=False)
     if csv_path is None:
-        raise DataError(
+        raise PathNotFoundError(
             f"No {csv_name(split)} in {root} or {root / split}; point --data-root at a folder holding the MELD CSVs."
         )
     clip_dir = _first_existing([f / CLIP_DIRS[split] for f in folders], want_dir=True)

@@ -101,11 +101,12 @@ def _csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
     return buffer.getvalue()
 
 
-def format_cell(mean: float, std: float) -> str:
-    """'58.62 ± 0.72' in percent, '-' for a split that was not scored."""
+def format_cell(mean: float, std: float, seeds: int = 2) -> str:
+    """'58.62 ± 0.72' in percent ('58.62' for one seed: no spread to show), '-' for a split
+    that was not scored."""
     if mean != mean:
         return "-"
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+    return f"{100 * mean:.2f}" if seeds < 2 else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
@@ -119,7 +120,7 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
     for row in rows:
         mark = " ★" if row["seed_design"] else ""
         cells = [row["modalities"] + mark, row["fusion"], *[str(row.get(k, "")) for k in keys], str(row["seeds"])]
-        cells += [format_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m, _ in METRIC_COLUMNS]
+        cells += [format_cell(row[f"{m}_mean"], row[f"{m}_std"], row["seeds"]) for m, _ in METRIC_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
