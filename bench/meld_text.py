@@ -104,11 +104,12 @@ def fit_row(splits, head: tuple[str, str], seeds: int, epochs: int, lr: float) -
     from emo.fuse.config import FitConfig
     from emo.fuse.train import fit_splits
 
-    model, direction = head
+    model, direction, speaker = (*head, "none")[:3]
     runs = []
     for seed in range(seeds):
         config = FitConfig(modalities=("text",), fusion="early", text_feature="mean", epochs=epochs, lr=lr,
-                           seed=seed, device="cpu", context_model=model, context_direction=direction)  # fmt: skip
+                           seed=seed, device="cpu", context_model=model, context_direction=direction,
+                           speaker_embedding=speaker)  # fmt: skip
         result = fit_splits(config, splits["train"], splits["dev"], test=splits["test"])
         runs.append((result.best_dev["emotion"], result.test["emotion"]))
     mean = lambda values: sum(values) / len(values)  # noqa: E731
@@ -125,7 +126,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "meld_text")
     parser.add_argument("--encoders", default="minilm,mpnet,minilm+mpnet", help="comma list; '+' concatenates")
     parser.add_argument("--contexts", default="0,2", help="earlier turns given to the encoder at extraction")
-    parser.add_argument("--heads", default=",".join(f"{m}-{d}" for m, d in HEADS), help="e.g. none-both,gru-past")
+    parser.add_argument("--heads", default=",".join(f"{m}-{d}" for m, d in HEADS),
+                        help="e.g. none-both,gru-past,gru-both-speaker (MODEL-DIRECTION[-SPEAKER_EMBEDDING])")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seeds", type=int, default=5)

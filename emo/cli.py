@@ -33,7 +33,10 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import UsageError as ClickUsageError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
-INTERRUPTED = "emo: interrupted; finished work is kept and a re-run resumes from it.\n"
+INTERRUPTED = (
+    "emo: interrupted; finished work (cache shards, ablation cells) is kept and a re-run resumes from it; "
+    "an unfinished fit leaves nothing behind.\n"
+)
 INTERRUPTED_EXIT = 130
 
 app = typer.Typer(

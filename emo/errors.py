@@ -16,7 +16,8 @@ The exit status tells a script what kind of fix is needed, so it follows one rul
   cache, a CSV with a missing column or an unknown label, an unreadable checkpoint, a
   destination that cannot be written. Fix or rebuild the data.
 
-(130 means interrupted; finished work is kept and a re-run resumes from it.)
+(130 means interrupted: finished cache shards and ablation cells are kept and a re-run resumes
+from them; an unfinished fit removes its run folder.)
 """
 
 from __future__ import annotations

@@ -26,3 +26,21 @@ def points(value: float | None, digits: int = 2) -> str:
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """'1 clip', '3 clips' (a plural other than noun + 's' can be given)."""
     return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def count_units(n: int, unit: str) -> str:
+    """Like `count`, for a unit named in the plural (as progress events name theirs):
+    (1, 'files') -> '1 file', (3, 'files') -> '3 files'."""
+    singular = unit[:-1] if unit.endswith("s") and not unit.endswith("ss") else unit
+    return count(n, singular, unit)
+
+
+def index_ranges(indices, sep: str = ", ") -> str:
+    """Shard or task indices as runs: [0, 1, 2, 5] -> '0-2, 5' (sep=',' gives sbatch's '0-2,5')."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return sep.join(f"{a}-{b}" if b > a else str(a) for a, b in runs)

@@ -51,6 +51,15 @@ def check_split_name(split: str) -> str:
     return split
 
 
+def finish_hint(split: str) -> str:
+    """How to finish an incomplete split, in words. Shard k belongs to --shard-index
+    k % --num-shards, so one process given neither picks up every missing shard."""
+    return (
+        f"re-run `emo extract --split {split}` with the same options to finish it "
+        "(without --num-shards/--shard-index, one process does every missing shard)"
+    )
+
+
 def shard_stem(index: int) -> str:
     return f"shard-{index:05d}"
 

@@ -23,6 +23,16 @@ class MissingCacheError(CacheError, UsageError):
     """The cache path the user gave does not exist (exit 2, like any path that is not there)."""
 
 
+class NotACacheError(CacheError, UsageError):
+    """The path the user gave as a cache is a folder, but not a cache (exit 2: the wrong path was given)."""
+
+
+def _annotation_csvs(root: Path) -> list[str]:
+    """MELD annotation CSVs in `root` (or its train/dev/test sub-folders): a dataset folder, not a cache."""
+    found = sorted(p.name for p in root.glob("*_sent_emo.csv"))
+    return found or sorted(p.name for p in root.glob("*/*_sent_emo.csv"))
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
@@ -36,7 +46,13 @@ def read_cache_meta(root: Path) -> dict[str, Any]:
         raise CacheError(f"Feature cache {root} is a file, not a cache folder.")
     meta_path = root / layout.CACHE_FILE
     if not meta_path.is_file():
-        raise CacheError(
+        csvs = _annotation_csvs(root)
+        if csvs:
+            raise NotACacheError(
+                f"{root} is a dataset folder (it holds {csvs[0]}), not an emo feature cache; extract it first "
+                f"with `emo extract --split all --data-root {root} --cache CACHE` and pass that CACHE."
+            )
+        raise NotACacheError(
             f"{root} is not an emo feature cache (it has no {layout.CACHE_FILE}); "
             f"create one with `emo extract --cache {root}`."
         )

@@ -172,8 +172,7 @@ def load_split(
         else:
             detail = "it has no finished shards"
         raise CacheError(
-            f"Split '{split}' of feature cache {root} is incomplete ({detail}); "
-            f"re-run `emo extract --split {split}` with the same options to finish it."
+            f"Split '{split}' of feature cache {root} is incomplete ({detail}); {layout.finish_hint(split)}."
         )
     shards = raw["shards"]
     fmt = meta["format"]

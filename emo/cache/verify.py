@@ -63,14 +63,14 @@ def verify_cache(root: str | Path, on_shard: Callable[[str, int], None] | None =
         if not info["planned"] and info["shards"]:
             problems.append(
                 f"Split '{split}' was never finalized (its extraction was interrupted or is still running); "
-                f"re-run `emo extract --split {split}` with the same options."
+                f"{layout.finish_hint(split)}."
             )
         unfinished_indices = {u["index"] for u in info["unfinished_shards"]}
         missing = [i for i in info["missing_shards"] if i not in unfinished_indices]
         if missing:
             listed = ", ".join(layout.shard_stem(i) for i in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            problems.append(f"Split '{split}' is missing {listed}{more}.")
+            problems.append(f"Split '{split}' is missing {listed}{more}; {layout.finish_hint(split)}.")
         elif info["expected_rows"] is not None and info["rows"] != int(info["expected_rows"]):
             problems.append(f"Split '{split}' holds {info['rows']} rows but its plan expects {info['expected_rows']}.")
         intact = []

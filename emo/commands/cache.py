@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from emo.commands.output import make_console
+from emo.commands.output import count, index_ranges, make_console
 from emo.errors import CacheError
 
 app = typer.Typer(
@@ -64,6 +64,7 @@ def info(
     from rich.table import Table
 
     from emo.cache import open_cache
+    from emo.cache.layout import finish_hint
     from emo.cache.manifest import build_manifest
 
     if as_json:
@@ -77,7 +78,9 @@ def info(
         f"fingerprint {cache.digest}"
     )
 
-    fingerprint = Table(title="Fingerprint", title_justify="left")
+    # Headings are lines of their own: rich pads a table title to the table's width.
+    console.print("Fingerprint")
+    fingerprint = Table()
     fingerprint.add_column("key")
     fingerprint.add_column("value", overflow="fold")
     for key in sorted(cache.fingerprint):
@@ -85,7 +88,8 @@ def info(
         fingerprint.add_row(key, value if isinstance(value, str) else json.dumps(value))
     console.print(fingerprint)
 
-    splits = Table(title="Splits", title_justify="left")
+    console.print("Splits")
+    splits = Table()
     for column in ("split", "rows", "shards", "complete", "modalities", "failures", "ignored", "size"):
         splits.add_column(column, justify="right" if column in ("rows", "shards", "failures", "size") else "left")
     for split in cache.splits.values():
@@ -106,7 +110,8 @@ def info(
     console.print(splits)
 
     if any(split.failures for split in cache.splits.values()):
-        failures = Table(title="Failures by reason", title_justify="left")
+        console.print("Failures by reason")
+        failures = Table()
         for column in ("split", "reason", "modality", "count"):
             failures.add_column(column, justify="right" if column == "count" else "left")
         for split in cache.splits.values():
@@ -120,19 +125,19 @@ def info(
 
     for split in cache.splits.values():
         if split.stats:
-            console.print(f"split '{split.name}': {_stage_times(split.stats)} ({_count(len(split.shards), 'shard')})")
+            console.print(f"split '{split.name}': {_stage_times(split.stats)} ({count(len(split.shards), 'shard')})")
     for split in cache.splits.values():
         if not split.complete:
             gaps = split.missing_shards or [u["index"] for u in split.unfinished_shards]
             if not gaps and split.expected_rows is None and split.expected_shards is None:
                 console.print(
                     f"split '{split.name}' is incomplete (its extraction was interrupted or is still running); "
-                    f"re-run `emo extract --split {split.name}` with the same options to finish it."
+                    f"{finish_hint(split.name)}."
                 )
                 continue
             console.print(
-                f"split '{split.name}' is incomplete (missing shards: {', '.join(map(str, gaps[:10])) or 'none'}); "
-                f"re-run `emo extract --split {split.name}` with the same options to finish it."
+                f"split '{split.name}' is incomplete (missing shards: {index_ranges(gaps) or 'none'}); "
+                f"{finish_hint(split.name)}."
             )
 
 
@@ -145,6 +150,7 @@ def status(
     from rich.table import Table
 
     from emo.cache import cache_status
+    from emo.cache.layout import finish_hint
     from emo.errors import require_path
     from emo.extract.launch.slurm import read_record
 
@@ -157,7 +163,7 @@ def status(
     console = make_console(highlight=False)
     if launch:
         console.print(
-            f"{path}: last launch SLURM job {launch['job_id']}, {_count(len(launch.get('tasks', {})), 'task')} "
+            f"{path}: last launch SLURM job {launch['job_id']}, {count(len(launch.get('tasks', {})), 'task')} "
             f"of --num-shards {launch.get('num_shards')}; logs in {Path(path) / 'slurm'}/"
         )
     if not state.splits:
@@ -177,22 +183,15 @@ def status(
         for label, indices in (("in progress", split.in_progress), ("missing", split.missing),
                                ("stale (a dead writer's leftovers)", split.stale)):  # fmt: skip
             if indices:
-                console.print(f"{split.name} {label}: shards {_ranges(indices)}")
+                console.print(f"{split.name} {label}: shards {index_ranges(indices)}")
+        if split.shards is None and not split.complete and not split.in_progress:
+            # The plan (how many shards) is written when a split finishes: an interrupted run leaves none.
+            console.print(f"{split.name}: shard count unknown (its extraction stopped before the end, or is still running); "
+                          f"{finish_hint(split.name)}.")  # fmt: skip
     if state.complete:
         console.print(f"{path} is complete.")
     elif not state.started:
         console.print(f"{path}: no task has written a shard yet.")
-
-
-def _ranges(indices: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2, 5'."""
-    runs: list[list[int]] = []
-    for i in sorted(indices):
-        if runs and i == runs[-1][1] + 1:
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
 
 
 @app.command("verify")
@@ -205,26 +204,25 @@ def verify(path: Path = typer.Argument(..., help="The cache folder to check.")) 
     cache = open_cache(path)
     total = cache.bytes
     console = make_console(stderr=True, highlight=False)
-    with Progress(
-        TextColumn("verifying"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("verify", total=total or 1)
-        problems = verify_cache(path, on_shard=lambda _label, size: progress.advance(task, size))
+    if console.is_terminal:  # a bar; in a log a transient bar would leave only an empty line
+        with Progress(
+            TextColumn("verifying"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("verify", total=total or 1)
+            problems = verify_cache(path, on_shard=lambda _label, size: progress.advance(task, size))
+    else:
+        problems = verify_cache(path)
     if problems:
-        for problem in problems:
-            console.print(f"  {problem}")
+        if len(problems) > 1:  # one problem is said by the error sentence alone
+            for problem in problems:
+                console.print(f"  {problem}")
         more = f" (and {len(problems) - 1} more problems listed above)" if len(problems) > 1 else ""
         raise CacheError(f"Feature cache {path} failed verification: {problems[0].rstrip('.')}{more}.")
     shards = sum(len(s.shards) for s in cache.splits.values())
-    matched = f"all {_count(shards, 'shard')} match their" if shards != 1 else "its 1 shard matches its"
+    matched = f"all {count(shards, 'shard')} match their" if shards != 1 else "its 1 shard matches its"
     typer.echo(f"{path}: {matched} checksums ({_size(total)} verified).")
-
-
-def _count(n: int, noun: str) -> str:
-    """'1 clip', '3 clips': a number with its noun in the right number."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -19,7 +19,7 @@ from typing import List, Optional
 
 import typer
 
-from emo.commands.output import ProgressView, make_console
+from emo.commands.output import ProgressView, count, make_console
 from emo.config import build_config, parse_set_pairs
 from emo.errors import UsageError
 
@@ -217,7 +217,7 @@ def print_summary(summary, console) -> None:
         console.print(failures)
 
     console.print(
-        f"Time per stage: {_count(summary.rows_written, 'clip')} in {summary.wall_seconds:.1f} s, "
+        f"Time per stage: {count(summary.rows_written, 'clip')} in {summary.wall_seconds:.1f} s, "
         f"{summary.clips_per_second:.2f} clips/s (worker stages are summed over the workers)",
         highlight=False,
     )
@@ -227,8 +227,3 @@ def print_summary(summary, console) -> None:
     for name, seconds in sorted(summary.stage_seconds.items(), key=lambda kv: -kv[1]):
         stages.add_row(name, f"{seconds:.2f}")
     console.print(stages)
-
-
-def _count(n: int, noun: str) -> str:
-    """'1 clip', '3 clips': a number with its noun in the right number."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")

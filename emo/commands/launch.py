@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from emo.commands.output import ProgressView, count, make_console
+from emo.commands.output import ProgressView, count, index_ranges, make_console
 from emo.errors import EmoError
 
 
@@ -49,7 +49,7 @@ def launch_and_report(config, launcher_name: str, options: dict, wait: bool = Tr
         console.print(f"nothing to do: all {count(shards, 'shard')} are already in {config.cache}.", highlight=False)
         return None
     launch = launcher.submit(config, plan, run_array_task)
-    tasks = _indices(launch.tasks)
+    tasks = index_ranges(launch.tasks, sep=",")
     console.print(
         f"Submitted SLURM job {launch.job_id}: {count(len(launch.tasks), 'task')} (--shard-index {tasks} of "
         f"--num-shards {plan.num_tasks}); logs in {launch.cache / 'slurm'}/.",
@@ -98,14 +98,3 @@ def _report(launch, plan, console) -> None:
 
 def _splits(status) -> str:
     return ", ".join(f"{name}: {count(len(s.finished), 'shard')}" for name, s in status.splits.items())
-
-
-def _indices(indices: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
-    runs: list[list[int]] = []
-    for i in sorted(indices):
-        if runs and i == runs[-1][1] + 1:
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from emo.progress import Event, Message, TaskAdvanced, TaskFinished, TaskStarted
-from emo.units import count, percent  # noqa: F401  (re-exported: commands import them from here)
+from emo.units import count, count_units, index_ranges, percent  # noqa: F401  (re-exported: commands import them from here)
 
 LOG_WIDTH = 200  # columns for tables written to a file: wide enough that nothing is cut
 LOG_INTERVAL_S = 30.0  # seconds between plain progress lines in a log
@@ -29,7 +29,7 @@ def make_console(stderr: bool = False, **options: Any):
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty():
         return Console(stderr=stderr, **options)
-    return Console(stderr=stderr, **{"width": LOG_WIDTH, "soft_wrap": False, **options})
+    return Console(stderr=stderr, **{"width": LOG_WIDTH, "soft_wrap": True, **options})
 
 
 def _duration(seconds: float | None) -> str:
@@ -112,7 +112,7 @@ class ProgressView:
                 event.description, total=event.total, unit=event.unit, detail=""
             )
         else:
-            total = f"{event.total} {event.unit}" if event.total is not None else event.unit
+            total = count_units(event.total, event.unit) if event.total is not None else event.unit
             self.console.print(f"{event.description}: started ({total}).", highlight=False)
 
     def _advance(self, event: TaskAdvanced) -> None:
@@ -142,7 +142,7 @@ class ProgressView:
         elapsed = now - state["started"]
         detail = f"; {event.detail}" if event.detail else ""
         self.console.print(
-            f"{state['description']}: done, {state['completed']} {state['unit']} in {_duration(elapsed)}{detail}.",
+            f"{state['description']}: done, {count_units(state['completed'], state['unit'])} in {_duration(elapsed)}{detail}.",
             highlight=False,
         )
 

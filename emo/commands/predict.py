@@ -21,15 +21,16 @@ from typing import List, Optional
 
 import typer
 
-from emo.commands.output import ProgressView, make_console
+from emo.commands.output import ProgressView, count, make_console
 from emo.units import percent
 
 MAX_ROWS_SHOWN = 40  # the terminal table's length; the files hold every row
 
 
 def command(
-    run: Path = typer.Argument(..., help="Run directory written by emo fit."),
-    inputs: List[Path] = typer.Argument(..., help="Video or audio files, or folders of them.", show_default=False),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory written by emo fit."),
+    inputs: List[Path] = typer.Argument(..., metavar="INPUT", help="Video or audio files, or folders of them.",
+                                        show_default=False),
     out: Path = typer.Option(..., "--out", help="Folder for predictions.csv/.jsonl and timelines.", show_default=False),
     transcript: Optional[Path] = typer.Option(
         None, "--transcript", help="MELD-style CSV, SRT, WebVTT or JSON transcript instead of speech recognition."
@@ -69,7 +70,7 @@ def print_result(result, files, heads, console=None) -> None:
     from rich.table import Table
 
     console = console or make_console()
-    table = Table(title=f"emo predict: {len(result.segments)} utterances in {len(result.inputs)} inputs")
+    table = Table(title=f"emo predict: {count(len(result.segments), 'utterance')} in {count(len(result.inputs), 'input')}")
     columns = ["file", "seg", "start", "end", "emotion", "p", "2nd"]
     if "sentiment" in heads:
         columns.append("sentiment")

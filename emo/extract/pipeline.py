@@ -36,6 +36,7 @@ from emo.extract.shard import ShardRunner
 from emo.extract.summary import ExtractSummary, SplitSummary, Stages
 from emo.extract.workers import Prefetcher, WorkerPool
 from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
+from emo.units import count
 
 
 def run_extract(config: ExtractConfig, progress: ProgressCallback | None = None) -> ExtractSummary:
@@ -150,7 +151,7 @@ def _extract_split(config, split, writer, encoders, pool, stages, progress) -> S
     if pending:
         _write_shards(config, split, ranges, pending, writer, encoders, pool, stages, summary, progress)
     else:
-        emit(progress, Message(f"{split.name}: all {_count(len(mine), 'shard')} this process owns are already in the cache."))
+        emit(progress, Message(f"{split.name}: all {count(len(mine), 'shard')} this process owns are already in the cache."))
     summary.complete = _finalize(config, writer, split, len(ranges), summary.unlabeled_videos)
     return summary
 
@@ -187,7 +188,7 @@ def _write_shards(config, split, ranges, pending, writer, encoders, pool, stages
         if prefetch is not None:
             prefetch.cancel()
         raise
-    emit(progress, TaskFinished(task, detail=_count(len(pending), "shard") + " written"))
+    emit(progress, TaskFinished(task, detail=count(len(pending), "shard") + " written"))
 
 
 def _finalize(config: ExtractConfig, writer, split, n_shards: int, unlabeled: int) -> bool:
@@ -209,10 +210,6 @@ def _cache_info(root: Path):
     if not (Path(root) / "cache.json").is_file():
         return None
     return open_cache(root)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _set_encoder_threads(config: ExtractConfig, needs_clips: bool) -> int:
@@ -277,7 +274,7 @@ def _already_extracted(config, splits, device, started, progress) -> ExtractSumm
         summaries[split.name] = summary
     shards = sum(s.assigned for s in summaries.values())
     emit(progress, Message(
-        f"nothing to do: {_count(shards, 'shard')} already extracted in {config.cache} "
+        f"nothing to do: {count(shards, 'shard')} already extracted in {config.cache} "
         f"(fingerprint {info.digest} matches; encoders not loaded)."
     ))  # fmt: skip
     return ExtractSummary(

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 from emo.errors import UsageError
 from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
+from emo.units import count
 
 AUTO_SEGMENT_S = 30.0  # inputs longer than this are split at the recogniser's segments by default
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
@@ -162,7 +163,7 @@ class Predictor:
             result.problems += problems
             result.audio_seconds += seconds if planned else 0.0
             emit(self.progress, TaskAdvanced("predict:plan", index + 1))
-        emit(self.progress, TaskFinished("predict:plan", f"{len(segments)} utterances"))
+        emit(self.progress, TaskFinished("predict:plan", count(len(segments), "utterance")))
         if segments:
             result.segments, damaged = self._predict_segments(segments, stages)
             result.problems += damaged

@@ -172,4 +172,19 @@ class FeatureMaker:
         runner = ShardRunner(config, self.encoders, prefetch, stages)
         records, _ = runner.run(split, range(len(segments)), on_clip or (lambda n: None))
         features = features_from_clips(records, runner.spec(), self.fingerprint)
+        hide_missing_words(features, [s.text for s in segments])
         return features, records, dict(stages.seconds)
+
+
+def hide_missing_words(features, texts: list[str]) -> None:
+    """Mark text absent for rows without words (no speech recognised, an empty transcript cue),
+    so the head sees a missing modality rather than the embedding of an empty string, and
+    the prediction's `modalities` says it went without text."""
+    if features.text_cls is None:
+        return
+    for row, text in enumerate(texts):
+        if not text.strip():
+            features.has_text[row] = False
+            features.text_cls[row] = 0
+            if features.text_mean is not None:
+                features.text_mean[row] = 0
