@@ -27,7 +27,6 @@ from emo.fuse.checkpoint import CHECKPOINT_NAME, save_checkpoint
 if TYPE_CHECKING:
     from emo.fuse.config import FitConfig
     from emo.fuse.model import FusionModel
-    from emo.fuse.train import FitResult
 
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.toml"
@@ -93,17 +92,10 @@ class RunWriter:
         with (self.out / METRICS_NAME).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
 
-    def finish(self, result: "FitResult", head: str) -> None:
+    def finish(self, history: list[dict[str, Any]], head: str, outcome: dict[str, Any]) -> None:
+        """Curves, then summary.json last: `outcome` holds best_epoch, best_dev, test and timings."""
         from emo.fuse.plots import plot_curves
 
-        atomic.write_with(self.out / CURVES_NAME, lambda tmp: plot_curves(result.history, head, tmp))
-        summary = {
-            "best_epoch": result.best_epoch,
-            "best_dev": result.best_dev,
-            "test": result.test,
-            "fit_seconds": round(result.fit_seconds, 3),
-            "load_seconds": round(result.load_seconds, 3),
-            "cache": self.cache_path,
-            "fingerprint_digest": self.digest,
-        }
+        atomic.write_with(self.out / CURVES_NAME, lambda tmp: plot_curves(history, head, tmp))
+        summary = {**outcome, "cache": self.cache_path, "fingerprint_digest": self.digest}
         atomic.write_json(self.out / SUMMARY_NAME, summary, indent=2)

@@ -282,6 +282,9 @@ class FitRecipe:
             config=config,
         )
         if writer is not None:  # write the run
-            writer.finish(result, self.main)
+            writer.finish(history, self.main, {
+                "best_epoch": best_epoch, "best_dev": best_dev, "test": test_scores,
+                "fit_seconds": round(fit_seconds, 3), "load_seconds": round(load_seconds, 3),
+            })  # fmt: skip
         emit(self.progress, TaskFinished("fit", f"best dev wF1 {100 * best_score:.2f} % at epoch {best_epoch}"))
         return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from emo.extract.config import ExtractConfig
-from emo.extract.launch import Launch, LaunchPlan, TaskFunction, TaskOutcome
+from emo.extract.launch.base import Launch, LaunchPlan, TaskFunction, TaskOutcome
 from emo.progress import ProgressCallback
 
 

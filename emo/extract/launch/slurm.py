@@ -34,7 +34,7 @@ from pathlib import Path
 from emo import atomic
 from emo.errors import EmoError, UsageError
 from emo.extract.config import ExtractConfig
-from emo.extract.launch import Launch, LaunchPlan, TaskFunction, TaskOutcome, plan_launch
+from emo.extract.launch.base import Launch, LaunchPlan, TaskFunction, TaskOutcome, plan_launch
 from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
 from emo.units import count
 
