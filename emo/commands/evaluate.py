@@ -20,6 +20,7 @@ from typing import Any, Optional
 import typer
 
 from emo.commands.output import make_console, percent
+from emo.units import points
 
 
 def command(
@@ -37,11 +38,6 @@ def command(
     report = run_eval(run, split=split, cache=cache, device=device)
     print_report(report, make_console())
     print_warnings(report, make_console(stderr=True))
-
-
-def points(value: float) -> str:
-    """A difference of two scores in percentage points: 0.0321 -> '+3.21 points'."""
-    return f"{100 * value:+.2f} points"
 
 
 def print_report(report: dict[str, Any], console) -> None:
