@@ -126,7 +126,8 @@ def fit_splits(
 
 
 class FitRecipe:
-    """One fit, in the order a reader expects: `setup`, `train_epoch` x N, `finish`."""
+    """One fit, in the order a reader expects: `run` calls `setup`, then `train_epoch` and
+    `evaluate` (dev) once per epoch, keeps the best state on dev, and writes the run."""
 
     def __init__(
         self,
