@@ -86,7 +86,6 @@ def load_done(out: Path, job: Job, digest: str, overwrite: bool) -> dict[str, An
 def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback | None = None) -> AblateResult:
     """Train every missing (cell, seed) of the grid with `emo fit`'s trainer and write the report."""
     from emo import cache as cache_api
-    from emo.fuse.train import fit_splits
 
     ablate.validate()
     base.validate()
@@ -116,20 +115,18 @@ def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback
         f"= {len(jobs)} fits; {len(done)} already finished in {out}, {len(pending)} to train."
     ))  # fmt: skip
     load_seconds = train_seconds = 0.0
-    if pending:
+    if pending:  # read (and verify) first: a cache that fails to load leaves no ablation folder
         splits, load_seconds = _load_once(cache_api, cache_dir, ablate, base, [jobs[i] for i in pending], progress)
-        out.mkdir(parents=True, exist_ok=True)
-        save_resolved(ablate, base, out / CONFIG_NAME)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(ablate, base, out / CONFIG_NAME)
+    if pending:
         t0 = time.perf_counter()
         emit(progress, TaskStarted("ablate", "ablate", len(pending), "fits"))
         for count, i in enumerate(pending):
-            done[i] = _train_cell(jobs[i], splits, ablate, base, digest, progress, count, fit_splits)
+            done[i] = _train_cell(jobs[i], splits, ablate, base, digest, progress, count)
             emit(progress, TaskAdvanced("ablate", count + 1, f"{jobs[i].cell.label}, seed {jobs[i].seed} done"))
         emit(progress, TaskFinished("ablate"))
         train_seconds = time.perf_counter() - t0
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        save_resolved(ablate, base, out / CONFIG_NAME)
 
     rows = aggregate(cells, jobs, done, base)
     seed_rows = per_seed_rows(jobs, done, base)
@@ -161,9 +158,11 @@ def _load_once(cache_api, cache_dir: Path, ablate: AblateConfig, base: FitConfig
     return splits, seconds
 
 
-def _train_cell(job: Job, splits, ablate: AblateConfig, base: FitConfig, digest: str, progress, count: int,
-                fit_splits) -> dict[str, Any]:  # fmt: skip
+def _train_cell(job: Job, splits, ablate: AblateConfig, base: FitConfig, digest: str, progress,
+                count: int) -> dict[str, Any]:  # fmt: skip
     """One (cell, seed): `emo fit`'s trainer into the cell's run folder, then result.json."""
+    from emo.fuse.train import fit_splits  # torch loads only once the grid is known to be valid
+
     label = f"{job.cell.label}, seed {job.seed}"
 
     def forward(event) -> None:  # the fit's epochs show as detail of the grid's progress

@@ -9,6 +9,7 @@ an explicit `torch.Generator`, so a seed fixes the whole run.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,9 +126,14 @@ class TensorSplit:
             self.mel_lengths = torch.as_tensor(lengths.copy(), device=self.device)  # [V, N]
             present[:, self.modalities.index("audio")] &= lengths[0] > 0
         self.present = torch.as_tensor(present, device=self.device)
-        self.dialogues = Dialogues.from_ids(features.dialogue_id, features.utterance_id, features.speaker)
+        self._ids = (features.dialogue_id, features.utterance_id)
         self.speakers = list(features.speaker)
         self.speaker: Tensor | None = None
+
+    @functools.cached_property
+    def dialogues(self) -> Dialogues:
+        """The split's dialogues, built on first use: only context heads and turn embeddings need them."""
+        return Dialogues.from_ids(*self._ids, self.speakers)
 
     def use_speakers(self, mode: str, vocabulary: tuple[str, ...] = ()) -> None:
         """Per-row speaker ids for a speaker embedding: the speaker's index in `vocabulary`
