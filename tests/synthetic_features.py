@@ -242,3 +242,36 @@ def write_synthetic_cache(root, splits: list[SplitFeatures], fmt: str = "h5", sh
             writer.write_shard(features.split, shards - 1, rows)
         writer.finalize(features.split, total_rows=len(features), expected_shards=shards)
     return open_cache(root)
+
+
+def to_feature_sets(features: SplitFeatures, text: str = "text/synthetic-text", audio: str = "audio/mel",
+                    visual: str = "visual/synthetic-visual") -> SplitFeatures:
+    """A legacy synthetic split as a version-2 cache loads one: the row table plus one raw
+    feature set per modality it holds (`sets`), the per-modality fields left empty."""
+    from emo.cache.sets import LoadedSet
+
+    n = len(features)
+    no_truncation = np.zeros(n, dtype=bool)
+
+    def loaded(name: str, kind: str, dim: int, present, arrays, truncated=no_truncation) -> LoadedSet:
+        fingerprint = {"encoder": "synthetic", "set": name, "kind": kind}
+        return LoadedSet(name=name, kind=kind, dim=dim, encoder="synthetic", fingerprint=fingerprint, digest=name,
+                         present=np.asarray(present, dtype=bool), truncated=truncated, arrays=arrays)
+
+    sets: dict[str, Any] = {}
+    if features.text_cls is not None:
+        sets[text] = loaded(text, "vector", features.text_cls.shape[1], features.has_text,
+                            {"cls": features.text_cls, "mean": features.text_mean})
+    if features.mel is not None:
+        sets[audio] = loaded(audio, "sequence", features.mel.shape[1], features.has_audio,
+                             {"values": features.mel, "index": features.mel_index}, np.asarray(features.truncated))
+    if features.visual is not None:
+        sets[visual] = loaded(visual, "frames", features.visual.shape[2], features.has_visual,
+                              {"values": features.visual, "mask": features.visual_mask})
+    none = np.zeros(n, dtype=bool)
+    return SplitFeatures(
+        split=features.split, fingerprint={"rows": "synthetic"}, dialogue_id=features.dialogue_id,
+        utterance_id=features.utterance_id, emotion=features.emotion, sentiment=features.sentiment,
+        speaker=list(features.speaker), has_text=none, has_audio=none.copy(), has_visual=none.copy(),
+        truncated=no_truncation, failure=[""] * n, text=[""] * n, sets=sets,
+    )

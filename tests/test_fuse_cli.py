@@ -92,15 +92,25 @@ def test_eval_command_reports_every_field(trained):
 
 
 def test_eval_refuses_a_cache_with_another_fingerprint(trained):
+    """A cache without one of the run's feature sets, or with one made differently, is refused in one sentence."""
     root, _, run, _ = trained
-    other = root / "other_cache"
+    other = root / "other_cache"  # another text encoder: another text set (text/bert-base-uncased)
     fp = dict(SYNTHETIC_FINGERPRINT, text_encoder="bert-base-uncased")
     write_synthetic_cache(other, [make_synthetic_split(20, "test", seed=3, fingerprint=fp, **SHAPES)])
     result = CliRunner().invoke(app(), ["eval", "--run", str(run), "--cache", str(other)])
     assert isinstance(result.exception, CacheError)
     message = str(result.exception)
-    assert "different encoders" in message and "text_encoder ('bert-base-uncased' vs 'synthetic')" in message
+    assert f"has no feature set text/synthetic, which run {run} was trained on" in message
+    assert f"--text-model synthetic --cache {other}" in message
     assert len(re.findall(r"\.\s", message + " ")) == 1  # one sentence
+    changed = root / "changed_cache"  # the same set name, made with another text pooling
+    fp = dict(SYNTHETIC_FINGERPRINT, text_pooling="mean")
+    write_synthetic_cache(changed, [make_synthetic_split(20, "test", seed=3, fingerprint=fp, **SHAPES)])
+    result = CliRunner().invoke(app(), ["eval", "--run", str(run), "--cache", str(changed)])
+    assert isinstance(result.exception, CacheError)
+    message = str(result.exception)
+    assert "text/synthetic" in message and "different encoders" in message and "text_pooling ('mean' vs None)" in message
+    assert len(re.findall(r"\.\s", message + " ")) == 1
 
 
 def test_eval_refuses_a_run_without_checkpoint(tmp_path, trained):

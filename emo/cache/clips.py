@@ -1,15 +1,14 @@
 """Per-clip results, and how a shard's worth of them becomes the shard's columns.
 
-Extraction thinks in clips: one annotated utterance, the features its encoders produced
-and what went wrong with its media. The cache thinks in columns: fixed-shape arrays per
-shard, mel spectrograms packed into one ragged sequence with a per-row index, presence
-flags, failure records. Keeping that translation here means the on-disk layout is known
-to `emo.cache` alone: `emo.extract` hands over `ClipRecord`s and never builds an array
-whose shape or packing the reader depends on.
+Extraction thinks in clips: one annotated utterance, the features each encoder produced
+for it and what went wrong with its media. The cache thinks in columns: one row table and,
+per feature set, fixed-shape arrays (or a ragged sequence packed with a per-row index),
+presence flags and failure records. Keeping that translation here means the on-disk
+layout is known to `emo.cache` alone: `emo.extract` hands over `ClipRecord`s and never
+builds an array whose shape or packing the reader depends on.
 
-A modality is stored for every row of a shard (zeros plus a False presence flag where a
-clip lacks it), so a `ShardSpec` says which modalities the shard holds and their sizes;
-a clip that lost a modality still needs zeros of the right shape.
+A set is stored for every row of a shard (zeros plus a False `present` flag where a clip
+lacks it), so the set's `SetSpec` says the sizes a clip that lost its media still needs.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from emo.labels import MODALITIES
+from emo.cache.sets import SetSpec
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,15 @@ class ClipFailure:
 
 @dataclass
 class ClipRecord:
-    """One row of a shard: the utterance's labels and whatever features it got.
+    """One row of a shard: the utterance's labels and whatever features each set got.
 
-    A feature left as None means the clip lacks that modality (its presence flag is False
-    and the row holds zeros). Float features may be float32; the cache stores float16.
+    `features` maps a set's full name to the clip's value, by the set's kind:
+    - vector: {array name: float[D]} (e.g. {"cls": ..., "mean": ...}), or one float[D]
+      for a set whose only array is `values`;
+    - frames: float[t, D] (every frame valid), or (float[t, D], bool[t]) with a mask;
+    - sequence: a list of float[T_v, D], one per view (view 0 clean).
+    A set missing from `features` (or None) means the clip lacks it: its `present` flag is
+    False and the row holds zeros. Float features may be float32; the cache stores float16.
     """
 
     dialogue_id: int
@@ -44,70 +48,40 @@ class ClipRecord:
     emotion: int  # index into emo.labels.EMOTIONS
     sentiment: int  # index into emo.labels.SENTIMENTS
     speaker: str = ""
+    text: str = ""  # the utterance as annotated
     clip: str = ""  # the clip's file name, named in failure records
-    text_cls: np.ndarray | None = None  # float[D_text]
-    text_mean: np.ndarray | None = None  # float[D_text]
-    visual: np.ndarray | None = None  # float[t, D_visual], one row per encoded frame (t <= spec.frames)
-    mel: Sequence[np.ndarray] | None = None  # one float[T_v, n_mels] per audio view (view 0 is clean)
+    features: dict[str, Any] = field(default_factory=dict)
     truncated: bool = False  # the clip was longer than max_duration and was cut
     failures: list[ClipFailure] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class ShardSpec:
-    """What every row of a shard holds: the modalities and their sizes."""
-
-    modalities: tuple[str, ...]
-    text_dim: int = 0
-    frames: int = 0  # frame slots per clip
-    visual_dim: int = 0
-    n_mels: int = 0
-    mel_views: int = 1  # the clean view plus augmented copies
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.modalities if m not in MODALITIES]
-        if unknown:
-            raise ValueError(f"unknown modalities {unknown}")
-
-
-def build_columns(clips: Sequence[ClipRecord], spec: ShardSpec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The shard's columns (see `emo.cache.schema.COLUMNS`) and its failure records.
-
-    `mel_index[i, v]` is (start, length) of clip i's view v in the shard's `mel`; a clip
-    without audio gets length 0 at the current offset, so starts never decrease.
-    """
-    n = len(clips)
-    columns: dict[str, Any] = {
+def build_row_columns(clips: Sequence[ClipRecord]) -> dict[str, Any]:
+    """The row table's columns (see `emo.cache.schema.ROW_COLUMNS`) of these clips."""
+    return {
         "dialogue_id": np.array([c.dialogue_id for c in clips], dtype=np.int32),
         "utterance_id": np.array([c.utterance_id for c in clips], dtype=np.int32),
         "emotion": np.array([c.emotion for c in clips], dtype=np.int64),
         "sentiment": np.array([c.sentiment for c in clips], dtype=np.int64),
         "speaker": [c.speaker for c in clips],
-        "has_text": np.zeros(n, dtype=bool),
-        "has_audio": np.zeros(n, dtype=bool),
-        "has_visual": np.zeros(n, dtype=bool),
-        "truncated": np.array([bool(c.truncated) for c in clips], dtype=bool),
-        "failure": [",".join(f.reason for f in c.failures) for c in clips],
+        "text": [c.text for c in clips],
     }
-    if "text" in spec.modalities:
-        columns.update(_text_columns(clips, spec, columns["has_text"]))
-    if "visual" in spec.modalities:
-        columns.update(_visual_columns(clips, spec, columns["has_visual"]))
-    if "audio" in spec.modalities:
-        columns.update(_audio_columns(clips, spec, columns["has_audio"]))
-    return columns, failure_records(clips)
 
 
-def features_from_clips(clips: Sequence[ClipRecord], spec: ShardSpec, fingerprint: dict[str, Any],
-                        split: str = "predict"):
-    """The `SplitFeatures` that a shard of these clips would load back as, without writing it:
-    the same columns and float16 rounding, for code that scores freshly encoded clips
-    (`emo predict`) exactly as the heads see a cache."""
-    from emo.cache.features import SplitFeatures
-
-    columns, _ = build_columns(clips, spec)
-    failure = columns.pop("failure")
-    return SplitFeatures(split=split, fingerprint=dict(fingerprint), failure=failure, **columns)
+def build_set_columns(clips: Sequence[ClipRecord], spec: SetSpec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One set's columns for these clips and the failure records that concern it."""
+    n = len(clips)
+    present = np.zeros(n, dtype=bool)
+    media = spec.modality != "text"
+    truncated = np.array([bool(c.truncated) and media for c in clips], dtype=bool)
+    values = [c.features.get(spec.name) for c in clips]
+    if spec.kind == "vector":
+        arrays = _vector_columns(values, spec, present)
+    elif spec.kind == "frames":
+        arrays = _frames_columns(values, spec, present)
+    else:
+        arrays = _sequence_columns(values, spec, present)
+    failures = [r for c in clips for r in failure_records([c]) if spec.modality in r["modality"].split("+")]
+    return {"present": present, "truncated": truncated, **arrays}, failures
 
 
 def failure_records(clips: Sequence[ClipRecord]) -> list[dict[str, Any]]:
@@ -126,42 +100,75 @@ def failure_records(clips: Sequence[ClipRecord]) -> list[dict[str, Any]]:
     ]
 
 
-def _text_columns(clips: Sequence[ClipRecord], spec: ShardSpec, present: np.ndarray) -> dict[str, np.ndarray]:
-    cls = np.zeros((len(clips), spec.text_dim), dtype=np.float16)
-    mean = np.zeros((len(clips), spec.text_dim), dtype=np.float16)
-    for i, clip in enumerate(clips):
-        if clip.text_cls is not None and clip.text_mean is not None:
-            cls[i] = clip.text_cls
-            mean[i] = clip.text_mean
-            present[i] = True
-    return {"text_cls": cls, "text_mean": mean}
-
-
-def _visual_columns(clips: Sequence[ClipRecord], spec: ShardSpec, present: np.ndarray) -> dict[str, np.ndarray]:
-    visual = np.zeros((len(clips), spec.frames, spec.visual_dim), dtype=np.float16)
-    mask = np.zeros((len(clips), spec.frames), dtype=bool)
-    for i, clip in enumerate(clips):
-        if clip.visual is None or len(clip.visual) == 0:
+def _vector_columns(values: list[Any], spec: SetSpec, present: np.ndarray) -> dict[str, np.ndarray]:
+    out = {name: np.zeros((len(values), spec.dim), dtype=np.float16) for name in spec.arrays}
+    for i, value in enumerate(values):
+        if value is None:
             continue
-        count = min(len(clip.visual), spec.frames)
-        visual[i, :count] = clip.visual[:count]
-        mask[i, :count] = True
+        parts = value if isinstance(value, dict) else {"values": value}
+        for name in spec.arrays:
+            out[name][i] = parts[name]
         present[i] = True
-    return {"visual": visual, "visual_mask": mask}
+    return out
 
 
-def _audio_columns(clips: Sequence[ClipRecord], spec: ShardSpec, present: np.ndarray) -> dict[str, np.ndarray]:
-    index = np.zeros((len(clips), spec.mel_views, 2), dtype=np.int64)
+def _frames_columns(values: list[Any], spec: SetSpec, present: np.ndarray) -> dict[str, np.ndarray]:
+    frames = np.zeros((len(values), spec.frames, spec.dim), dtype=np.float16)
+    mask = np.zeros((len(values), spec.frames), dtype=bool)
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        rows, valid = value if isinstance(value, tuple) else (value, np.ones(len(value), dtype=bool))
+        count = min(len(rows), spec.frames)
+        if count == 0:
+            continue
+        valid = np.asarray(valid[:count], dtype=bool)
+        frames[i, :count] = np.where(valid[:, None], rows[:count], 0)
+        mask[i, :count] = valid
+        present[i] = bool(valid.any())
+    return {"values": frames, "mask": mask}
+
+
+def _sequence_columns(values: list[Any], spec: SetSpec, present: np.ndarray) -> dict[str, np.ndarray]:
+    """`index[i, v]` is (start, length) of clip i's view v in the shard's `values`; a clip
+    without the set gets length 0 at the current offset, so starts never decrease."""
+    index = np.zeros((len(values), spec.views, 2), dtype=np.int64)
     chunks: list[np.ndarray] = []
     offset = 0
-    for i, clip in enumerate(clips):
+    for i, views in enumerate(values):
         index[i, :, 0] = offset
-        if clip.mel is None:
+        if views is None:
             continue
         present[i] = True
-        for v, spectrogram in enumerate(clip.mel[: spec.mel_views]):
-            index[i, v] = (offset, spectrogram.shape[0])
-            chunks.append(spectrogram)
-            offset += spectrogram.shape[0]
-    mel = np.concatenate(chunks).astype(np.float16) if chunks else np.zeros((0, spec.n_mels), dtype=np.float16)
-    return {"mel": mel, "mel_index": index}
+        for v, sequence in enumerate(list(views)[: spec.views]):
+            index[i, v] = (offset, sequence.shape[0])
+            chunks.append(sequence)
+            offset += sequence.shape[0]
+    flat = np.concatenate(chunks).astype(np.float16) if chunks else np.zeros((0, spec.dim), dtype=np.float16)
+    return {"values": flat, "index": index}
+
+
+def features_from_clips(clips: Sequence[ClipRecord], specs: Sequence[SetSpec], fingerprint: dict[str, Any],
+                        split: str = "predict"):
+    """The `SplitFeatures` that a shard of these clips would load back as, without writing it:
+    the same columns and float16 rounding, for code that scores freshly encoded clips
+    (`emo predict`) exactly as the heads see a cache."""
+    from emo.cache.features import SplitFeatures
+    from emo.cache.records import set_digest
+    from emo.cache.sets import LoadedSet
+
+    rows = build_row_columns(clips)
+    sets = {}
+    for spec in specs:
+        columns, failures = build_set_columns(clips, spec)
+        present, truncated = columns.pop("present"), columns.pop("truncated")
+        sets[spec.name] = LoadedSet(
+            name=spec.name, kind=spec.kind, dim=spec.dim, encoder=spec.encoder, fingerprint=dict(spec.fingerprint),
+            digest=set_digest(spec), present=present, truncated=truncated, arrays=columns, failures=failures,
+        )  # fmt: skip
+    n = len(clips)
+    none = np.zeros(n, dtype=bool)
+    return SplitFeatures(
+        split=split, fingerprint=dict(fingerprint), has_text=none, has_audio=none.copy(), has_visual=none.copy(),
+        truncated=np.array([c.truncated for c in clips], dtype=bool), failure=[""] * n, sets=sets, **rows,
+    )  # fmt: skip

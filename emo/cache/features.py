@@ -17,7 +17,15 @@ Shapes (N rows = every annotated utterance of the split, failed clips included):
   A clip without audio has length 0 in every view.
 - truncated bool[N]: the clip was longer than the max duration and was cut.
 - failure list[str]: why the clip (or one of its modalities) failed, "" where it did not.
+- audio_vector: float16[N, D] pooled speech-model features (e.g. whisper-base), the
+  audio input besides (or instead of) mel.
 Modalities that the cache does not hold are None.
+
+A version-2 cache is loaded as the row table plus raw feature sets (`sets`: full name ->
+`emo.cache.sets.LoadedSet`) with the per-modality fields above left None; `emo.fuse`
+composes the sets a run asks for into those fields (`emo.fuse.feature_sets`), because how
+several sets of one modality are combined is a modelling choice, not a storage one.
+`text` holds each row's utterance text (the row table's, empty for old caches).
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ class SplitFeatures:
     mel: np.ndarray | None = None
     mel_index: np.ndarray | None = None
     failure: list[str] | None = None
+    audio_vector: np.ndarray | None = None
+    text: list[str] | None = None
+    sets: dict[str, Any] = field(default_factory=dict)  # full set name -> emo.cache.sets.LoadedSet
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -59,7 +70,7 @@ class SplitFeatures:
         held = []
         if self.text_cls is not None:
             held.append("text")
-        if self.mel is not None:
+        if self.mel is not None or self.audio_vector is not None:
             held.append("audio")
         if self.visual is not None:
             held.append("visual")

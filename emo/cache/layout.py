@@ -1,13 +1,20 @@
 """Where everything lives inside a cache folder, and how files get there safely.
 
-    CACHE/cache.json                  schema version, format, fingerprint (+ digest), emo version
-    CACHE/config.toml                 resolved extract config that made the cache
+    CACHE/cache.json                  schema version, format, row-table fingerprint, emo version
+    CACHE/config.toml                 resolved extract config of the latest run into the cache
     CACHE/manifest.json               derived index (rebuilt from cache.json + sidecars)
     CACHE/<split>/split.json          the split's plan: expected rows/shards, ignored videos
-    CACHE/<split>/shard-00000.h5      one HDF5 file per shard            (format "h5")
-    CACHE/<split>/shard-00000.zarr/   one Zarr v3 group per shard        (format "zarr")
-    CACHE/<split>/shard-00000.json    the shard's sidecar: rows, keys, checksums, failures
+    CACHE/<split>/shard-00000.h5      the row table, one HDF5 file per shard (format "h5")
+    CACHE/<split>/shard-00000.zarr/   ... or one Zarr v3 group per shard     (format "zarr")
+    CACHE/<split>/shard-00000.json    the shard's sidecar: rows, keys, checksums
+    CACHE/sets/<modality>/<name>/set.json             a feature set: kind, dim, encoder, fingerprint
+    CACHE/sets/<modality>/<name>/config.toml          the extract config that made it
+    CACHE/sets/<modality>/<name>/<split>/shard-*      its shards and sidecars (+ failures),
+                                                      numbered like the row table's
     CACHE/slurm/                      a launcher's job files and per-task logs (never a split)
+
+A set's shard k holds the same rows as the row table's shard k, so sets are added,
+replaced or removed (`emo cache rm --set`) without touching any other file.
 
 A shard counts as finished only when its data AND its sidecar exist, because the sidecar
 is written after the data has been renamed into place. Every file is first written under
@@ -32,6 +39,8 @@ CACHE_FILE = "cache.json"
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.toml"
 SPLIT_FILE = "split.json"
+SET_FILE = "set.json"
+SETS_DIR = "sets"
 FORMATS = ("h5", "zarr")
 # Folders a launcher (`emo extract --launcher slurm`) keeps its job files and logs in, inside
 # the cache so they sit on the same shared filesystem as the shards. Never a split; a cache
@@ -46,9 +55,21 @@ _HASH_BLOCK = 8 << 20
 
 def check_split_name(split: str) -> str:
     """Split names become folder names, so they must be plain (no slashes, no dot-files)."""
-    if not _SPLIT_NAME_RE.match(split) or split in (CACHE_FILE, MANIFEST_FILE, CONFIG_FILE, *LAUNCHER_DIRS):
+    if not _SPLIT_NAME_RE.match(split) or split in (CACHE_FILE, MANIFEST_FILE, CONFIG_FILE, SETS_DIR, *LAUNCHER_DIRS):
         raise ValueError(f"invalid split name {split!r}")
     return split
+
+
+def set_dir(root: Path, name: str) -> Path:
+    """The folder of feature set `name` (`<modality>/<name>`)."""
+    modality, _, short = name.partition("/")
+    return Path(root) / SETS_DIR / modality / short
+
+
+def part_dir(root: Path, split: str, set_name: str | None = None) -> Path:
+    """Where the shards of one split live: the row table's, or one feature set's."""
+    split = check_split_name(split)
+    return Path(root) / split if set_name is None else set_dir(root, set_name) / split
 
 
 def finish_hint(split: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from emo import atomic
 from emo.cache import layout
-from emo.cache.schema import MODALITY_COLUMNS, SCHEMA_VERSION
+from emo.cache.schema import SCHEMA_VERSION
 from emo.errors import CacheError, UsageError
 
 
@@ -25,6 +25,17 @@ class MissingCacheError(CacheError, UsageError):
 
 class NotACacheError(CacheError, UsageError):
     """The path the user gave as a cache is a folder, but not a cache (exit 2: the wrong path was given)."""
+
+
+class OldCacheError(CacheError):
+    """A cache written by an older emo (cache version 1), which `emo cache upgrade` converts."""
+
+
+def upgrade_hint(root: Path) -> str:
+    return (
+        f"Feature cache {root} was written by an older emo (cache version 1); convert it once with "
+        f"`emo cache upgrade {root}` (nothing is re-extracted)."
+    )
 
 
 def _annotation_csvs(root: Path) -> list[str]:
@@ -63,6 +74,8 @@ def read_cache_meta(root: Path) -> dict[str, Any]:
     version = meta.get("schema_version") if isinstance(meta, dict) else None
     if not isinstance(version, int) or meta.get("format") not in layout.FORMATS:
         raise CacheError(f"{meta_path} is not a valid emo cache description.")
+    if version < SCHEMA_VERSION:
+        raise OldCacheError(upgrade_hint(root))
     if version > SCHEMA_VERSION:
         raise CacheError(
             f"Feature cache {root} uses cache schema {version}, newer than this emo understands "
@@ -75,7 +88,10 @@ def list_splits(root: Path) -> list[str]:
     """Folders of `root` that hold a split plan, a sidecar or a shard."""
     splits = []
     for child in sorted(Path(root).iterdir()):
-        if not child.is_dir() or child.name.startswith(".") or child.name in layout.LAUNCHER_DIRS:
+        if (
+            not child.is_dir() or child.name.startswith(".") or child.name in layout.LAUNCHER_DIRS
+            or child.name == layout.SETS_DIR
+        ):
             continue
         if (child / layout.SPLIT_FILE).exists() or any(layout.parse_shard_name(p.name) for p in child.iterdir()):
             splits.append(child.name)
@@ -122,19 +138,58 @@ def sidecar_problem(split_dir: Path, sidecar: dict[str, Any] | None, fmt: str, d
     return None
 
 
+def read_plan(root: Path, split: str) -> dict[str, Any]:
+    """The split's plan (split.json: expected rows and shards), {} when none is written yet."""
+    path = Path(root) / split / layout.SPLIT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        plan = layout.read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return plan if isinstance(plan, dict) else {}
+
+
 def scan_split(root: Path, split: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """Everything known about one split: finished shards, gaps, counts, failures."""
-    split_dir = Path(root) / split
-    fmt, digest = meta["format"], meta["fingerprint_digest"]
-    plan = {}
-    if (split_dir / layout.SPLIT_FILE).is_file():
+    """Everything known about one split's row table: finished shards, gaps, counts."""
+    return scan_part(Path(root) / split, split, meta["format"], meta["fingerprint_digest"], read_plan(root, split))
+
+
+def scan_set_split(root: Path, set_meta: dict[str, Any], split: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Everything known about one feature set in one split; its plan is the row table's."""
+    folder = layout.set_dir(root, set_meta["name"]) / split
+    return scan_part(folder, split, meta["format"], set_meta["fingerprint_digest"], read_plan(root, split))
+
+
+def list_sets(root: Path) -> dict[str, dict[str, Any]]:
+    """set.json of every feature set in the cache, by full name, oldest first."""
+    found = []
+    base = Path(root) / layout.SETS_DIR
+    for path in sorted(base.glob(f"*/*/{layout.SET_FILE}")) if base.is_dir() else []:
         try:
-            plan = layout.read_json(split_dir / layout.SPLIT_FILE)
+            meta = layout.read_json(path)
         except (OSError, ValueError):
-            plan = {}
+            continue  # written atomically: unreadable means damaged, and `verify` says so
+        if isinstance(meta, dict) and meta.get("name") == f"{path.parent.parent.name}/{path.parent.name}":
+            found.append(meta)
+    found.sort(key=lambda m: (str(m.get("created", "")), m["name"]))
+    return {m["name"]: m for m in found}
+
+
+def default_sets(sets: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Each modality's default set: the first one extracted (the seed design's, in a cache
+    made by a plain `emo extract`)."""
+    defaults: dict[str, str] = {}
+    for name, meta in sets.items():
+        defaults.setdefault(str(meta.get("modality")), name)
+    return defaults
+
+
+def scan_part(folder: Path, split: str, fmt: str, digest: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """Finished shards, gaps and counts of one folder of shards (a row table or a set's)."""
     indices: set[int] = set()
     temps = []
-    for child in split_dir.iterdir() if split_dir.is_dir() else []:
+    for child in folder.iterdir() if folder.is_dir() else []:
         parsed = layout.parse_shard_name(child.name)
         if parsed:
             indices.add(parsed[0])
@@ -143,8 +198,8 @@ def scan_split(root: Path, split: str, meta: dict[str, Any]) -> dict[str, Any]:
 
     shards, unfinished = [], []
     for index in sorted(indices):
-        sidecar = read_sidecar(split_dir, index)
-        problem = sidecar_problem(split_dir, sidecar, fmt, digest)
+        sidecar = read_sidecar(folder, index)
+        problem = sidecar_problem(folder, sidecar, fmt, digest)
         if problem is not None:
             unfinished.append({"index": index, "problem": problem})
             continue
@@ -181,8 +236,8 @@ def scan_split(root: Path, split: str, meta: dict[str, Any]) -> dict[str, Any]:
         "temp_files": sorted(temps),
         "shards": shards,
         "bytes": sum(sum(e["bytes"] for e in s.get("files", {}).values()) for s in shards),
-        "modalities": [m for m in MODALITY_COLUMNS if any(m in s.get("modalities", []) for s in shards)],
         "columns": column_specs[0] if column_specs else {},
+        "present": sum(int(s.get("present", 0)) for s in shards),
         "failures": failures,
         "failures_by_reason": dict(Counter(str(f.get("reason", "unknown")) for f in failures)),
         "failures_by_modality": dict(Counter(str(f.get("modality", "all")) for f in failures)),
@@ -203,55 +258,72 @@ def _sum_stats(shards: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def build_manifest(root: Path) -> dict[str, Any]:
-    """The manifest dict: cache.json plus a summary of every split and shard."""
+    """The manifest dict: cache.json plus a summary of every split, set and shard."""
     meta = read_cache_meta(root)
-    splits = {name: scan_split(root, name, meta) for name in list_splits(root)}
-    manifest_splits = {}
-    for name, info in splits.items():
-        manifest_splits[name] = {
-            "rows": info["rows"],
-            "expected_rows": info["expected_rows"],
-            "expected_shards": info["expected_shards"],
-            "complete": info["complete"],
-            "missing_shards": info["missing_shards"],
-            "modalities": info["modalities"],
-            "ignored_videos": info["ignored_videos"],
-            "extra": info["plan"].get("extra", {}),
-            "bytes": info["bytes"],
-            "stats": info["stats"],
-            "failures": {
-                "total": len(info["failures"]),
-                "by_reason": info["failures_by_reason"],
-                "by_modality": info["failures_by_modality"],
-                "items": info["failures"],
+    names = list_splits(root)
+    sets = list_sets(root)
+    manifest_splits = {name: _part_summary(scan_split(root, name, meta), name) for name in names}
+    manifest_sets = {}
+    for set_name, set_meta in sets.items():
+        prefix = f"{layout.SETS_DIR}/{set_name}"
+        parts = {split: scan_set_split(root, set_meta, split, meta) for split in names}
+        manifest_sets[set_name] = {
+            **{k: set_meta.get(k) for k in ("modality", "kind", "dim", "encoder", "fingerprint_digest", "created")},
+            "splits": {
+                split: {**_part_summary(part, f"{prefix}/{split}"), "present": part["present"]}
+                for split, part in parts.items()
+                if part["shards"] or part["unfinished_shards"]
             },
-            "shards": [
-                {
-                    "index": s["shard_index"],
-                    "file": f"{name}/{s['file']}",
-                    "rows": s["rows"],
-                    "bytes": sum(e["bytes"] for e in s.get("files", {}).values()),
-                    "sha256": s["sha256"],
-                    "files": s.get("files", {}),
-                    "first_key": s.get("first_key"),
-                    "last_key": s.get("last_key"),
-                    "failures": len(s.get("failures", [])),
-                    "stats": s.get("stats", {}),
-                }
-                for s in info["shards"]
-            ],
         }
+    every = list(manifest_splits.values()) + [s for m in manifest_sets.values() for s in m["splits"].values()]
     return {
         **meta,
         "updated": now_iso(),
         "splits": manifest_splits,
+        "sets": manifest_sets,
         "totals": {
             "rows": sum(s["rows"] for s in manifest_splits.values()),
-            "shards": sum(len(s["shards"]) for s in manifest_splits.values()),
-            "bytes": sum(s["bytes"] for s in manifest_splits.values()),
-            "failures": sum(s["failures"]["total"] for s in manifest_splits.values()),
+            "sets": len(manifest_sets),
+            "shards": sum(len(s["shards"]) for s in every),
+            "bytes": sum(s["bytes"] for s in every),
+            "failures": sum(s["failures"]["total"] for s in every),
             "ignored_videos": sum(s["ignored_videos"] for s in manifest_splits.values()),
         },
+    }
+
+
+def _part_summary(info: dict[str, Any], folder: str) -> dict[str, Any]:
+    return {
+        "rows": info["rows"],
+        "expected_rows": info["expected_rows"],
+        "expected_shards": info["expected_shards"],
+        "complete": info["complete"],
+        "missing_shards": info["missing_shards"],
+        "ignored_videos": info["ignored_videos"],
+        "extra": info["plan"].get("extra", {}),
+        "bytes": info["bytes"],
+        "stats": info["stats"],
+        "failures": {
+            "total": len(info["failures"]),
+            "by_reason": info["failures_by_reason"],
+            "by_modality": info["failures_by_modality"],
+            "items": info["failures"],
+        },
+        "shards": [
+            {
+                "index": s["shard_index"],
+                "file": f"{folder}/{s['file']}",
+                "rows": s["rows"],
+                "bytes": sum(e["bytes"] for e in s.get("files", {}).values()),
+                "sha256": s["sha256"],
+                "files": s.get("files", {}),
+                "first_key": s.get("first_key"),
+                "last_key": s.get("last_key"),
+                "failures": len(s.get("failures", [])),
+                "stats": s.get("stats", {}),
+            }
+            for s in info["shards"]
+        ],
     }
 
 

@@ -9,6 +9,7 @@ column per shard, no per-row Python).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import numpy as np
 
 from emo.cache import layout, storage
 from emo.cache.features import SplitFeatures
-from emo.cache.manifest import read_cache_meta, list_splits, scan_split
-from emo.cache.schema import BASE_COLUMNS, COLUMNS, MODALITY_COLUMNS
+from emo.cache.manifest import default_sets, list_sets, list_splits, read_cache_meta, scan_set_split, scan_split
+from emo.cache.schema import ROW_COLUMNS, Column, set_columns
+from emo.cache.sets import LoadedSet, SetSpec
 from emo.errors import CacheError, UsageError
+from emo.labels import MODALITIES
 
 
 @dataclass
@@ -32,6 +35,7 @@ class ShardInfo:
     failures: int
     first_key: tuple[int, int] | None
     last_key: tuple[int, int] | None
+    rows_sha256: str | None = None  # digest of the shard's annotations (emo.cache.records.rows_sha256)
 
 
 @dataclass
@@ -55,6 +59,45 @@ class SplitInfo:
 
 
 @dataclass
+class SetSplitInfo:
+    """One feature set in one split."""
+
+    rows: int
+    present: int  # rows that have this set's features
+    complete: bool
+    bytes: int
+    missing_shards: list[int]
+    unfinished_shards: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+
+
+@dataclass
+class SetInfo:
+    """A feature set as `emo cache info` lists it (from set.json and the sidecars)."""
+
+    name: str
+    modality: str
+    kind: str
+    dim: int
+    encoder: str
+    fingerprint: dict[str, Any]
+    digest: str
+    created: str
+    meta: dict[str, Any]
+    splits: dict[str, SetSplitInfo]
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.splits.values())
+
+    @property
+    def spec(self) -> SetSpec:
+        m = self.meta
+        return SetSpec(self.name, self.kind, self.dim, self.encoder, self.fingerprint, tuple(m.get("arrays") or ("values",)),
+                       int(m.get("frames") or 0), int(m.get("views") or 1))  # fmt: skip
+
+
+@dataclass
 class CacheInfo:
     root: Path
     format: str
@@ -65,18 +108,26 @@ class CacheInfo:
     created: str
     splits: dict[str, SplitInfo]
     config_path: Path | None
+    sets: dict[str, SetInfo] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
         """Size on disk of every finished shard (what `du` would roughly say)."""
-        return sum(s.bytes for s in self.splits.values())
+        return sum(s.bytes for s in self.splits.values()) + sum(s.bytes for s in self.sets.values())
+
+    def default_sets(self) -> dict[str, str]:
+        """Each modality's default set (the first one extracted), by modality."""
+        return default_sets({name: {"modality": info.modality} for name, info in self.sets.items()})
 
 
 class UnknownSplitError(CacheError, UsageError):
     """The user asked for a split the cache does not hold (exit 2, like a usage error)."""
 
 
-def _split_info(root: Path, raw: dict[str, Any]) -> SplitInfo:
+def _split_info(root: Path, raw: dict[str, Any], sets: dict[str, SetInfo]) -> SplitInfo:
+    here = [(info, info.splits[raw["name"]]) for info in sets.values() if raw["name"] in info.splits]
+    modalities = tuple(m for m in MODALITIES if any(i.modality == m and part.complete for i, part in here))
+    failures = _merge_failures([f for _, part in here for f in part.failures])
     return SplitInfo(
         name=raw["name"],
         rows=raw["rows"],
@@ -85,7 +136,7 @@ def _split_info(root: Path, raw: dict[str, Any]) -> SplitInfo:
         complete=raw["complete"],
         missing_shards=raw["missing_shards"],
         unfinished_shards=raw["unfinished_shards"],
-        modalities=tuple(raw["modalities"]),
+        modalities=modalities,
         shards=[
             ShardInfo(
                 index=s["shard_index"],
@@ -96,24 +147,60 @@ def _split_info(root: Path, raw: dict[str, Any]) -> SplitInfo:
                 failures=len(s.get("failures", [])),
                 first_key=tuple(s["first_key"]) if s.get("first_key") else None,
                 last_key=tuple(s["last_key"]) if s.get("last_key") else None,
+                rows_sha256=s.get("rows_sha256"),
             )
             for s in raw["shards"]
         ],
         bytes=raw["bytes"],
-        failures=raw["failures"],
-        failures_by_reason=raw["failures_by_reason"],
-        failures_by_modality=raw["failures_by_modality"],
+        failures=failures,
+        failures_by_reason=dict(Counter(str(f.get("reason", "unknown")) for f in failures)),
+        failures_by_modality=dict(Counter(str(f.get("modality", "all")) for f in failures)),
         ignored_videos=raw["ignored_videos"],
         stats=raw["stats"],
         extra=raw["plan"].get("extra", {}),
     )
 
 
+def _merge_failures(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per clip and reason: a clip that failed to decode is recorded by every
+    media set extracted from it."""
+    merged: dict[tuple, dict[str, Any]] = {}
+    for f in failures:
+        key = (f.get("dialogue_id"), f.get("utterance_id"), f.get("reason"))
+        if key in merged:
+            known = merged[key]["modality"].split("+")
+            extra = [m for m in str(f.get("modality", "")).split("+") if m and m not in known]
+            merged[key]["modality"] = "+".join(m for m in MODALITIES if m in known + extra)
+        else:
+            merged[key] = dict(f)
+    return list(merged.values())
+
+
+def _set_info(root: Path, set_meta: dict[str, Any], splits: list[str], meta: dict[str, Any]) -> SetInfo:
+    parts = {}
+    for split in splits:
+        raw = scan_set_split(root, set_meta, split, meta)
+        if not raw["shards"] and not raw["unfinished_shards"]:
+            continue
+        parts[split] = SetSplitInfo(
+            rows=raw["rows"], present=raw["present"], complete=raw["complete"], bytes=raw["bytes"],
+            missing_shards=raw["missing_shards"], unfinished_shards=raw["unfinished_shards"], failures=raw["failures"],
+        )  # fmt: skip
+    return SetInfo(
+        name=set_meta["name"], modality=str(set_meta.get("modality")), kind=str(set_meta.get("kind")),
+        dim=int(set_meta.get("dim", 0)), encoder=str(set_meta.get("encoder", "")),
+        fingerprint=set_meta.get("fingerprint", {}), digest=str(set_meta.get("fingerprint_digest", "")),
+        created=str(set_meta.get("created", "")), meta=set_meta, splits=parts,
+    )  # fmt: skip
+
+
 def open_cache(root: str | Path) -> CacheInfo:
-    """Describe the cache at `root` from its cache.json and sidecars (reads no arrays)."""
+    """Describe the cache at `root` from its cache.json, set.json files and sidecars (reads no arrays)."""
     root = Path(root)
     meta = read_cache_meta(root)
-    splits = {name: _split_info(root, scan_split(root, name, meta)) for name in list_splits(root)}
+    names = list_splits(root)
+    sets = {name: _set_info(root, m, names, meta) for name, m in list_sets(root).items()}
+    splits = {name: _split_info(root, scan_split(root, name, meta), sets) for name in names}
     config = root / layout.CONFIG_FILE
     return CacheInfo(
         root=root,
@@ -125,24 +212,24 @@ def open_cache(root: str | Path) -> CacheInfo:
         created=str(meta.get("created", "")),
         splits=splits,
         config_path=config if config.is_file() else None,
+        sets=sets,
     )
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def load_split(
     root: str | Path,
     split: str,
     modalities: list[str] | tuple[str, ...] | None = None,
+    sets: list[str] | tuple[str, ...] | None = None,
     verify: bool = False,
 ) -> SplitFeatures:
-    """Load every shard of `split` into one `SplitFeatures` (rows in shard order).
+    """Load the row table of `split` and the feature sets asked for (rows in shard order).
 
-    `modalities` limits which feature columns are read (labels and metadata always are);
-    None reads everything the cache holds. Every shard's file sizes are checked against
-    its sidecar; `verify=True` also recomputes checksums (slower: reads every byte twice).
+    `sets` names the sets to read (full names, `audio/mel`); without it, each of
+    `modalities`' default set (the first one extracted), or every modality's when both are
+    None. The sets come back raw in `SplitFeatures.sets`; `emo.fuse` composes them into
+    model inputs. Every shard's file sizes are checked against its sidecar and every set
+    shard against the row table's rows; `verify=True` also recomputes checksums.
     """
     root = Path(root)
     meta = read_cache_meta(root)
@@ -151,113 +238,160 @@ def load_split(
         held = ", ".join(present) if present else "none"
         raise UnknownSplitError(f"Feature cache {root} has no split '{split}'; it holds: {held}.")
     raw = scan_split(root, split, meta)
-    if not raw["complete"]:
-        unfinished = raw["unfinished_shards"]
-        if unfinished:
-            first = unfinished[0]
-            detail = f"{layout.shard_stem(first['index'])} {first['problem']}"
-            if len(unfinished) > 1:
-                detail += f", and {len(unfinished) - 1} more shards are unfinished"
-        elif raw["missing_shards"]:
-            gaps = raw["missing_shards"]
-            detail = f"shard {gaps[0]} is missing" if len(gaps) == 1 else f"shards {_short_list(gaps)} are missing"
-        elif not raw.get("planned", True):
-            detail = "its extraction never finished: the split plan is not written yet"
-        elif raw["expected_rows"] is not None and raw["shards"]:
-            raise CacheError(
-                f"Split '{split}' of feature cache {root} holds {raw['rows']} rows where its plan expects "
-                f"{raw['expected_rows']} (were its shards written with different --shard-size values?); "
-                f"re-extract it with `emo extract --split {split} --overwrite`."
-            )
-        else:
-            detail = "it has no finished shards"
-        raise CacheError(
-            f"Split '{split}' of feature cache {root} is incomplete ({detail}); {layout.finish_hint(split)}."
-        )
-    shards = raw["shards"]
+    _require_complete(root, split, raw, "")
+    chosen = _choose_sets(root, list_sets(root), modalities, sets)
     fmt = meta["format"]
-
-    held = tuple(raw["modalities"])
-    wanted = tuple(held) if modalities is None else tuple(modalities)
-    unknown = [m for m in wanted if m not in MODALITY_COLUMNS]
-    if unknown:
-        raise UsageError(f"Unknown modality {unknown[0]!r}; choose from {', '.join(MODALITY_COLUMNS)}.")
-    absent = [m for m in wanted if m not in held]
-    if absent:
-        raise CacheError(
-            f"Split '{split}' of feature cache {root} holds no {', '.join(absent)} features "
-            f"(it holds: {', '.join(held) or 'labels only'}); extract them with --modalities."
-        )
-    names = list(BASE_COLUMNS) + [c for m in wanted for c in MODALITY_COLUMNS[m]]
-
-    # Every shard must agree on each column's trailing shape and dtype.
-    specs = [s["arrays"] for s in shards]
-    for name in names:
-        shapes = {(tuple(spec[name]["shape"][1:]), spec[name]["dtype"]) for spec in specs if name in spec}
-        if len(shapes) > 1 or any(name not in spec for spec in specs):
-            raise CacheError(
-                f"Shards of split '{split}' in {root} disagree on column '{name}'; the cache is inconsistent, "
-                "re-extract it with --overwrite."
-            )
-
-    if verify:
-        from emo.cache.verify import check_shard
-
-        for sidecar in shards:
-            problem = check_shard(root / split, sidecar)
-            if problem:
-                raise CacheError(f"{problem}; re-extract it with `emo extract --split {split} --overwrite`.")
-
-    if not shards:  # a split that legitimately has no rows
-        specs = [{name: {"shape": [0] + [0] * (COLUMNS[name].ndim - 1)} for name in names}]
-    total_rows = sum(int(s["rows"]) for s in shards)
-    total_mel = sum(int(s["arrays"]["mel"]["shape"][0]) for s in shards) if "mel" in names else 0
-    outputs: dict[str, Any] = {}
-    for name in names:
-        column = COLUMNS[name]
-        if column.dtype == "str":
-            outputs[name] = []
-            continue
-        trailing = tuple(specs[0][name]["shape"][1:])
-        first = total_rows if column.per_row else total_mel
-        outputs[name] = np.empty((first, *trailing), dtype=np.dtype(column.dtype))
-
-    row_start = mel_start = 0
-    for sidecar in shards:
-        path = root / split / sidecar["file"]
-        n = int(sidecar["rows"])
-        try:
-            storage.read_into(path, fmt, names, outputs, row_start, mel_start)
-        except Exception as error:  # any library error here means a damaged shard file
-            raise CacheError(
-                f"Shard {split}/{sidecar['file']} of feature cache {root} cannot be read ({type(error).__name__}: "
-                f"{error}); run `emo cache verify {root}` and re-extract it."
-            ) from None
-        if "mel_index" in names and mel_start:
-            outputs["mel_index"][row_start : row_start + n, :, 0] += mel_start
-        row_start += n
-        if "mel" in names:
-            mel_start += int(sidecar["arrays"]["mel"]["shape"][0])
-    for name in ("speaker", "failure"):
-        if len(outputs[name]) != total_rows:
-            raise CacheError(f"Split '{split}' of feature cache {root} has a damaged '{name}' column.")
-
-    features = SplitFeatures(
+    rows = _read_part(root, root / split, raw["shards"], ROW_COLUMNS, fmt, split, verify)
+    loaded = {}
+    for set_meta in chosen:
+        part = scan_set_split(root, set_meta, split, meta)
+        _require_complete(root, split, part, set_meta["name"])
+        _require_aligned(root, split, set_meta["name"], raw["shards"], part["shards"])
+        spec_columns = set_columns(_spec(set_meta))
+        folder = layout.set_dir(root, set_meta["name"]) / split
+        arrays = _read_part(root, folder, part["shards"], spec_columns, fmt, split, verify)
+        loaded[set_meta["name"]] = LoadedSet(
+            name=set_meta["name"], kind=set_meta["kind"], dim=int(set_meta["dim"]), encoder=str(set_meta.get("encoder")),
+            fingerprint=set_meta.get("fingerprint", {}), digest=set_meta["fingerprint_digest"],
+            present=arrays.pop("present"), truncated=arrays.pop("truncated"), arrays=arrays, failures=part["failures"],
+        )  # fmt: skip
+    n = len(rows["emotion"])
+    none = np.zeros(n, dtype=bool)
+    truncated = np.zeros(n, dtype=bool)
+    for item in loaded.values():
+        truncated |= item.truncated
+    return SplitFeatures(
         split=split,
         fingerprint=meta.get("fingerprint", {}),
-        **{name: outputs[name] for name in BASE_COLUMNS if name != "failure"},
-        **{name: outputs[name] for name in names if name not in BASE_COLUMNS},
-        failure=outputs["failure"],
+        dialogue_id=rows["dialogue_id"], utterance_id=rows["utterance_id"], emotion=rows["emotion"],
+        sentiment=rows["sentiment"], speaker=rows["speaker"], text=rows["text"],
+        has_text=none, has_audio=none.copy(), has_visual=none.copy(), truncated=truncated, failure=[""] * n,
+        sets=loaded,
         extra={
             "cache": str(root),
             "format": fmt,
             "fingerprint_digest": meta["fingerprint_digest"],
-            "shards": len(shards),
-            "failures": raw["failures"],
+            "shards": len(raw["shards"]),
+            "failures": _merge_failures([f for item in loaded.values() for f in item.failures]),
             "ignored_videos": raw["ignored_videos"],
         },
-    )
-    return features
+    )  # fmt: skip
+
+
+def _spec(set_meta: dict[str, Any]) -> SetSpec:
+    return SetSpec(set_meta["name"], set_meta["kind"], int(set_meta["dim"]), str(set_meta.get("encoder", "")),
+                   set_meta.get("fingerprint", {}), tuple(set_meta.get("arrays") or ("values",)),
+                   int(set_meta.get("frames") or 0), int(set_meta.get("views") or 1))  # fmt: skip
+
+
+def _choose_sets(root: Path, available: dict[str, dict[str, Any]], modalities, sets) -> list[dict[str, Any]]:
+    if sets is not None:
+        unknown = [name for name in sets if name not in available]
+        if unknown:
+            held = ", ".join(available) or "none"
+            raise CacheError(f"Feature cache {root} has no feature set {unknown[0]}; it holds: {held}.")
+        return [available[name] for name in sets]
+    defaults = default_sets(available)
+    wanted = tuple(defaults) if modalities is None else tuple(modalities)
+    bad = [m for m in wanted if m not in MODALITIES]
+    if bad:
+        raise UsageError(f"Unknown modality {bad[0]!r}; choose from {', '.join(MODALITIES)}.")
+    absent = [m for m in wanted if m not in defaults]
+    if absent:
+        raise CacheError(
+            f"Feature cache {root} holds no {', '.join(absent)} features "
+            f"(it holds: {', '.join(sorted(defaults)) or 'labels only'}); extract them with --modalities."
+        )
+    return [available[defaults[m]] for m in MODALITIES if m in wanted]
+
+
+def _require_complete(root: Path, split: str, raw: dict[str, Any], set_name: str) -> None:
+    if raw["complete"]:
+        return
+    what = f"Split '{split}' of feature cache {root}" if not set_name else f"Feature set {set_name} of split '{split}' in {root}"
+    unfinished = raw["unfinished_shards"]
+    if unfinished:
+        first = unfinished[0]
+        detail = f"{layout.shard_stem(first['index'])} {first['problem']}"
+        if len(unfinished) > 1:
+            detail += f", and {len(unfinished) - 1} more shards are unfinished"
+    elif raw["missing_shards"]:
+        gaps = raw["missing_shards"]
+        detail = f"shard {gaps[0]} is missing" if len(gaps) == 1 else f"shards {_short_list(gaps)} are missing"
+    elif not raw.get("planned", True):
+        detail = "its extraction never finished: the split plan is not written yet"
+    elif raw["expected_rows"] is not None and raw["shards"]:
+        raise CacheError(
+            f"{what} holds {raw['rows']} rows where its plan expects {raw['expected_rows']} (were its shards "
+            f"written with different --shard-size values?); re-extract it with `emo extract --split {split} --overwrite`."
+        )
+    else:
+        detail = "it has no finished shards"
+    raise CacheError(f"{what} is incomplete ({detail}); {layout.finish_hint(split)}.")
+
+
+def _require_aligned(root: Path, split: str, name: str, row_shards: list, set_shards: list) -> None:
+    """A set's shard k must hold exactly the rows of the row table's shard k."""
+    by_index = {s["shard_index"]: s for s in row_shards}
+    for shard in set_shards:
+        rows = by_index.get(shard["shard_index"])
+        same = rows is not None and int(rows["rows"]) == int(shard["rows"]) and (
+            shard.get("first_key") in (None, rows.get("first_key")) and shard.get("last_key") in (None, rows.get("last_key"))
+        )
+        if not same:
+            raise CacheError(
+                f"Feature set {name} of split '{split}' in {root} does not match the row table at "
+                f"{layout.shard_stem(shard['shard_index'])}; re-extract it with --overwrite."
+            )
+
+
+def _read_part(root: Path, folder: Path, shards: list, columns: dict[str, Column], fmt: str, split: str,
+               verify: bool) -> dict[str, Any]:
+    """Every shard of one folder read into contiguous arrays (one read per column per shard)."""
+    if verify:
+        from emo.cache.verify import check_shard
+
+        for sidecar in shards:
+            problem = check_shard(folder, sidecar)
+            if problem:
+                raise CacheError(f"{problem}; re-extract it with `emo extract --split {split} --overwrite`.")
+    for name, column in columns.items():
+        shapes = {(tuple(s["arrays"][name]["shape"][1:]), s["arrays"][name]["dtype"]) for s in shards if name in s["arrays"]}
+        if len(shapes) > 1 or any(name not in s["arrays"] for s in shards):
+            raise CacheError(
+                f"Shards in {folder} disagree on column '{name}'; the cache is inconsistent, re-extract it with --overwrite."
+            )
+    total_rows = sum(int(s["rows"]) for s in shards)
+    flat_names = [name for name, c in columns.items() if not c.per_row]
+    total_flat = sum(int(s["arrays"][flat_names[0]]["shape"][0]) for s in shards) if flat_names else 0
+    outputs: dict[str, Any] = {}
+    for name, column in columns.items():
+        if column.dtype == "str":
+            outputs[name] = []
+            continue
+        trailing = tuple(shards[0]["arrays"][name]["shape"][1:]) if shards else (0,) * (column.ndim - 1)
+        outputs[name] = np.empty((total_rows if column.per_row else total_flat, *trailing), dtype=np.dtype(column.dtype))
+    row_start = flat_start = 0
+    for sidecar in shards:
+        path = folder / sidecar["file"]
+        n = int(sidecar["rows"])
+        try:
+            storage.read_into(path, fmt, columns, outputs, row_start, flat_start)
+        except Exception as error:  # any library error here means a damaged shard file
+            where = path.relative_to(root) if path.is_relative_to(root) else path
+            raise CacheError(
+                f"Shard {where} of feature cache {root} cannot be read ({type(error).__name__}: "
+                f"{error}); run `emo cache verify {root}` and re-extract it."
+            ) from None
+        if "index" in columns and flat_start:
+            outputs["index"][row_start : row_start + n, :, 0] += flat_start
+        row_start += n
+        if flat_names:
+            flat_start += int(sidecar["arrays"][flat_names[0]]["shape"][0])
+    for name, column in columns.items():
+        if column.dtype == "str" and len(outputs[name]) != total_rows:
+            raise CacheError(f"Split '{split}' of feature cache {root} has a damaged '{name}' column.")
+    return outputs
 
 
 def _short_list(items: list[int], limit: int = 6) -> str:

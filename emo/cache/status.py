@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from emo import atomic
 from emo.cache import layout
-from emo.cache.manifest import list_splits, read_cache_meta, scan_split
+from emo.cache.manifest import list_sets, list_splits, read_cache_meta, scan_set_split, scan_split
 
 
 @dataclass
@@ -96,15 +96,28 @@ def _unstarted_split(name: str, count: int) -> SplitStatus:
 
 
 def _split_status(root: Path, name: str, meta: dict[str, Any], expected: int | None) -> SplitStatus:
+    """A shard counts as finished when the row table's and every feature set's are."""
     scan = scan_split(root, name, meta)
-    finished = sorted(int(s["shard_index"]) for s in scan["shards"])
+    parts = [(root / name, scan)] + [
+        (layout.set_dir(root, set_name) / name, scan_set_split(root, set_meta, name, meta))
+        for set_name, set_meta in list_sets(root).items()
+    ]
+    finished_sets = [{int(s["shard_index"]) for s in part["shards"]} for _, part in parts]
+    finished = sorted(set.intersection(*finished_sets))
     count = scan["expected_shards"] if scan["expected_shards"] is not None else expected
-    live, dead = _temporaries(root / name)
-    seen = set(finished) | set(live) | set(dead) | {u["index"] for u in scan["unfinished_shards"]}
+    live: set[int] = set()
+    dead: set[int] = set()
+    for folder, _ in parts:
+        part_live, part_dead = _temporaries(folder)
+        live |= part_live
+        dead |= part_dead
+    unfinished = {u["index"] for _, part in parts for u in part["unfinished_shards"]}
+    seen = set(finished) | set(live) | set(dead) | unfinished | set.union(*finished_sets)
     top = int(count) if count is not None else (max(seen) + 1 if seen else 0)
     in_progress = sorted(k for k in live if k not in finished and k < top)
     stale = sorted(k for k in dead if k not in finished and k not in live and k < top)
     taken = set(finished) | set(in_progress) | set(stale)
+    # rows of finished shards only: a shard whose row table is written but a set is not is missing
     return SplitStatus(
         name=name,
         shards=int(count) if count is not None else None,
@@ -112,9 +125,9 @@ def _split_status(root: Path, name: str, meta: dict[str, Any], expected: int | N
         in_progress=in_progress,
         stale=stale,
         missing=[k for k in range(top) if k not in taken],
-        rows=int(scan["rows"]),
+        rows=sum(int(s["rows"]) for s in scan["shards"] if int(s["shard_index"]) in set(finished)),
         expected_rows=scan["expected_rows"],
-        complete=bool(scan["complete"]),
+        complete=all(bool(part["complete"]) for _, part in parts),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from emo.cache.schema import COLUMNS
+from emo.cache.schema import Column
 
 # Optional light compression, chosen per format from what each ships with: HDF5's
 # built-in LZF filter, Zarr's Blosc-LZ4 with byte shuffle. Off by default (see module doc).
@@ -35,7 +35,7 @@ def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
 def write_arrays(
     path: Path, fmt: str, arrays: dict[str, Any], attrs: dict[str, Any], compression: str = "none"
 ) -> None:
-    """Create a new shard at `path` (which must not exist) holding `arrays`."""
+    """Create a new shard at `path` (which must not exist) holding `arrays`, in their order."""
     if fmt == "h5":
         _write_h5(path, arrays, attrs, compression)
     elif fmt == "zarr":
@@ -52,10 +52,7 @@ def _write_h5(path: Path, arrays: dict[str, Any], attrs: dict[str, Any], compres
     with h5py.File(path, "w", locking=False, track_order=True) as f:
         for key, value in attrs.items():
             f.attrs[key] = value
-        for name in COLUMNS:
-            if name not in arrays:
-                continue
-            value = arrays[name]
+        for name, value in arrays.items():
             if isinstance(value, list):
                 data = np.array(value, dtype=h5py.string_dtype("utf-8"))
                 f.create_dataset(name, data=data, dtype=h5py.string_dtype("utf-8"), track_times=False)
@@ -75,10 +72,7 @@ def _write_zarr(path: Path, arrays: dict[str, Any], attrs: dict[str, Any], compr
 
         compressors = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
     group = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=dict(attrs))
-    for name in COLUMNS:
-        if name not in arrays:
-            continue
-        value = arrays[name]
+    for name, value in arrays.items():
         if isinstance(value, list):
             data = np.array(value, dtype=np.dtypes.StringDType())
             arr = group.create_array(name, shape=data.shape, dtype=str, chunks=(max(1, len(data)),), compressors=None)
@@ -106,40 +100,40 @@ def read_attrs(path: Path, fmt: str) -> dict[str, Any]:
 def read_into(
     path: Path,
     fmt: str,
-    names: list[str],
+    columns: dict[str, Column],
     outputs: dict[str, Any],
     row_start: int,
-    mel_start: int,
+    flat_start: int = 0,
 ) -> None:
     """Read whole columns of one shard straight into slices of preallocated arrays.
 
-    Per-row columns land at rows [row_start, row_start + n); `mel` at [mel_start, ...).
-    String columns are appended to the lists in `outputs`.
+    Per-row columns land at rows [row_start, row_start + n); a sequence set's flat
+    `values` at [flat_start, ...). String columns are appended to the lists in `outputs`.
     """
     if fmt == "h5":
-        _read_h5(path, names, outputs, row_start, mel_start)
+        _read_h5(path, columns, outputs, row_start, flat_start)
     else:
-        _read_zarr(path, names, outputs, row_start, mel_start)
+        _read_zarr(path, columns, outputs, row_start, flat_start)
 
 
-def _target(name: str, out: np.ndarray, n: int, row_start: int, mel_start: int) -> np.ndarray:
-    start = row_start if COLUMNS[name].per_row else mel_start
+def _target(column: Column, out: np.ndarray, n: int, row_start: int, flat_start: int) -> np.ndarray:
+    start = row_start if column.per_row else flat_start
     return out[start : start + n]
 
 
-def _read_h5(path: Path, names: list[str], outputs: dict[str, Any], row_start: int, mel_start: int) -> None:
+def _read_h5(path: Path, columns: dict[str, Column], outputs: dict[str, Any], row_start: int, flat_start: int) -> None:
     import h5py
 
     with h5py.File(path, "r", locking=False) as f:
-        for name in names:
+        for name, column in columns.items():
             ds = f[name]
-            if COLUMNS[name].dtype == "str":
+            if column.dtype == "str":
                 outputs[name].extend(ds.asstr()[()].tolist() if ds.shape[0] else [])
                 continue
             n = ds.shape[0]
             if n == 0:
                 continue
-            target = _target(name, outputs[name], n, row_start, mel_start)
+            target = _target(column, outputs[name], n, row_start, flat_start)
             if target.shape != ds.shape:
                 raise ValueError(f"{name} has shape {ds.shape}, sidecar promised {target.shape}")
             if ds.chunks is None:
@@ -148,19 +142,19 @@ def _read_h5(path: Path, names: list[str], outputs: dict[str, Any], row_start: i
                 target[...] = ds[...]
 
 
-def _read_zarr(path: Path, names: list[str], outputs: dict[str, Any], row_start: int, mel_start: int) -> None:
+def _read_zarr(path: Path, columns: dict[str, Column], outputs: dict[str, Any], row_start: int, flat_start: int) -> None:
     import zarr
 
     group = zarr.open_group(str(path), mode="r")
-    for name in names:
+    for name, column in columns.items():
         arr = group[name]
-        if COLUMNS[name].dtype == "str":
+        if column.dtype == "str":
             outputs[name].extend(arr[...].tolist() if arr.shape[0] else [])
             continue
         n = arr.shape[0]
         if n == 0:
             continue
-        target = _target(name, outputs[name], n, row_start, mel_start)
+        target = _target(column, outputs[name], n, row_start, flat_start)
         if target.shape != arr.shape:
             raise ValueError(f"{name} has shape {arr.shape}, sidecar promised {target.shape}")
         target[...] = arr[...]

@@ -15,14 +15,15 @@ from typing import Any
 import numpy as np
 
 from emo.cache import layout, storage
-from emo.cache.manifest import list_splits, read_cache_meta, scan_split
+from emo.cache.manifest import list_sets, list_splits, read_cache_meta, scan_set_split, scan_split
+from emo.cache.schema import ROW_COLUMNS
 
 
 def check_shard(split_dir: Path, sidecar: dict[str, Any]) -> str | None:
     """One sentence naming what is wrong with a finished shard, or None if every file's
     size and SHA-256 match its sidecar and no file was added or removed."""
     data_path = split_dir / sidecar["file"]
-    label = f"{split_dir.name}/{sidecar['file']}"
+    label = _label(split_dir, sidecar["file"])
     recorded = sidecar.get("files", {})
     found = {rel: path for rel, path in layout.list_data_files(data_path)} if data_path.exists() else {}
     missing = sorted(set(recorded) - set(found))
@@ -44,8 +45,17 @@ def _names(rels: list[str], data_path: Path) -> str:
     return ", ".join(rel or data_path.name for rel in rels[:3])
 
 
+def _label(folder: Path, file: str) -> str:
+    """`train/shard-00000.h5`, or `audio/mel/train/shard-00000.h5` for a set's shard."""
+    parts = folder.parts
+    if len(parts) >= 4 and parts[-4] == layout.SETS_DIR:
+        return "/".join(parts[-3:]) + f"/{file}"
+    return f"{folder.name}/{file}"
+
+
 def verify_cache(root: str | Path, on_shard: Callable[[str, int], None] | None = None) -> list[str]:
-    """Recompute every finished shard's checksums; return one sentence per problem found.
+    """Recompute every finished shard's checksums (row tables and every feature set);
+    return one sentence per problem found.
 
     Also reports shards that never finished (data without a sidecar) and gaps in a split
     whose plan says how many shards it should have. `on_shard(label, bytes)` is called
@@ -54,37 +64,46 @@ def verify_cache(root: str | Path, on_shard: Callable[[str, int], None] | None =
     root = Path(root)
     meta = read_cache_meta(root)
     problems: list[str] = []
+    sets = list_sets(root)
     for split in list_splits(root):
-        info = scan_split(root, split, meta)
-        for unfinished in info["unfinished_shards"]:
-            problems.append(
-                f"Shard {split}/{layout.shard_stem(unfinished['index'])} {unfinished['problem']}."
-            )
-        if not info["planned"] and info["shards"]:
-            problems.append(
-                f"Split '{split}' was never finalized (its extraction was interrupted or is still running); "
-                f"{layout.finish_hint(split)}."
-            )
-        unfinished_indices = {u["index"] for u in info["unfinished_shards"]}
-        missing = [i for i in info["missing_shards"] if i not in unfinished_indices]
-        if missing:
-            listed = ", ".join(layout.shard_stem(i) for i in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            problems.append(f"Split '{split}' is missing {listed}{more}; {layout.finish_hint(split)}.")
-        elif info["expected_rows"] is not None and info["rows"] != int(info["expected_rows"]):
-            problems.append(f"Split '{split}' holds {info['rows']} rows but its plan expects {info['expected_rows']}.")
-        intact = []
-        for sidecar in info["shards"]:
-            problem = check_shard(root / split, sidecar)
-            if problem:
-                problems.append(problem + ".")
-            else:
-                intact.append(sidecar)
-            if on_shard is not None:
-                on_shard(f"{split}/{sidecar['file']}", sum(e["bytes"] for e in sidecar.get("files", {}).values()))
+        parts = [("", root / split, scan_split(root, split, meta))]
+        for name, set_meta in sets.items():
+            scan = scan_set_split(root, set_meta, split, meta)
+            if scan["shards"] or scan["unfinished_shards"]:
+                parts.append((name, layout.set_dir(root, name) / split, scan))
+        for set_name, folder, info in parts:
+            problems += _part_problems(split, set_name, folder, info, on_shard)
+        intact = [s for s in parts[0][2]["shards"] if check_shard(root / split, s) is None]
         duplicate = _first_duplicate_key(root / split, meta["format"], intact)
         if duplicate:
             problems.append(duplicate)
+    return problems
+
+
+def _part_problems(split, set_name, folder, info, on_shard) -> list[str]:
+    problems = []
+    what = f"Split '{split}'" if not set_name else f"Feature set {set_name} of split '{split}'"
+    for unfinished in info["unfinished_shards"]:
+        problems.append(f"Shard {_label(folder, layout.shard_stem(unfinished['index']))} {unfinished['problem']}.")
+    if not info["planned"] and info["shards"]:
+        problems.append(
+            f"{what} was never finalized (its extraction was interrupted or is still running); "
+            f"{layout.finish_hint(split)}."
+        )
+    unfinished_indices = {u["index"] for u in info["unfinished_shards"]}
+    missing = [i for i in info["missing_shards"] if i not in unfinished_indices]
+    if missing:
+        listed = ", ".join(layout.shard_stem(i) for i in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        problems.append(f"{what} is missing {listed}{more}; {layout.finish_hint(split)}.")
+    elif info["expected_rows"] is not None and info["rows"] != int(info["expected_rows"]):
+        problems.append(f"{what} holds {info['rows']} rows but its plan expects {info['expected_rows']}.")
+    for sidecar in info["shards"]:
+        problem = check_shard(folder, sidecar)
+        if problem:
+            problems.append(problem + ".")
+        if on_shard is not None:
+            on_shard(_label(folder, sidecar["file"]), sum(e["bytes"] for e in sidecar.get("files", {}).values()))
     return problems
 
 
@@ -98,7 +117,8 @@ def _first_duplicate_key(split_dir: Path, fmt: str, sidecars: list[dict[str, Any
     owner = np.repeat(np.arange(len(sidecars)), [int(s["rows"]) for s in sidecars])
     start = 0
     for sidecar in sidecars:
-        storage.read_into(split_dir / sidecar["file"], fmt, list(ids), ids, start, 0)
+        columns = {name: ROW_COLUMNS[name] for name in ids}
+        storage.read_into(split_dir / sidecar["file"], fmt, columns, ids, start, 0)
         start += int(sidecar["rows"])
     keys = ids["dialogue_id"].astype(np.int64) << 32 | ids["utterance_id"].astype(np.int64) & 0xFFFFFFFF
     order = np.argsort(keys, kind="stable")

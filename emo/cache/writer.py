@@ -1,33 +1,34 @@
 """Writing a feature cache shard by shard, so extraction can be killed and resumed anywhere.
 
-`emo.extract` computes the features; this module owns how they reach the disk. Each
-shard is written under a temporary name, flushed, renamed into place, and only then gets
-its sidecar - so "sidecar present and matching" means "finished", and a re-run skips
-exactly the finished shards. Processes writing disjoint shards (`--num-shards N
---shard-index i`) never touch the same file, so they need no locks.
+`emo.extract` computes the features; this module owns how they reach the disk. A split
+has one row table and any number of feature sets (`emo.cache.sets`); each is written in
+shards numbered alike. Each shard is written under a temporary name, flushed, renamed
+into place, and only then gets its sidecar - so "sidecar present and matching" means
+"finished", and a re-run skips exactly the finished shards, per set. Processes writing
+disjoint shards (`--num-shards N --shard-index i`) never touch the same file, so they
+need no locks; adding a set never opens another set's files.
 
 Two ways in: `write_clips` takes per-clip results (`emo.cache.clips.ClipRecord`) and
-builds the shard's columns itself, which is how extraction writes, so the packing of
-ragged mel spectrograms, presence flags and failure records lives next to the reader
-that relies on it; `write_shard` takes ready-made columns (tests and benchmarks that
-fabricate caches without media).
+builds the shards' columns itself, which is how extraction writes, so the packing of
+ragged sequences, presence flags and failure records lives next to the reader that
+relies on it; `write_shard` takes ready-made version-1 style columns (tests and
+benchmarks that fabricate caches without media) and files them as the seed's sets.
 
 Nothing reaches the disk before there is something to keep: with `defer_create=True` the
 constructor only checks that an existing cache is compatible, and the cache folder,
-cache.json and config.toml are made just before the first shard is written, so a run
-that fails before finishing any work leaves nothing behind.
+cache.json, config.toml and set.json files are made just before the first shard is
+written, so a run that fails before finishing any work leaves nothing behind.
 
-Overwrite semantics: `overwrite=True` on a cache made with a different fingerprint or
-format wipes the whole cache (every split would otherwise be inconsistent with the new
-fingerprint), when the first shard is written if creation is deferred. On a cache with the same fingerprint it wipes nothing up front: every shard
-this writer is asked about counts as unfinished and is replaced atomically when
-rewritten, and `finalize(..., expected_shards=K)` removes shards numbered K or above left
-from an earlier, larger run. That keeps `--overwrite` safe with N concurrent processes.
+Overwrite semantics: a set registered with a fingerprint that differs from the one on
+disk is refused in one sentence, or with `overwrite=True` that set alone is removed
+(when the first shard is written) and rebuilt; other sets and the row table stay. With
+`overwrite=True` every shard this writer is asked about counts as unfinished and is
+replaced atomically when rewritten, and `finalize(..., expected_shards=K)` removes shards
+numbered K or above left from an earlier, larger run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,27 +38,31 @@ import numpy as np
 
 from emo import atomic
 from emo.cache import layout, storage
-from emo.cache.clips import ClipRecord, ShardSpec, build_columns
+from emo.cache.clips import ClipRecord, build_row_columns, build_set_columns
 from emo.cache.fingerprint import describe_difference, fingerprint_digest
-from emo.cache.manifest import now_iso, read_cache_meta, read_sidecar, sidecar_problem, write_manifest
-from emo.cache.schema import SCHEMA_VERSION, describe_arrays, modalities_of, normalize_rows
+from emo.cache.legacy import split_v1_columns
+from emo.cache.manifest import list_sets, now_iso, read_cache_meta, read_sidecar, sidecar_problem, write_manifest
+from emo.cache.records import ROWS_FINGERPRINT, clean_failure, json_safe, rows_sha256, save_config, set_digest
+from emo.cache.schema import SCHEMA_VERSION, describe_arrays, normalize_rows, normalize_set
+from emo.cache.sets import SetSpec
 from emo.errors import CacheError, ConfigError
 
 
 class CacheWriter:
-    """Create or reopen the cache at `root` for writing shards made with `fingerprint`.
+    """Create or reopen the cache at `root` for writing row tables and feature sets.
 
-    `config` (a config dataclass or a plain dict) is saved as `config.toml` when the cache
-    is created. `compression` is "none" (default, fastest to load) or "fast" (HDF5 LZF /
-    Zarr Blosc-LZ4; see bench/cache_load.py for what it buys). `defer_create=True` checks
-    an existing cache now but creates (or, with `overwrite`, replaces) it only when the
-    first shard or split plan is written.
+    `legacy_fingerprint` is only for `write_shard`'s version-1 style columns: the
+    cache-wide fingerprint the seed's sets are named and fingerprinted from. `config` (a
+    config dataclass or a plain dict) is saved as `config.toml` (and beside each set this
+    writer creates). `compression` is "none" (default, fastest to load) or "fast" (HDF5
+    LZF / Zarr Blosc-LZ4; see bench/cache_load.py). `defer_create=True` checks an existing
+    cache now but creates it only when the first shard or split plan is written.
     """
 
     def __init__(
         self,
         root: str | Path,
-        fingerprint: dict[str, Any],
+        legacy_fingerprint: dict[str, Any] | None = None,
         fmt: str = "h5",
         config: Any = None,
         overwrite: bool = False,
@@ -69,12 +74,17 @@ class CacheWriter:
         if compression not in storage.COMPRESSIONS:
             raise ConfigError(f"Cache compression {compression!r} is not one of {', '.join(storage.COMPRESSIONS)}.")
         self.root = Path(root)
-        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+        self.fingerprint = dict(ROWS_FINGERPRINT)
         self.digest = fingerprint_digest(self.fingerprint)
+        self.legacy_fingerprint = json.loads(json.dumps(legacy_fingerprint or {}, default=str))
         self.fmt = fmt
         self.overwrite = overwrite
         self.compression = compression
-        self._rewritten: dict[str, set[int]] = {}  # shards this writer wrote (overwrite mode)
+        self.sets: dict[str, SetSpec] = {}  # registered this run, by full name
+        self.set_digests: dict[str, str] = {}
+        self._replace: set[str] = set()  # sets to remove before their first shard (overwrite)
+        self._created_sets: set[str] = set()
+        self._rewritten: dict[tuple[str, str | None], set[int]] = {}  # shards written (overwrite mode)
         self._config = config
         self._ready = False
 
@@ -87,7 +97,7 @@ class CacheWriter:
             self._make_ready()
 
     def _make_ready(self) -> None:
-        """Replace a different cache (overwrite), create a missing one, clean dead temporaries."""
+        """Replace a cache of another format (overwrite), create a missing one, clean dead temporaries."""
         if self._ready:
             return
         existing = self._existing_meta()  # again: another process may have created it meanwhile
@@ -100,7 +110,7 @@ class CacheWriter:
             self._create(self._config)
         elif self._config is not None and not (self.root / layout.CONFIG_FILE).exists():
             # A run killed between cache.json and config.toml: the resumed run saves it.
-            _save_config(self._config, self.root / layout.CONFIG_FILE)
+            save_config(self._config, self.root / layout.CONFIG_FILE)
         self._clean_dead_temps()
         self._ready = True
 
@@ -127,7 +137,7 @@ class CacheWriter:
         if existing["format"] != self.fmt:
             what = f"it is stored as {existing['format']}, not {self.fmt}"
         else:
-            what = "its fingerprint differs: " + describe_difference(self.fingerprint, existing.get("fingerprint", {}))
+            what = "its layout differs: " + describe_difference(self.fingerprint, existing.get("fingerprint", {}))
         return (
             f"Feature cache {self.root} was made differently ({what}); "
             "pass --overwrite to replace it or choose another --cache."
@@ -137,10 +147,10 @@ class CacheWriter:
         """Remove everything emo put in the cache folder (and nothing else)."""
         for child in list(self.root.iterdir()):
             name = child.name
-            ours = name in (layout.CACHE_FILE, layout.MANIFEST_FILE, layout.CONFIG_FILE) or name.startswith(
+            ours = name in (layout.CACHE_FILE, layout.MANIFEST_FILE, layout.CONFIG_FILE, layout.SETS_DIR) or name.startswith(
                 (f".{layout.CACHE_FILE}", f".{layout.MANIFEST_FILE}", f".{layout.CONFIG_FILE}")
             )
-            if child.is_dir() and not name.startswith("."):
+            if child.is_dir() and not name.startswith(".") and name != layout.SETS_DIR:
                 entries = list(child.iterdir())
                 ours = all(
                     layout.parse_shard_name(p.name) or layout.parse_temp_name(p.name) or p.name == layout.SPLIT_FILE
@@ -169,9 +179,9 @@ class CacheWriter:
         }
         atomic.write_json(self.root / layout.CACHE_FILE, meta, durable=True)
         if config is not None:
-            _save_config(config, self.root / layout.CONFIG_FILE)
+            save_config(config, self.root / layout.CONFIG_FILE)
         # Another process may have created the cache at the same moment with a different
-        # fingerprint; whichever rename won, check we agree with it.
+        # format; whichever rename won, check we agree with it.
         winner = read_cache_meta(self.root)
         if self._differs(winner):
             raise CacheError(self._mismatch_sentence(winner))
@@ -182,42 +192,138 @@ class CacheWriter:
         folders = [self.root] + [
             p for p in self.root.iterdir()
             if p.is_dir() and not p.name.startswith(".") and p.name not in layout.LAUNCHER_DIRS
+            and p.name != layout.SETS_DIR
         ]
+        sets_root = self.root / layout.SETS_DIR
+        if sets_root.is_dir():
+            folders += [p for p in sets_root.glob("*/*") if p.is_dir()]
+            folders += [p for p in sets_root.glob("*/*/*") if p.is_dir() and not p.name.startswith(".")]
         for folder in folders:
             for child in folder.iterdir():
                 parsed = layout.parse_any_temp(child.name)
                 if parsed and parsed[1] == host and not layout.pid_alive(parsed[2]):
                     layout.remove_path(child)
 
+    # -- feature sets ---------------------------------------------------------------------
+
+    def add_set(self, spec: SetSpec) -> str:
+        """Register a set this writer will write; returns its digest.
+
+        A set of the same name already in the cache must have been made the same way,
+        else one sentence says how it differs and what to do (another `--name`, or
+        `--overwrite` to replace that set alone). Nothing is written yet.
+        """
+        digest = set_digest(spec)
+        existing = list_sets(self.root).get(spec.name) if self.root.is_dir() else None
+        if existing is not None and existing.get("fingerprint_digest") != digest:
+            if not self.overwrite:
+                old = {k: existing.get(k) for k in ("kind", "dim", "arrays", "frames", "views", "encoder", "fingerprint")}
+                new = {k: v for k, v in spec.describe().items() if k in old}
+                raise CacheError(
+                    f"Feature set {spec.name} in {self.root} was made differently "
+                    f"({describe_difference(new, old)}); choose another name with --name, or pass --overwrite "
+                    "to replace that set."
+                )
+            self._replace.add(spec.name)
+        self.sets[spec.name] = spec
+        self.set_digests[spec.name] = digest
+        return digest
+
+    def _set_ready(self, name: str) -> None:
+        """Replace (overwrite) or create the set's folder and set.json before its first shard."""
+        if name in self._created_sets:
+            return
+        self._make_ready()
+        folder = layout.set_dir(self.root, name)
+        if name in self._replace:
+            layout.remove_path(folder)
+            self._replace.discard(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta_path = folder / layout.SET_FILE
+        if not meta_path.is_file():
+            meta = {
+                **self.sets[name].describe(),
+                "fingerprint_digest": self.set_digests[name],
+                "schema_version": SCHEMA_VERSION,
+                "created": now_iso(),
+            }
+            atomic.write_json(meta_path, json.loads(json.dumps(meta, default=str)), durable=True)
+            if self._config is not None:
+                save_config(self._config, folder / layout.CONFIG_FILE)
+        self._created_sets.add(name)
+
     # -- writing --------------------------------------------------------------------------
 
     def split_dir(self, split: str) -> Path:
-        return self.root / layout.check_split_name(split)
+        return layout.part_dir(self.root, split)
+
+    def part_done(self, split: str, shard_index: int, set_name: str | None = None) -> bool:
+        """True if the row table's (or the set's) shard and its matching sidecar are in
+        place (and this writer was not asked to overwrite it)."""
+        if self.overwrite and shard_index not in self._rewritten.get((split, set_name), set()):
+            return False
+        if set_name is not None and set_name in self._replace:
+            return False
+        folder = layout.part_dir(self.root, split, set_name)
+        digest = self.digest if set_name is None else self.set_digests[set_name]
+        return sidecar_problem(folder, read_sidecar(folder, shard_index), self.fmt, digest) is None
 
     def shard_done(self, split: str, shard_index: int) -> bool:
-        """True if the shard's data and matching sidecar are both in place (and this writer
-        was not asked to overwrite)."""
-        if self.overwrite and shard_index not in self._rewritten.get(split, set()):
-            return False
-        split_dir = self.split_dir(split)
-        return sidecar_problem(split_dir, read_sidecar(split_dir, shard_index), self.fmt, self.digest) is None
+        """The row table's shard and every registered set's shard are finished."""
+        return self.part_done(split, shard_index) and all(
+            self.part_done(split, shard_index, name) for name in self.sets
+        )
 
     def write_clips(
         self,
         split: str,
         shard_index: int,
         clips: Sequence[ClipRecord],
-        spec: ShardSpec,
+        sets: Sequence[str] | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> None:
+        """Write one shard's row table (unless finished) and its `sets` (default: every
+        registered set) from per-clip results, each atomically."""
+        if not self.part_done(split, shard_index):
+            self.write_rows(split, shard_index, build_row_columns(clips), stats)
+        for name in self.sets if sets is None else sets:
+            spec = self.sets[name]
+            arrays, failures = build_set_columns(clips, spec)
+            self.write_set(split, name, shard_index, arrays, failures, stats)
+
+    def write_rows(self, split: str, shard_index: int, rows: dict[str, Any], stats: dict[str, Any] | None = None):
+        """Write one row-table shard atomically and return its sidecar."""
+        arrays = normalize_rows(rows)
+        self._make_ready()
+        extra = {"rows_sha256": rows_sha256(arrays)}
+        return self._write_part(split, None, int(shard_index), arrays, [], stats, extra, self.digest)
+
+    def write_set(
+        self,
+        split: str,
+        name: str,
+        shard_index: int,
+        arrays: dict[str, Any],
+        failures: list[dict[str, Any]] | None = None,
         stats: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write one shard made of per-clip results atomically and return its sidecar.
-
-        `clips` are the shard's rows in order; `spec` names the modalities every row holds
-        (a clip that lost one gets zeros and a False presence flag). Failure records come
-        from each clip's `failures`. `stats` (e.g. per-stage seconds) go to the sidecar.
-        """
-        columns, failures = build_columns(clips, spec)
-        return self.write_shard(split, shard_index, columns, failures, stats)
+        """Write one shard of a registered set atomically and return its sidecar. Its rows
+        must be the row table's shard of the same index (checked when that is written)."""
+        spec = self.sets[name]
+        arrays = normalize_set(spec, arrays)
+        failures = [clean_failure(f) for f in (failures or [])]
+        self._set_ready(name)
+        rows_side = read_sidecar(self.split_dir(split), int(shard_index))
+        n = len(arrays["present"])
+        if rows_side is not None and int(rows_side.get("rows", -1)) != n:
+            raise ValueError(f"{name} shard {shard_index} has {n} rows, the row table's has {rows_side.get('rows')}")
+        extra = {
+            "set": name,
+            "present": int(np.count_nonzero(arrays["present"])),
+            "first_key": rows_side.get("first_key") if rows_side else None,
+            "last_key": rows_side.get("last_key") if rows_side else None,
+        }
+        return self._write_part(split, name, int(shard_index), arrays, failures, stats, extra, self.set_digests[name])
 
     def write_shard(
         self,
@@ -226,42 +332,39 @@ class CacheWriter:
         rows: dict[str, Any],
         failures: list[dict[str, Any]] | None = None,
         stats: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Write one shard atomically and return its sidecar.
+    ) -> None:
+        """Write one shard given version-1 style columns (`emo.cache.legacy.V1_COLUMNS`:
+        labels plus `text_cls`/`text_mean`, `visual`/`visual_mask`, `mel`/`mel_index`):
+        the row table plus the seed's sets, named and fingerprinted from the writer's
+        `legacy_fingerprint`. For tests and benchmarks that fabricate caches."""
+        row_columns, sets = split_v1_columns(rows, self.legacy_fingerprint, list(failures or []))
+        for spec, _, _ in sets:
+            if spec.name not in self.sets:
+                self.add_set(spec)
+        self.write_rows(split, shard_index, row_columns, stats)
+        for spec, arrays, set_failures in sets:
+            self.write_set(split, spec.name, shard_index, arrays, set_failures, stats)
 
-        `rows` maps column names (see `emo.cache.schema.COLUMNS`) to arrays or string
-        lists; `mel_index` starts are relative to this shard's `mel`. `failures` holds one
-        dict per failed clip or modality, with at least `reason` (and ideally `modality`,
-        `dialogue_id`, `utterance_id`, `message`). `stats` (e.g. per-stage seconds) is
-        stored in the sidecar and summed by the manifest.
-        """
-        if int(shard_index) < 0:
+    def _write_part(self, split, set_name, shard_index, arrays, failures, stats, extra, digest) -> dict[str, Any]:
+        if shard_index < 0:
             raise ValueError("shard_index must be >= 0")
-        shard_index = int(shard_index)
-        arrays = normalize_rows(rows)
-        failures = [_clean_failure(f) for f in (failures or [])]
-        self._make_ready()
-        split_dir = self.split_dir(split)
-        split_dir.mkdir(parents=True, exist_ok=True)
+        folder = layout.part_dir(self.root, split, set_name)
+        folder.mkdir(parents=True, exist_ok=True)
         data_name = layout.shard_data_name(shard_index, self.fmt)
-        final = split_dir / data_name
-        sidecar_path = split_dir / layout.sidecar_name(shard_index)
+        final = folder / data_name
+        sidecar_path = folder / layout.sidecar_name(shard_index)
 
         # A previous attempt at this shard index (same owner, by construction) may have
         # left a temporary; it is garbage now.
-        for child in split_dir.iterdir():
+        for child in folder.iterdir():
             parsed = layout.parse_temp_name(child.name)
             if parsed and parsed[0] == shard_index:
                 layout.remove_path(child)
 
         started = time.perf_counter()
-        tmp = split_dir / atomic.temp_name(data_name)
-        attrs = {
-            "emo_schema_version": SCHEMA_VERSION,
-            "fingerprint_digest": self.digest,
-            "split": split,
-            "shard_index": shard_index,
-        }
+        tmp = folder / atomic.temp_name(data_name)
+        attrs = {"emo_schema_version": SCHEMA_VERSION, "fingerprint_digest": digest, "split": split,
+                 "shard_index": shard_index, "set": set_name or ""}  # fmt: skip
         storage.write_arrays(tmp, self.fmt, arrays, attrs, self.compression)
         layout.fsync_path(tmp)
         written = time.perf_counter()
@@ -271,26 +374,27 @@ class CacheWriter:
         # Unfinished first (drop the old sidecar), then swap the data, then finish.
         layout.remove_path(sidecar_path)
         if final.is_dir():
-            trash = split_dir / atomic.temp_name(data_name + ".old")
+            trash = folder / atomic.temp_name(data_name + ".old")
             final.rename(trash)
             layout.remove_path(trash)
         tmp.replace(final)
-        atomic.fsync_dir(split_dir)
+        atomic.fsync_dir(folder)
 
-        n = len(arrays["emotion"])
-        keys = list(zip(arrays["dialogue_id"].tolist(), arrays["utterance_id"].tolist()))
-        sidecar = {
+        sidecar: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "format": self.fmt,
-            "fingerprint_digest": self.digest,
+            "fingerprint_digest": digest,
             "split": split,
             "shard_index": shard_index,
             "file": data_name,
-            "rows": n,
-            "mel_rows": int(arrays["mel"].shape[0]) if "mel" in arrays else 0,
-            "first_key": list(keys[0]) if keys else None,
-            "last_key": list(keys[-1]) if keys else None,
-            "modalities": list(modalities_of(arrays)),
+            "rows": len(arrays["present"] if set_name else arrays["emotion"]),
+        }
+        if set_name is None:
+            keys = list(zip(arrays["dialogue_id"].tolist(), arrays["utterance_id"].tolist()))
+            sidecar["first_key"] = list(keys[0]) if keys else None
+            sidecar["last_key"] = list(keys[-1]) if keys else None
+        sidecar.update(extra)
+        sidecar.update({
             "arrays": describe_arrays(arrays),
             "compression": self.compression,
             "files": files,
@@ -298,9 +402,9 @@ class CacheWriter:
             "failures": failures,
             "stats": dict(stats or {}, write_s=round(written - started, 4), checksum_s=round(hashed - written, 4)),
             "written": now_iso(),
-        }
+        })  # fmt: skip
         atomic.write_json(sidecar_path, sidecar, durable=True)
-        self._rewritten.setdefault(split, set()).add(shard_index)
+        self._rewritten.setdefault((split, set_name), set()).add(shard_index)
         return sidecar
 
     def finalize(
@@ -314,9 +418,9 @@ class CacheWriter:
         """Record the split's plan and rebuild `manifest.json`; returns the manifest.
 
         Every process of a multi-process run may call this (with the same totals); the
-        split is complete once all `expected_shards` shards (or `total_rows` rows) exist.
-        `ignored_videos` counts clips on disk with no annotation row (e.g. MELD's
-        unlabeled videos), reported by `emo cache info`.
+        split (or a set of it) is complete once all `expected_shards` shards (or
+        `total_rows` rows) exist. `ignored_videos` counts clips on disk with no annotation
+        row (e.g. MELD's unlabeled videos), reported by `emo cache info`.
         """
         self._make_ready()
         split_dir = self.split_dir(split)
@@ -333,55 +437,17 @@ class CacheWriter:
             plan["total_rows"] = int(total_rows)
         if expected_shards is not None:
             plan["expected_shards"] = int(expected_shards)
-            for child in split_dir.iterdir():
-                parsed = layout.parse_shard_name(child.name)
-                if parsed and parsed[0] >= int(expected_shards):
-                    layout.remove_path(child)
+            folders = [split_dir] + [layout.part_dir(self.root, split, name) for name in self.sets]
+            for folder in folders:
+                for child in folder.iterdir() if folder.is_dir() else []:
+                    parsed = layout.parse_shard_name(child.name)
+                    if parsed and parsed[0] >= int(expected_shards):
+                        layout.remove_path(child)
         plan["ignored_videos"] = int(ignored_videos or plan.get("ignored_videos", 0) or 0)
         if extra:
-            plan["extra"] = {**plan.get("extra", {}), **json.loads(json.dumps(extra, default=_json_safe))}
+            plan["extra"] = {**plan.get("extra", {}), **json.loads(json.dumps(extra, default=json_safe))}
         plan["updated"] = now_iso()
         atomic.write_json(plan_path, plan, durable=True)
         return write_manifest(self.root)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def _clean_failure(failure: dict[str, Any]) -> dict[str, Any]:
-    if "reason" not in failure:
-        raise ValueError(f"failure record {failure!r} has no 'reason'")
-    return json.loads(json.dumps(failure, default=_json_safe))
-
-
-def _save_config(config: Any, path: Path) -> None:
-    """config.toml in `emo.config.save_config`'s layout (an `[extract]` section that
-    `--config` loads back), written atomically under a per-process temporary name because
-    several processes of one run may create the cache at the same moment."""
-    from emo.config import config_to_dict
-
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        config = config_to_dict(config)
-    if not isinstance(config, dict):
-        raise TypeError("config must be a dataclass instance or a dict")
-    lines = ["[extract]"]
-    for key, value in config.items():
-        if value is None:
-            continue
-        lines.append(f"{key} = {_toml_value(value)}")
-    atomic.write_text(path, "\n".join(lines) + "\n", durable=True)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))

@@ -7,7 +7,8 @@ re-run. Writes to --out: results.csv (one row per cell and seed, fractions), sum
 and results.md (mean ± std per cell), results.png (bar chart), results.json and
 ablate.toml (the resolved grid and base fit config; re-run with --config).
 The row marked ★ is the seed report's design (text+audio+visual, ensemble).
-Any emo fit option sets the base config (--set epochs=5) or becomes an axis (--grid).
+Any emo fit option sets the base config (--set epochs=5) or becomes an axis (--grid);
+--grid features.audio=mel,whisper-base compares one modality's cached feature sets.
 Example: emo ablate --cache cache/meld --out runs/ablate-subsets --modalities all-subsets
 --fusion early,late,ensemble --seeds 3 --grid class_weights=none,meld
 """
@@ -31,7 +32,7 @@ def command(
     fusion: Optional[str] = typer.Option(None, help="Fusion modes to compare: any of early,late,ensemble. (default: ensemble)"),
     seeds: Optional[int] = typer.Option(None, help="Seeds per cell; mean ± std is reported. (default: 3)"),
     grid: Optional[List[str]] = typer.Option(
-        None, "--grid", help="Extra axis over any fit option, e.g. class_weights=none,meld or context_model=none,gru (repeatable)."
+        None, "--grid", help="Extra axis over any fit option, e.g. class_weights=none,meld, context_model=none,gru or features.audio=mel,whisper-base (repeatable)."
     ),
     epochs: Optional[int] = typer.Option(None, help="Training epochs of every cell. (default: 15)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. (default: auto)"),

@@ -1,8 +1,9 @@
-"""Inspect and check a feature cache: `emo cache info|verify|status PATH`.
+"""Inspect, check and change a feature cache: `emo cache info|verify|status|rm|upgrade PATH`.
 
-`info` shows what a cache holds (rows and shards per split, the fingerprint of the encoders
-and preprocessing that made it, size on disk, failed clips by reason) without reading any
-features. `verify` recomputes every shard's SHA-256 and names the shards that changed since
+`info` shows what a cache holds (rows and shards per split; every feature set with its
+modality, kind, dim, encoder, rows present and size; failed clips by reason) without
+reading any features. `rm PATH --set NAME` removes one set; `upgrade PATH` converts a
+cache written by emo before feature sets (version 1) without re-extracting anything. `verify` recomputes every shard's SHA-256 and names the shards that changed since
 they were written (exit 1), which catches silent disk or copy corruption that HDF5 and Zarr
 would happily read as wrong numbers. `status` says which shards of which split are
 finished, being written or missing, also while `emo extract` tasks are still writing.
@@ -60,7 +61,7 @@ def info(
     path: Path = typer.Argument(..., help="The cache folder (the --cache of `emo extract`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full manifest as JSON instead of tables."),
 ) -> None:
-    """Show counts per split, the fingerprint, size on disk and failures by reason."""
+    """Show the splits, every feature set (modality, kind, dim, encoder, rows, size) and failures."""
     from rich.table import Table
 
     from emo.cache import open_cache
@@ -73,24 +74,29 @@ def info(
     cache = open_cache(path)
     console = make_console(highlight=False)
     console.print(
-        f"[bold]{cache.root}[/bold]  format {cache.format}, schema {cache.schema_version}, "
-        f"emo {cache.emo_version}, created {cache.created}, {_size(cache.bytes)} on disk, "
-        f"fingerprint {cache.digest}"
+        f"[bold]{cache.root}[/bold]  format {cache.format}, cache version {cache.schema_version}, "
+        f"emo {cache.emo_version}, created {cache.created}, {_size(cache.bytes)} on disk"
     )
 
     # Headings are lines of their own: rich pads a table title to the table's width.
-    console.print("Fingerprint")
-    fingerprint = Table()
-    fingerprint.add_column("key")
-    fingerprint.add_column("value", overflow="fold")
-    for key in sorted(cache.fingerprint):
-        value = cache.fingerprint[key]
-        fingerprint.add_row(key, value if isinstance(value, str) else json.dumps(value))
-    console.print(fingerprint)
+    console.print("Feature sets")
+    sets = Table()
+    for column in ("set", "modality", "kind", "dim", "encoder", "rows present", "size", "fingerprint"):
+        sets.add_column(column, justify="right" if column in ("dim", "size") else "left", overflow="fold")
+    defaults = set(cache.default_sets().values())
+    for item in cache.sets.values():
+        present = ", ".join(
+            f"{split} {part.present}/{part.rows}" + ("" if part.complete else " (incomplete)")
+            for split, part in item.splits.items()
+        )
+        label = item.name + (" (default)" if item.name in defaults else "")
+        sets.add_row(label, item.modality, item.kind, str(item.dim), item.encoder, present or "none",
+                     _size(item.bytes), item.digest)  # fmt: skip
+    console.print(sets)
 
     console.print("Splits")
     splits = Table()
-    for column in ("split", "rows", "shards", "complete", "modalities", "failures", "ignored", "size"):
+    for column in ("split", "rows", "shards", "complete", "modalities", "failures", "ignored", "row table"):
         splits.add_column(column, justify="right" if column in ("rows", "shards", "failures", "size") else "left")
     for split in cache.splits.values():
         expected = f" of {split.expected_rows}" if split.expected_rows is not None and not split.complete else ""
@@ -226,3 +232,33 @@ def verify(path: Path = typer.Argument(..., help="The cache folder to check.")) 
     shards = sum(len(s.shards) for s in cache.splits.values())
     matched = f"all {count(shards, 'shard')} match their" if shards != 1 else "its 1 shard matches its"
     typer.echo(f"{path}: {matched} checksums ({_size(total)} verified).")
+
+
+@app.command("rm")
+def rm(
+    path: Path = typer.Argument(..., help="The cache folder."),
+    set_name: str = typer.Option(..., "--set", help="The feature set to remove, e.g. audio/whisper-base (or whisper-base)."),
+) -> None:
+    """Remove one feature set; the row table and every other set stay as they are."""
+    from emo.cache.maintenance import remove_set
+
+    removed = remove_set(path, set_name)
+    typer.echo(f"removed feature set {removed['name']} ({removed.get('encoder', '')}) from {path}")
+
+
+@app.command("upgrade")
+def upgrade(path: Path = typer.Argument(..., help="A cache written by emo before feature sets (cache version 1).")) -> None:
+    """Convert a version-1 cache into feature sets in place (nothing is re-extracted)."""
+    from emo.cache.maintenance import upgrade_cache
+
+    report = upgrade_cache(path)
+    if report.already:
+        typer.echo(f"{path} is already a version-2 cache; nothing to do.")
+        return
+    rows = ", ".join(f"{split} {n} rows" for split, n in report.splits.items())
+    typer.echo(f"upgraded {path}: {rows}; feature sets {', '.join(report.sets)}")
+    if report.skipped_shards:
+        typer.echo(
+            f"{count(len(report.skipped_shards), 'unfinished shard')} left out ({', '.join(report.skipped_shards[:5])}); "
+            "re-run the `emo extract` that made the cache to finish them."
+        )

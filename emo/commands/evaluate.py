@@ -70,6 +70,8 @@ def print_report(report: dict[str, Any], console) -> None:
         console.print(per_class)
         console.print(f"{name} macro F1 averages the classes present in {report['split']}: "
                       f"{', '.join(m['macro_f1_classes']) or 'none'}.", highlight=False)  # fmt: skip
+    if report.get("features"):
+        console.print(f"Feature sets: {report['features']}.", highlight=False, soft_wrap=True)
     weights = ", ".join(f"{k} {percent(v)}" for k, v in report["fusion_weights"].items())
     console.print(f"Fusion weights: {weights}.", highlight=False)
     importance = Table(title=f"modality importance: {head['head']} weighted F1 with the modality hidden at eval time")

@@ -1,14 +1,19 @@
 """Run the frozen encoders once over a split and write a sharded HDF5/Zarr feature cache.
 
-Text goes through a BERT-family encoder (CLS + masked mean), sampled frames through a
-CLIP image encoder, audio becomes log-mel spectrograms; labels, ids, presence flags and
-per-clip failures go alongside. Re-running resumes (finished shards are skipped);
+Each encoder writes one named feature set (text/<model>, visual/<model>, audio/mel, ...)
+beside the split's row table (ids, labels, speaker, text). By default text goes through a
+BERT-family encoder (CLS + masked mean), sampled frames through a CLIP image encoder and
+audio becomes log-mel spectrograms. Extracting into an existing cache adds the sets it
+names and leaves every other set alone: --audio-model whisper-base, --visual-model
+mediapipe-face, --crop faces, --text-model all-mpnet-base-v2, --name to choose the set's
+name. Re-running resumes (finished shards are skipped, per set);
 --num-shards/--shard-index split the work across processes or machines.
 Progress goes to stderr, the end-of-run tables to stdout.
 --launcher slurm submits the --num-shards tasks as one SLURM job array and follows it
 (--no-wait: submit and return; `emo cache status CACHE` shows how far it got).
 Example: emo extract --split train --data-root MELD.Raw --cache cache/
 Offline: emo extract --split all --data-root MELD.Raw --cache cache/ --preset offline
+Add a set: emo extract --split all --data-root MELD.Raw --cache cache/ --modalities audio --audio-model whisper-base
 SLURM:   emo extract --split all --cache /shared/cache --num-shards 8 --launcher slurm --gpus-per-task 1
 """
 
@@ -42,6 +47,19 @@ def command(
     visual_pretrained: Optional[str] = typer.Option(
         None, "--visual-pretrained", help="open_clip pretrained tag or checkpoint file. (default: openai)"
     ),
+    audio_model: Optional[str] = typer.Option(
+        None, "--audio-model",
+        help="mel, whisper-base (offline), egemaps (needs emo[prosody]), or a transformers speech id/folder. (default: mel)",
+    ),
+    audio_layers: Optional[str] = typer.Option(
+        None, "--audio-layers", help="Speech-model layers pooled per clip: last, all, or e.g. 6,12. (default: last)"
+    ),
+    crop: Optional[str] = typer.Option(
+        None, "--crop", help="none, or faces: the image encoder sees the most prominent face. (default: none)"
+    ),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Feature set name instead of the model's: NAME, or audio=NAME,visual=NAME."
+    ),
     preset: Optional[str] = typer.Option(
         None, "--preset", help="offline: pip-shipped MiniLM-L6 text + EfficientNet-Lite0 frames (no network). (default: none)"
     ),
@@ -64,7 +82,9 @@ def command(
     shard_index: Optional[int] = typer.Option(
         None, "--shard-index", help="Which of the --num-shards processes this is (0-based). (default: 0)"
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo shards already in the cache."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Redo this run's sets (replacing a same-named set made differently)."
+    ),
     max_duration: Optional[float] = typer.Option(
         None, "--max-duration", help="Seconds decoded per clip; longer clips are cut. (default: 30)"
     ),
@@ -110,6 +130,10 @@ def command(
         text_model=text_model,
         visual_model=visual_model,
         visual_pretrained=visual_pretrained,
+        audio_model=audio_model,
+        audio_layers=audio_layers,
+        crop=crop,
+        name=name,
         preset=preset,
         frames=frames,
         context=context,
@@ -185,7 +209,7 @@ def print_summary(summary, console) -> None:
     """
     from rich.table import Table
 
-    console.print(f"emo extract -> {summary.cache} (fingerprint {summary.digest})", highlight=False)
+    console.print(f"emo extract -> {summary.cache}: {', '.join(summary.sets) or 'no feature set'}", highlight=False)
     table = Table()
     for column in ("split", "rows", "shards", "mine", "written", "skipped", "failed", "cut", "unlabeled"):
         table.add_column(column, justify="right" if column != "split" else "left")

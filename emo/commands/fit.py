@@ -4,6 +4,8 @@ Writes to --out: model.pt (best-on-dev checkpoint: weights, resolved config and 
 cache fingerprint; loads with torch.load(weights_only=True)), config.toml (re-run with
 --config), metrics.jsonl (one line per epoch), curves.png and summary.json.
 Defaults are the seed design (AdamW 1e-4, batch 32, 15 epochs, ensemble fusion).
+Feature sets: --features text=all-MiniLM-L6-v2,audio=mel+whisper-base picks the cache's sets per
+modality ('+' concatenates several); a modality not named uses the cache's default set.
 Example: emo fit --cache cache/meld --out runs/base --modalities text,audio --set spec_augment=true
 """
 
@@ -21,6 +23,9 @@ def command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache written by emo extract."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (e.g. runs/NAME)."),
     modalities: Optional[str] = typer.Option(None, help="Comma-separated subset of text,audio,visual. (default: text,audio,visual)"),
+    features: Optional[str] = typer.Option(
+        None, "--features", help="Cached feature sets per modality, e.g. text=all-MiniLM-L6-v2,audio=mel+whisper-base ('+' concatenates). (default: each modality's default set)"
+    ),
     fusion: Optional[str] = typer.Option(None, help="Fusion head: early, late or ensemble. (default: ensemble)"),
     task: Optional[str] = typer.Option(None, help="Labels to learn: emotion, sentiment or both (joint heads). (default: emotion)"),
     text_feature: Optional[str] = typer.Option(None, help="Cached text embedding: cls, mean, or auto = the encoder's own pooling (mean for sentence encoders such as MiniLM, cls for BERT). (default: auto)"),
@@ -56,6 +61,7 @@ def command(
         cache=cache,
         out=out,
         modalities=modalities,
+        features=features,
         fusion=fusion,
         task=task,
         text_feature=text_feature,
@@ -88,6 +94,8 @@ def command(
         f"run saved in {result.run_dir}.",
         highlight=False,
     )
+    if result.config is not None and result.config.features:
+        console.print(f"Trained on feature sets {result.config.features}.", highlight=False, soft_wrap=True)
     console.print(f"Next: emo eval --run {result.run_dir} --split test", highlight=False)
 
 

@@ -36,6 +36,8 @@ FRAME_RESIZE = ("exact", "ffmpeg")
 # The pip-shipped encoders `--preset offline` swaps in (no network needed).
 OFFLINE_TEXT_MODEL = "all-MiniLM-L6-v2"
 OFFLINE_VISUAL_MODEL = "efficientnet-lite0"
+OFFLINE_MPNET_MODEL = "all-mpnet-base-v2"  # also pip-shipped, as a split archive (emo.extract.pip_models)
+CROPS = ("none", "faces")
 
 
 @dataclass
@@ -49,6 +51,10 @@ class ExtractConfig:
     context: int = 0  # earlier utterances of the dialogue prepended as "speaker: text" turns
     visual_model: str = "ViT-B-32"  # open_clip architecture name, or efficientnet-lite0
     visual_pretrained: str = "openai"  # open_clip pretrained tag or a checkpoint file
+    audio_model: str = "mel"  # mel (log-mel, the seed), whisper-base, egemaps, or a transformers speech id/folder
+    audio_layers: str = "last"  # speech-model layers mean-pooled per clip: last, all, or e.g. 6,12
+    crop: str = "none"  # none: whole frames; faces: the image encoder sees the most prominent face
+    name: str = ""  # feature set name(s) instead of the model's: NAME (one modality) or audio=NAME,visual=NAME
     preset: str = "none"  # none, or offline: MiniLM-L6 text + EfficientNet-Lite0 frames, pip-shipped
     frames: int = 16  # frames sampled per clip (more than the head uses, for frame-sampling augmentation)
     frame_resize: str = "exact"  # exact: the image model's own PIL resize; ffmpeg: scale while decoding (faster)
@@ -110,6 +116,31 @@ class ExtractConfig:
             visual_pretrained=visual_pretrained,
         )
 
+    def set_names(self) -> dict[str, str]:
+        """`--name` as {modality: set name}: `NAME` when one modality is extracted, else
+        `audio=NAME,visual=NAME`; one sentence when it cannot be read."""
+        text = str(self.name or "").strip()
+        if not text:
+            return {}
+        if "=" not in text:
+            if len(self.modalities) != 1:
+                raise ConfigError(
+                    f"--name {text} is ambiguous with {len(self.modalities)} modalities; write it as "
+                    "modality=name pairs, e.g. --name audio=whisper-l6,visual=faces."
+                )
+            return {self.modalities[0]: text}
+        names = {}
+        for piece in text.split(","):
+            modality, _, value = piece.partition("=")
+            modality, value = modality.strip(), value.strip()
+            if modality not in self.modalities or not value:
+                raise ConfigError(
+                    f"--name piece {piece.strip()!r} must be modality=name for one of the extracted modalities "
+                    f"({', '.join(self.modalities)})."
+                )
+            names[modality] = value
+        return names
+
     @property
     def splits(self) -> tuple[str, ...]:
         return ("train", "dev", "test") if self.split == "all" else (self.split,)
@@ -133,6 +164,9 @@ class ExtractConfig:
             raise ConfigError(f"Modalities {', '.join(self.modalities)} name one modality twice.")
         if self.preset not in PRESETS:
             raise ConfigError(f"Unknown preset '{self.preset}'; use none or offline.")
+        if self.crop not in CROPS:
+            raise ConfigError(f"Unknown crop '{self.crop}'; use none or faces.")
+        self.set_names()
         if self.frame_resize not in FRAME_RESIZE:
             raise ConfigError(f"Unknown frame_resize '{self.frame_resize}'; use exact or ffmpeg.")
         if self.format not in FORMATS:

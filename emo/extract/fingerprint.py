@@ -1,8 +1,8 @@
 """What makes a run's cached numbers what they are: the fingerprint `emo extract` writes.
 
 A cache holds features from one recipe only. Everything that changes a cached number
-goes in here - the encoders (by weight hash, from `emo.extract.encoders`), every
-preprocessing parameter, the emo version and this module's own version - and nothing that
+goes in a set's fingerprint - the encoder (by weight hash, from `emo.extract.encoders`),
+every preprocessing parameter and this module's own version - and nothing that
 does not: paths, workers, batch size, sharding and other run-time knobs are left out, so
 processes on different machines with the same recipe can fill one cache. Kept apart from
 the run itself because `emo.extract.identity` rebuilds the same fingerprint, without any
@@ -32,20 +32,14 @@ def mel_params(config: ExtractConfig) -> MelParams:
     )
 
 
-def build_fingerprint(config: ExtractConfig, encoders) -> dict[str, Any]:
-    """The fingerprint of `config` run with `encoders` (an `emo.extract.encoders.Encoders`;
-    an empty one gives every key but the encoders' own)."""
-    from emo import __version__
-    from emo.cache import SCHEMA_VERSION
-
+def build_fingerprint(config: ExtractConfig, encoders: Any = None) -> dict[str, Any]:
+    """The preprocessing keys of `config` that the seed's sets take their fingerprints from
+    (`emo.cache.legacy.SEED_KEYS`): the extraction version, max duration, frame sampling
+    and log-mel settings. Encoders add their own identities (`emo.extract.encoders`)."""
     fingerprint: dict[str, Any] = {
         "extract_version": FINGERPRINT_VERSION,
-        "emo_version": __version__,
-        "cache_schema": SCHEMA_VERSION,
-        "modalities": list(config.ordered_modalities),
         "max_duration": float(config.max_duration),
     }
-    fingerprint.update(encoders.fingerprint())
     if "visual" in config.modalities:
         fingerprint["frames"] = {
             "count": int(config.frames),

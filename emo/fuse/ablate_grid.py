@@ -2,7 +2,9 @@
 
 A grid is modality subsets x fusion modes x any `FitConfig` axes x seeds. Every (cell,
 seed) becomes a complete `FitConfig`, so a cell is nothing but an `emo fit` run with those
-options: the trainer cannot tell them apart. `ablate.toml` ([ablate] + [fit]) saved beside
+options: the trainer cannot tell them apart. `features.audio=mel,whisper-base` is an axis
+over one modality's feature sets: each value replaces that modality's part of the fit's
+`features` (cells whose subset lacks the modality do not vary with it). `ablate.toml` ([ablate] + [fit]) saved beside
 the results re-creates the grid with `emo ablate --config`.
 """
 
@@ -19,6 +21,7 @@ from emo import atomic
 from emo.config import build_config, config_to_dict, read_toml, toml_text
 from emo.errors import ConfigError
 from emo.fuse.config import FitConfig
+from emo.fuse.feature_sets import format_features, full_name, parse_features
 from emo.labels import MODALITIES
 
 ALL_SUBSETS = "all-subsets"
@@ -28,6 +31,7 @@ REPORT_STEM = "results"
 SEED_DESIGN = (("text", "audio", "visual"), "ensemble")
 # Keys a grid axis may not vary: they say where things are, not what is trained.
 NOT_AXES = frozenset({"cache", "out", "overwrite", "seed", "device", "threads", "train_split", "dev_split"})
+FEATURE_AXIS = "features."  # features.<modality>=set,set+set: an axis over one modality's feature sets
 
 
 @dataclass
@@ -103,8 +107,18 @@ def parse_axes(grid: tuple[str, ...]) -> list[tuple[str, list[str]]]:
         key = key.strip().replace("-", "_")
         if key in ("modalities", "fusion"):
             raise ConfigError(f"Give {key} with --{key}, not as a --grid axis.")
-        if key not in known or key in NOT_AXES:
-            allowed = sorted(known - NOT_AXES - {"modalities", "fusion"})
+        if key == "features":
+            raise ConfigError("Vary feature sets one modality at a time, e.g. --grid features.audio=mel,whisper-base.")
+        if key.startswith(FEATURE_AXIS):
+            modality = key[len(FEATURE_AXIS):]
+            if modality not in MODALITIES:
+                raise ConfigError(f"Grid axis '{key}' names no modality; use features.{', features.'.join(MODALITIES)}.")
+            for value in values.split(","):
+                if value.strip():
+                    parse_features(f"{modality}={value.strip()}")  # syntax; the names are checked against the cache
+        elif key not in known or key in NOT_AXES:
+            allowed = sorted(known - NOT_AXES - {"modalities", "fusion", "features"})
+            allowed += [f"{FEATURE_AXIS}{m}" for m in MODALITIES]
             raise ConfigError(f"'{key}' cannot be a grid axis; use one of: {', '.join(allowed)}.")
         if key in [k for k, _ in axes]:
             raise ConfigError(f"Grid axis '{key}' is given twice.")
@@ -126,13 +140,26 @@ class Cell:
     @property
     def key(self) -> str:
         """Stable folder name; the same cell always gets the same key."""
-        parts = ["+".join(self.modalities), self.fusion] + [f"{k}={_slug(v)}" for k, v in self.options]
+        parts = ["+".join(self.modalities), self.fusion] + [f"{_short_key(k)}={_slug(v)}" for k, v in self.options]
         return "__".join(parts)
 
     @property
     def label(self) -> str:
-        extra = "".join(f", {k}={v}" for k, v in self.options)
+        extra = "".join(f", {_short_key(k)}={v}" for k, v in self.options)
         return f"{'+'.join(self.modalities)} / {self.fusion}{extra}"
+
+
+def _short_key(key: str) -> str:
+    """`features.audio` reads as `audio` in a cell's name (`audio=whisper-base`)."""
+    return key[len(FEATURE_AXIS):] if key.startswith(FEATURE_AXIS) else key
+
+
+def with_features(features: str, choices: dict[str, str]) -> str:
+    """`features` with some modalities' sets replaced: ("text=a", {"audio": "mel+w"}) -> "text=text/a,audio=audio/mel+audio/w"."""
+    selection = parse_features(features)
+    for modality, value in choices.items():
+        selection.update(parse_features(f"{modality}={value}"))
+    return format_features(selection)
 
 
 def _slug(value: str) -> str:
@@ -160,12 +187,19 @@ def plan_grid(ablate: AblateConfig, base: FitConfig) -> tuple[list[Cell], list[J
     for subset in modality_subsets(ablate.modalities):
         for fusion in ablate.fusion:
             for combo in combos:
-                cell = Cell(subset, fusion, tuple(combo))
+                # a feature-set axis of a modality the subset lacks does not make another cell
+                combo = tuple((k, v) for k, v in combo if not k.startswith(FEATURE_AXIS) or _short_key(k) in subset)
+                cell = Cell(subset, fusion, combo)
+                if cell in cells:
+                    continue
                 cells.append(cell)
+                choices = {_short_key(k): v for k, v in combo if k.startswith(FEATURE_AXIS)}
                 for i in range(ablate.seeds):
                     values = config_to_dict(base)
                     values.update(modalities=list(subset), fusion=fusion, seed=base.seed + i, out=None)
-                    values.update(dict(combo))
+                    values.update({k: v for k, v in combo if not k.startswith(FEATURE_AXIS)})
+                    if choices:
+                        values["features"] = with_features(base.features, choices)
                     values = {k: v for k, v in values.items() if v is not None}
                     config = build_config(FitConfig, None, values)
                     jobs.append(Job(cell, base.seed + i, config))
@@ -178,6 +212,12 @@ def is_seed_design(cell: Cell, base: FitConfig) -> bool:
     if (cell.modalities, cell.fusion) != SEED_DESIGN:
         return False
     for key, value in cell.options:
+        if key.startswith(FEATURE_AXIS):  # the base's (resolved) sets for that modality
+            modality = _short_key(key)
+            chosen = [full_name(modality, n) for n in value.split("+")]
+            if chosen != parse_features(base.features).get(modality):
+                return False
+            continue
         resolved = build_config(FitConfig, None, {key: value})
         if getattr(resolved, key) != getattr(base, key):
             return False

@@ -30,6 +30,9 @@ class FitConfig:
     dev_split: str = "dev"  # model selection and LR schedule use this split
     # model
     modalities: tuple[str, ...] = MODALITIES  # any non-empty subset of text, audio, visual
+    # cached feature sets per modality, e.g. "text=all-MiniLM-L6-v2,audio=mel+whisper-base" ('+'
+    # concatenates); a modality not named uses the cache's default set ("" = the seed design)
+    features: str = ""
     fusion: str = "ensemble"  # early | late | ensemble
     task: str = "emotion"  # emotion | sentiment | both (joint heads)
     text_feature: str = "auto"  # auto | cls | mean: cached text embedding; auto = the encoder's own pooling
@@ -120,6 +123,9 @@ class FitConfig:
             raise ConfigError(f"dialogue_batch_size must be at least 2; got {self.dialogue_batch_size}.")
         if self.context_model == "none" and self.speaker_embedding != "none":
             raise ConfigError("speaker_embedding needs a context model; pass --context-model gru or transformer.")
+        from emo.fuse.feature_sets import parse_features
+
+        parse_features(self.features)  # syntax only: the names are checked against the cache
         if self.train_split == self.dev_split:
             raise ConfigError(f"train_split and dev_split are both '{self.train_split}'; model selection needs a held-out split.")
 
@@ -133,17 +139,33 @@ def encoder_pooling(fingerprint: dict[str, Any]) -> str | None:
     """The pooling the cache's text encoder was trained for ("cls" or "mean"), if known.
 
     Newer caches record it in the fingerprint (`text_pooling`, read from the model folder); for older
-    ones it is inferred from the encoder's name.
+    ones it is inferred from the encoder's name. A run trained on feature sets has a composite
+    fingerprint (`emo.fuse.feature_sets`): its `text_pooling`, else its text set's own
+    fingerprint, else the text set's name (named after its model: `text/all-MiniLM-L6-v2`).
     """
     if not isinstance(fingerprint, dict):
         return None
+    if isinstance(fingerprint.get("sets"), dict) and "features" in fingerprint:
+        recorded = fingerprint.get("text_pooling")
+        if recorded in ("cls", "mean"):
+            return recorded
+        from emo.fuse.feature_sets import recorded_pooling
+
+        texts = list((fingerprint.get("features") or {}).get("text") or [])
+        sets = fingerprint["sets"]
+        found = {recorded_pooling(sets.get(n)) or encoder_pooling(sets.get(n) or {}) or _pooling_by_name(n) for n in texts}
+        return found.pop() if len(found) == 1 else None
     encoder = fingerprint.get("text_encoder")
     recorded = fingerprint.get("text_pooling") or (encoder.get("text_pooling") if isinstance(encoder, dict) else None)
     if recorded in ("cls", "mean"):
         return recorded
     if not isinstance(encoder, dict):
         return None
-    name = str(encoder.get("name", "")).lower()
+    return _pooling_by_name(str(encoder.get("name", "")))
+
+
+def _pooling_by_name(name: str) -> str:
+    name = name.lower()
     return "mean" if any(mark in name for mark in _MEAN_POOLED_NAMES) else "cls"
 
 

@@ -38,6 +38,7 @@ class Batch:
     mel_lengths: Tensor | None = None
     layout: Tensor | None = None  # long[D, L]: dialogue turns as batch positions (context heads only)
     speaker: Tensor | None = None  # long[B]: speaker or turn-change ids (speaker embedding only)
+    audio_vector: Tensor | None = None  # float32 [B, D]: pooled speech-model features
 
     def inputs(self) -> dict[str, Tensor | None]:
         inputs = {
@@ -52,6 +53,8 @@ class Batch:
             inputs["layout"] = self.layout
         if self.speaker is not None:
             inputs["speaker"] = self.speaker
+        if self.audio_vector is not None:
+            inputs["audio_vector"] = self.audio_vector
         return inputs
 
     def __len__(self) -> int:
@@ -94,7 +97,7 @@ class TensorSplit:
         flags = {"text": features.has_text, "audio": features.has_audio, "visual": features.has_visual}
         present = np.stack([np.asarray(flags[m], dtype=bool) for m in self.modalities], axis=1)
         self.text = self.visual = self.visual_frames = self.visual_mask = None
-        self.mel = self.mel_start = self.mel_lengths = None
+        self.mel = self.mel_start = self.mel_lengths = self.audio_vector = None
         if "text" in self.modalities:
             source = features.text_cls if text_feature == "cls" else features.text_mean
             self.text = torch.as_tensor(np.asarray(source, dtype=np.float32), device=self.device)
@@ -111,7 +114,9 @@ class TensorSplit:
             if keep_frames:
                 self.visual_frames, self.visual_mask = frames.to(torch.float16), mask
             present[:, self.modalities.index("visual")] &= mask.any(1).cpu().numpy()
-        if "audio" in self.modalities:
+        if "audio" in self.modalities and features.audio_vector is not None:
+            self.audio_vector = torch.as_tensor(np.asarray(features.audio_vector, dtype=np.float32), device=self.device)
+        if "audio" in self.modalities and features.mel is not None:
             # The cache's flat [M, n_mels] frames stay as they are (float16, no padding);
             # a batch gathers its clips' frames by index, so memory is the cache's size,
             # not N x the longest clip.
@@ -173,6 +178,8 @@ class TensorSplit:
                 batch.visual_mask = self.visual_mask[index]
             else:
                 batch.visual = self.visual[index]
+        if self.audio_vector is not None:
+            batch.audio_vector = self.audio_vector[index]
         if self.mel is not None:
             view = torch.zeros_like(index) if views is None else views[index]
             batch.mel, batch.mel_lengths = self.gather_mel(self.mel_start[view, index], self.mel_lengths[view, index])

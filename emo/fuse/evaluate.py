@@ -7,8 +7,9 @@ in weighted F1 when that modality is hidden at eval time, as if every clip lacke
 model trained without modality dropout never saw a hidden modality, so that number then
 describes input unlike its training; the report carries a warning saying so.
 
-The run's checkpoint records the cache fingerprint, so scoring it on features made
-differently is refused. Files are written by `emo.fuse.eval_report`; what people see in a
+The run's checkpoint records the cache fingerprint - for a run trained on feature sets, the
+sets it used and each one's fingerprint - so scoring it on features made differently, or on
+a cache that lacks one of its sets, is refused in one sentence. Files are written by `emo.fuse.eval_report`; what people see in a
 terminal is drawn by `emo.commands.evaluate` from the returned report.
 """
 
@@ -17,13 +18,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from emo.cache.fingerprint import describe_difference, fingerprint_digest
+from emo.cache.fingerprint import fingerprint_digest
 from emo.device import resolve_device
 from emo.errors import CacheError, UsageError, require_path
 from emo.fuse.checkpoint import load_checkpoint, plain
 from emo.fuse.data import TensorSplit
 from emo.fuse.engine import predict, primary_head, score
 from emo.fuse.eval_report import DEFINITIONS, write_report
+from emo.fuse.feature_cache import require_run_sets
+from emo.fuse.feature_sets import describe_fingerprint_difference, format_features
 from emo.fuse.predictions import eval_rows, model_split, utterance_texts
 from emo.fuse.train import load_features
 
@@ -45,7 +48,7 @@ def require_matching_cache(payload: dict[str, Any], fingerprint: dict[str, Any],
         raise CacheError(
             f"Cache {cache} (fingerprint {digest}) was made with different encoders or preprocessing than run "
             f"{run_dir} was trained on (fingerprint {payload['fingerprint_digest']}): "
-            f"{describe_difference(payload['fingerprint'], plain(fingerprint))}."
+            f"{describe_fingerprint_difference(payload['fingerprint'], plain(fingerprint))}."
         )
 
 
@@ -69,10 +72,12 @@ def run_eval(
     model, payload = load_checkpoint(run_dir, torch_device)
     cache_path = resolve_cache(payload, run_dir, Path(cache) if cache is not None else None)
     info = open_cache(cache_path)
-    require_matching_cache(payload, info.fingerprint, cache_path, run_dir)
+    selection = require_run_sets(payload, info, cache_path, run_dir)  # None: a run from before feature sets
+    if selection is None:
+        require_matching_cache(payload, info.fingerprint, cache_path, run_dir)
     fit = payload["fit_config"]
     modalities = model.config.modalities
-    features = load_features(cache_path, split, modalities)
+    features = load_features(cache_path, split, modalities, selection)
     require_matching_cache(payload, features.fingerprint, cache_path, run_dir)
     data = model_split(model, payload, features, torch_device)  # as in training, speaker ids included
     batch_size, precision = int(fit.get("eval_batch_size", 256)), fit.get("precision", "fp32")
@@ -86,17 +91,25 @@ def run_eval(
             "fingerprint_digest": payload["fingerprint_digest"],
             "checkpoint_epoch": payload["epoch"],
             "fusion": model.config.fusion,
+            "features": format_features(selection) if selection else "",
             "definitions": dict(DEFINITIONS),
             "warnings": importance_warnings(fit, modalities),
         }
     )
-    texts = utterance_texts(cache_path / "config.toml", split)
+    texts = row_texts(features) or utterance_texts(cache_path / "config.toml", split)
     rows = eval_rows(logits, features, modalities, data.present.cpu().numpy(), texts)
     if write:
         paths = write_report(report, run_dir, predictions=rows)
         report["files"] = {kind: str(path) for kind, path in paths.items()}
     report["predictions"] = rows  # not in the JSON report: one row per utterance, in its own files
     return report
+
+
+def row_texts(features) -> dict[tuple[int, int], str]:
+    """(dialogue, utterance) -> text from the cache's own row table, when it holds any."""
+    if not features.text or not any(features.text):
+        return {}
+    return {(int(d), int(u)): t for d, u, t in zip(features.dialogue_id, features.utterance_id, features.text)}
 
 
 def importance_warnings(fit_config: dict[str, Any], modalities: tuple[str, ...]) -> list[str]:

@@ -37,6 +37,8 @@ class ModelConfig:
     text_dim: int = 768  # cached text embedding size (768 BERT-base, 384 MiniLM)
     visual_dim: int = 512  # cached per-frame image embedding size (512 CLIP ViT-B/32, 1280 EfficientNet-Lite0)
     n_mels: int = 40  # mel bins in the cache
+    audio_mel: bool = True  # the audio encoder has the mel CNN (the cache's log-mel set)
+    audio_dim: int = 0  # pooled speech-model features (e.g. whisper-base) projected and added; 0 = none
     proj_dim: int = 256  # every modality is projected to this size before fusion
     mel_channels: tuple[int, int] = (64, 128)  # the two Conv1d layers of the mel CNN
     fusion: str = "ensemble"  # early | late | ensemble
@@ -64,6 +66,8 @@ class ModelConfig:
             raise ValueError("a model needs at least one modality")
         if self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}")
+        if "audio" in self.modalities and not self.audio_mel and self.audio_dim <= 0:
+            raise ValueError("an audio model needs the mel CNN (audio_mel) or audio_dim > 0")
 
     @property
     def has_context(self) -> bool:
@@ -153,11 +157,16 @@ class ModalityEncoders(nn.Module):
         super().__init__()
         self.modalities = config.modalities
         self.text = nn.Linear(config.text_dim, config.proj_dim) if "text" in config.modalities else None
+        audio = "audio" in config.modalities
         self.audio = (
             MelCNN(config.n_mels, config.mel_channels, config.proj_dim, config.mel_chunk)
-            if "audio" in config.modalities
+            if audio and config.audio_mel
             else None
         )
+        # A speech model's pooled features: one more projection into the same audio slot,
+        # summed with the mel CNN's when a run uses both (a late sum keeps one audio slot,
+        # so fusion heads, modality dropout and importance treat audio as one modality).
+        self.audio_vector = nn.Linear(config.audio_dim, config.proj_dim) if audio and config.audio_dim > 0 else None
         self.visual = nn.Linear(config.visual_dim, config.proj_dim) if "visual" in config.modalities else None
 
     def forward(
@@ -168,19 +177,26 @@ class ModalityEncoders(nn.Module):
         visual_mask: Tensor | None = None,
         mel: Tensor | None = None,
         mel_lengths: Tensor | None = None,
+        audio_vector: Tensor | None = None,
     ) -> Tensor:
         """-> [B, M, proj_dim] in `config.modalities` order; rows of absent modalities are 0.
 
         `visual` is either per-frame [B, F, D] with `visual_mask` [B, F], or already
         frame-averaged [B, D]: the projection is linear, so averaging first is the same
-        function and lets the trainer pool once instead of every epoch.
+        function and lets the trainer pool once instead of every epoch. Audio is the mel
+        CNN's embedding, `audio_vector`'s projection [B, audio_dim], or their sum.
         """
         outputs = []
         for name in self.modalities:
             if name == "text":
                 outputs.append(self.text(text))
             elif name == "audio":
-                outputs.append(self.audio(mel, mel_lengths))
+                parts = []
+                if self.audio is not None:
+                    parts.append(self.audio(mel, mel_lengths))
+                if self.audio_vector is not None:
+                    parts.append(self.audio_vector(audio_vector))
+                outputs.append(parts[0] if len(parts) == 1 else parts[0] + parts[1])
             else:
                 pooled = visual if visual.dim() == 2 else masked_mean(visual, visual_mask)
                 outputs.append(self.visual(pooled))
@@ -297,14 +313,16 @@ class FusionModel(nn.Module):
         mel_lengths: Tensor | None = None,
         layout: Tensor | None = None,
         speaker: Tensor | None = None,
+        audio_vector: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """present bool[B, M] (config.modalities order) + features -> {head: logits[B, K]}.
 
         With a context model, `layout` long[D, L] gives each dialogue's turns (positions in
         the batch, -1 = padding; see emo.fuse.dialogue) and `speaker` long[B] the speaker
         or turn-change ids; without a layout every utterance is its own dialogue.
+        `audio_vector` [B, audio_dim]: pooled speech-model features (models with audio_dim).
         """
-        embeddings = self.encoders(present, text, visual, visual_mask, mel, mel_lengths)
+        embeddings = self.encoders(present, text, visual, visual_mask, mel, mel_lengths, audio_vector)
         if self.context is not None:
             context = self.context(embeddings, present, layout, speaker)
             embeddings = torch.cat([embeddings, context.unsqueeze(1)], dim=1)

@@ -124,11 +124,16 @@ def write_predictions(rows: Sequence[dict[str, Any]], csv_path: Path, jsonl_path
 
 def model_split(model, payload: dict[str, Any], features, device):
     """`features` as the `TensorSplit` the run's model reads, set up exactly as in training
-    (text pooling, mel cap, speaker ids); `payload` is the checkpoint's metadata."""
+    (feature sets composed as the run chose them, text pooling, mel cap, speaker ids);
+    `payload` is the checkpoint's metadata."""
     from emo.fuse.config import resolve_text_feature
     from emo.fuse.data import TensorSplit
+    from emo.fuse.feature_cache import run_selection
+    from emo.fuse.feature_sets import compose
 
     fit = payload["fit_config"]
+    if features.sets:  # raw sets (a version-2 cache, or new media encoded set by set)
+        features = compose(features, run_selection(payload, features, model.config.modalities))
     data = TensorSplit(
         features,
         model.config.modalities,

@@ -23,13 +23,15 @@ from typing import Any
 import torch
 
 from emo.cache.features import SplitFeatures
-from emo.cache.fingerprint import fingerprint_digest, require_same
+from emo.cache.fingerprint import fingerprint_digest
 from emo.device import resolve_device, seed_everything
 from emo.errors import CacheError, UsageError
 from emo.fuse.augment import augment_batch
 from emo.fuse.checkpoint import plain
 from emo.fuse.config import FitConfig, resolve_text_feature
 from emo.fuse.data import TensorSplit, check_compatible, epoch_batches
+from emo.fuse.feature_sets import compose, default_sets, format_features, parse_features, require_same_fingerprint
+from emo.fuse.feature_sets import resolve_features, selection_of
 from emo.fuse.dialogue import dialogue_batches, speaker_vocabulary
 from emo.fuse.engine import autocast, batch_loss, class_weights, predict, primary_head, score
 from emo.fuse.model import FusionModel, ModelConfig, task_heads
@@ -54,13 +56,28 @@ class FitResult:
     config: FitConfig | None = None  # the resolved config the run was trained with
 
 
-def load_features(cache: Path, split: str, modalities: tuple[str, ...]) -> SplitFeatures:
-    """One split through emo.cache's reader (the only code that knows the on-disk format)."""
-    from emo import cache as cache_api
+def load_features(cache: Path, split: str, modalities: tuple[str, ...], selection=None) -> SplitFeatures:
+    """One split through emo.cache's reader (the only code that knows the on-disk format),
+    with `selection`'s feature sets composed (None: a cache without sets, by modality)."""
+    from emo.fuse.feature_cache import load_selected
 
     # verify=True: every shard's SHA-256 is checked against its sidecar, so a cache with a
     # flipped byte is refused instead of silently training on wrong numbers.
-    return cache_api.load_split(Path(cache), split, modalities=tuple(modalities), verify=True)
+    return load_selected(Path(cache), split, selection, modalities, verify=True)
+
+
+def compose_for_fit(config: FitConfig, *splits: SplitFeatures | None) -> tuple[FitConfig, list[SplitFeatures | None]]:
+    """Splits that carry raw feature sets composed as `config.features` asks (names resolved
+    against the train split's sets), and the config recording the full names trained on."""
+    train = splits[0]
+    if train.sets:
+        selection = resolve_features(parse_features(config.features), train.sets, default_sets(train.sets),
+                                     config.modalities)  # fmt: skip
+        splits = tuple(compose(s, selection) if s is not None else None for s in splits)
+    selection = selection_of(splits[0].fingerprint)
+    if selection is not None:
+        config = config.copy_with(features=format_features(selection))
+    return config, list(splits)
 
 
 def model_config_for(config: FitConfig, features: SplitFeatures) -> ModelConfig:
@@ -72,6 +89,9 @@ def model_config_for(config: FitConfig, features: SplitFeatures) -> ModelConfig:
         dims["visual_dim"] = int(features.visual.shape[2])
     if features.mel is not None:
         dims["n_mels"] = int(features.mel.shape[1])
+    if "audio" in config.modalities:
+        dims["audio_mel"] = features.mel is not None
+        dims["audio_dim"] = int(features.audio_vector.shape[1]) if features.audio_vector is not None else 0
     if config.context_model != "none":
         dims.update(context_model=config.context_model, context_direction=config.context_direction,
                     context_layers=config.context_layers, speaker_embedding=config.speaker_embedding,
@@ -102,10 +122,14 @@ def run_fit(config: FitConfig, progress: ProgressCallback | None = None) -> FitR
     if not Path(config.cache).exists():
         raise UsageError(f"Cache {config.cache} does not exist; run emo extract first.")
     resolve_device(config.device)  # --device cuda without a GPU fails here, before any folder exists
+    from emo.cache import open_cache
+    from emo.fuse.feature_cache import select_for_fit
+
     started = time.perf_counter()
-    train = load_features(Path(config.cache), config.train_split, config.modalities)
+    selection = select_for_fit(open_cache(Path(config.cache)), config.features, config.modalities, config.cache)
+    train = load_features(Path(config.cache), config.train_split, config.modalities, selection)
     check_compatible(train, config.modalities, resolve_text_feature(config.text_feature, train.fingerprint))
-    dev = load_features(Path(config.cache), config.dev_split, config.modalities)
+    dev = load_features(Path(config.cache), config.dev_split, config.modalities, selection)
     load_seconds = time.perf_counter() - started
     with run_folder(Path(config.out), config.overwrite) as out:
         return fit_splits(config, train, dev, out_dir=out, progress=progress, load_seconds=load_seconds)
@@ -138,6 +162,7 @@ class FitRecipe:
         progress: ProgressCallback | None = None,
     ):
         config.validate()
+        config, (train, dev, test) = compose_for_fit(config, train, dev, test)
         self.config = config.copy_with(text_feature=resolve_text_feature(config.text_feature, train.fingerprint))
         self.train_features, self.dev_features, self.test_features = train, dev, test
         self.progress = progress
@@ -149,7 +174,7 @@ class FitRecipe:
             if len(split) == 0:
                 raise CacheError(f"The cache's '{split.split}' split has no rows; extract it before training.")
             check_compatible(split, config.modalities, config.text_feature)
-        require_same(train.fingerprint, dev.fingerprint, f"The '{dev.split}' split")
+        require_same_fingerprint(train.fingerprint, dev.fingerprint, f"The '{dev.split}' split")
         if config.audio_view_sampling and "audio" in config.modalities and train.num_audio_views < 2:
             raise UsageError(
                 "audio_view_sampling needs a cache with several audio views, but this one holds only the clean "

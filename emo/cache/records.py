@@ -1,0 +1,83 @@
+"""What the writer records besides arrays: digests of sets and rows, failure records, config.toml.
+
+Kept apart from `emo.cache.writer` so that the shard-writing logic there stays readable;
+`emo cache upgrade` uses the same helpers, so an upgraded cache records exactly what a
+fresh extraction would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emo import atomic
+from emo.cache.fingerprint import fingerprint_digest
+from emo.cache.schema import SCHEMA_VERSION
+from emo.cache.sets import SetSpec
+
+# The row table's fingerprint: the rows are the annotations themselves, checked row by row
+# (`rows_sha256` in every sidecar), so only the layout version can make two caches differ.
+ROWS_FINGERPRINT: dict[str, Any] = {"cache_schema": SCHEMA_VERSION, "rows": "ids, labels, speaker, text"}
+
+
+def set_digest(spec: SetSpec) -> str:
+    """A set's identity: its name, kind, dim and everything that made its numbers."""
+    return fingerprint_digest(json.loads(json.dumps(spec.describe(), default=str)))
+
+
+def rows_sha256(columns: dict[str, Any]) -> str:
+    """A digest of a row-table shard's content, so a later run can tell whether its
+    annotations (ids, labels, speakers, texts) are the ones the cache was built from."""
+    digest = hashlib.sha256()
+    for name in ("dialogue_id", "utterance_id", "emotion", "sentiment"):
+        digest.update(np.ascontiguousarray(np.asarray(columns[name], dtype=np.int64)).tobytes())
+    for name in ("speaker", "text"):
+        digest.update("\x1f".join(str(v) for v in columns.get(name, [])).encode())
+    return digest.hexdigest()
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def clean_failure(failure: dict[str, Any]) -> dict[str, Any]:
+    if "reason" not in failure:
+        raise ValueError(f"failure record {failure!r} has no 'reason'")
+    return json.loads(json.dumps(failure, default=json_safe))
+
+
+def save_config(config: Any, path: Path) -> None:
+    """config.toml in `emo.config.save_config`'s layout (an `[extract]` section that
+    `--config` loads back), written atomically under a per-process temporary name because
+    several processes of one run may create the cache at the same moment."""
+    from emo.config import config_to_dict
+
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = config_to_dict(config)
+    if not isinstance(config, dict):
+        raise TypeError("config must be a dataclass instance or a dict")
+    lines = ["[extract]"]
+    for key, value in config.items():
+        if value is None:
+            continue
+        lines.append(f"{key} = {_toml_value(value)}")
+    atomic.write_text(path, "\n".join(lines) + "\n", durable=True)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))

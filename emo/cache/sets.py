@@ -1,0 +1,128 @@
+"""Feature sets: one encoder's features for every row of a cache, under a name.
+
+A version-2 cache holds, per split, one row table (ids, labels, speaker, utterance text)
+and any number of feature sets. A set is named `<modality>/<name>` (`text/all-MiniLM-L6-v2`,
+`audio/mel`, `audio/whisper-base`, `visual/mediapipe-face`), has one of three kinds and its
+own fingerprint, shards and checksums, so adding an encoder never touches another set's
+files and two encoders are compared from one cache.
+
+Kinds and the arrays each stores (N rows, float16 features):
+- `vector`:   one or more named [N, D] arrays; a sentence encoder stores two poolings
+              (`cls`, `mean`), anything else one (`values`).
+- `frames`:   `values` [N, F, D] and `mask` bool [N, F] (False: no frame, or no face in it).
+- `sequence`: `values` [M, D], every row's frames concatenated, and `index` int64 [N, V, 2]
+              = (start, length) of row i's view v (view 0 clean, others augmented copies).
+Every set also stores `present` bool [N] (the row has this set's features; False where
+its media failed or held nothing to encode) and `truncated` bool [N] (the clip was cut).
+
+`SetSpec` is what a writer needs to know about a set; `LoadedSet` is one set of one split
+in memory, as `emo.cache.load_split` returns it inside `SplitFeatures.sets`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from emo.labels import MODALITIES
+
+KINDS = ("vector", "frames", "sequence")
+KIND_ARRAYS: dict[str, tuple[str, ...]] = {"frames": ("values", "mask"), "sequence": ("values", "index")}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_set_name(name: str) -> str:
+    """A full set name `<modality>/<name>`. The short name becomes a folder, so it must be
+    plain (letters, digits, `_ . -`); `+` is refused because `emo fit --features` joins
+    the sets it concatenates with it."""
+    modality, _, short = str(name).partition("/")
+    if modality not in MODALITIES or not short or not _NAME_RE.match(short):
+        raise ValueError(
+            f"invalid feature set name {name!r}: expected <modality>/<name> with modality one of "
+            f"{', '.join(MODALITIES)} and a name of letters, digits, '_', '.' or '-'"
+        )
+    return f"{modality}/{short}"
+
+
+def short_name(name: str) -> str:
+    return name.partition("/")[2]
+
+
+def set_modality(name: str) -> str:
+    return name.partition("/")[0]
+
+
+def plain_name(text: str) -> str:
+    """A model id or path as a set's short name: its last path component, with anything
+    a folder name should not hold replaced (`sentence-transformers/all-mpnet-base-v2` ->
+    `all-mpnet-base-v2`)."""
+    last = str(text).rstrip("/").rsplit("/", 1)[-1] or "model"
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", last).strip("-.") or "model"
+    return cleaned
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """What the cache records about a set before any shard is written."""
+
+    name: str  # full name, <modality>/<name>
+    kind: str  # vector | frames | sequence
+    dim: int  # feature size D
+    encoder: str  # human-readable encoder id (model id, folder or registry name)
+    fingerprint: dict[str, Any]  # everything that changes the numbers: encoder, weights hash, preprocessing
+    arrays: tuple[str, ...] = ("values",)  # vector sets: the named [N, D] arrays (e.g. cls, mean)
+    frames: int = 0  # frames sets: F
+    views: int = 1  # sequence sets: V
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", check_set_name(self.name))
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown feature set kind {self.kind!r}; expected one of {KINDS}")
+        if self.kind != "vector":
+            object.__setattr__(self, "arrays", KIND_ARRAYS[self.kind])
+        object.__setattr__(self, "arrays", tuple(self.arrays))
+
+    @property
+    def modality(self) -> str:
+        return set_modality(self.name)
+
+    def describe(self) -> dict[str, Any]:
+        """set.json's content (without the digest and dates the writer adds)."""
+        return {
+            "name": self.name,
+            "modality": self.modality,
+            "kind": self.kind,
+            "dim": int(self.dim),
+            "arrays": list(self.arrays),
+            "frames": int(self.frames),
+            "views": int(self.views),
+            "encoder": self.encoder,
+            "fingerprint": self.fingerprint,
+        }
+
+
+@dataclass
+class LoadedSet:
+    """One feature set of one split, as plain numpy arrays in row order."""
+
+    name: str
+    kind: str
+    dim: int
+    encoder: str
+    fingerprint: dict[str, Any]
+    digest: str
+    present: np.ndarray  # bool[N]
+    truncated: np.ndarray  # bool[N]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def modality(self) -> str:
+        return set_modality(self.name)
+
+    @property
+    def short(self) -> str:
+        return short_name(self.name)
