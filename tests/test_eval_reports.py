@@ -31,7 +31,8 @@ def world(tmp_path_factory):
     cache = synthetic_feature_cache(root / "meld")
     run = root / "run"
     run_fit(FitConfig(cache=cache, out=run, epochs=1, device="cpu", modality_dropout=0.0))
-    digest = json.loads((cache / "cache.json").read_text())["fingerprint_digest"][:8]
+    # the digest of what the run was trained on and scores: the cache's rows plus its feature sets
+    digest = json.loads((run / "summary.json").read_text())["fingerprint_digest"][:8]
     return root, cache, run, digest
 
 

@@ -85,15 +85,19 @@ def test_broken_clips_are_recorded_with_reasons_and_the_rest_extracted(reference
     assert features.visual.shape == (24, 4, 24) and features.mel.shape[1] == 40
     assert features.mel_index.shape == (24, 2, 2)  # clean view + one augmented view
     assert np.isfinite(features.mel.astype(np.float32)).all()
-    # The fingerprint names encoders by weight hash and every preprocessing parameter, no paths.
-    fingerprint = features.fingerprint
-    assert {"emo_version", "cache_schema", "extract_version", "modalities", "max_duration", "text_encoder",
-            "visual_encoder", "frames", "audio"} <= set(fingerprint)
-    assert fingerprint["audio"]["n_mels"] == 40 and fingerprint["audio"]["views"] == 2
-    assert fingerprint["audio"]["hop_length"] == 160 and fingerprint["audio"]["win_length"] == 400
-    assert len(fingerprint["text_encoder"]["weights_sha256"]) == 64 and fingerprint["frames"]["count"] == 4
-    assert str(config.text_model) not in str(fingerprint)  # a path would differ across machines
-    assert fingerprint["text_pooling"] == "cls"  # a plain BERT checkpoint was trained with [CLS]
+    # Each set's fingerprint names its encoder by weight hash and every preprocessing parameter, no paths.
+    sets = features.sets
+    assert [s.split("/")[0] for s in sets] == ["text", "audio", "visual"]
+    text, audio, visual = (next(s for s in sets.values() if s.modality == m) for m in ("text", "audio", "visual"))
+    assert audio.name == "audio/mel" and audio.kind == "sequence" and text.kind == "vector" and visual.kind == "frames"
+    assert {"extract_version", "text_encoder", "text_pooling"} <= set(text.fingerprint)
+    assert {"extract_version", "visual_encoder", "frames", "max_duration"} <= set(visual.fingerprint)
+    assert audio.fingerprint["audio"]["n_mels"] == 40 and audio.fingerprint["audio"]["views"] == 2
+    assert audio.fingerprint["audio"]["hop_length"] == 160 and audio.fingerprint["audio"]["win_length"] == 400
+    assert len(text.fingerprint["text_encoder"]["weights_sha256"]) == 64 and visual.fingerprint["frames"]["count"] == 4
+    assert str(config.text_model) not in str(text.fingerprint)  # a path would differ across machines
+    assert text.fingerprint["text_pooling"] == "cls"  # a plain BERT checkpoint was trained with [CLS]
+    assert "visual_encoder" not in text.fingerprint  # a set's fingerprint holds only what made its numbers
 
 
 def test_hdf5_and_zarr_caches_hold_identical_arrays(reference, tmp_path):
@@ -156,9 +160,11 @@ def test_killed_run_resumes_to_the_uninterrupted_cache(reference, tiny_bert, tin
     assert first_sidecar is not None, process.stderr.read().decode(errors="replace")[-2000:]
     assert process.returncode == -signal.SIGKILL
 
-    info = open_cache(cache).splits.get("train")
-    done = len(info.shards) if info else 0
-    assert 1 <= done < 6, "the kill should land before the run finished"
+    from emo.cache import cache_status
+
+    # Finished: the row table's shard and every set's (a kill between them leaves the shard to redo).
+    done = len(cache_status(cache).splits["train"].finished)
+    assert done < 6, "the kill should land before the run finished"
     resumed = run(dataclasses.replace(config, cache=cache))
     assert resumed.splits["train"].skipped == done and resumed.splits["train"].written == 6 - done
     assert_same_split(features, load_split(cache, "train"))
@@ -197,7 +203,8 @@ def test_text_only_extraction_from_the_real_meld_csvs(shared_data, tiny_bert, tm
     counts = Counter(EMOTIONS[i] for i in features.emotion.tolist())
     assert [counts[e] for e in EMOTIONS] == [470, 163, 150, 153, 111, 22, 40]
     assert np.isfinite(features.text_mean.astype(np.float32)).all()
-    assert "visual_encoder" not in features.fingerprint and features.fingerprint["text_encoder"]["dim"] == 32
+    (text,) = features.sets.values()
+    assert text.modality == "text" and text.fingerprint["text_encoder"]["dim"] == 32
 
 
 def test_audio_or_visual_without_clip_folder_says_what_to_do(shared_data, tiny_bert, tiny_clip, tmp_path):
@@ -246,7 +253,7 @@ def test_cli_extract_options_and_errors(synth_root, tiny_bert, tiny_clip, tmp_pa
     assert finished.value.code in (0, None)
     features = load_split(cache, "dev")
     assert features.modalities == ("text", "audio") and features.mel.shape[1] == 24
-    assert features.fingerprint["audio"]["n_mels"] == 24
+    assert features.sets["audio/mel"].fingerprint["audio"]["n_mels"] == 24
     assert (cache / "config.toml").read_text().count("n_mels = 24") == 1
     out, err = capsys.readouterr()
     assert "Time per stage: 6 clips in" in out and "Failures this run" in out  # the end-of-run tables
@@ -358,10 +365,13 @@ def test_offline_preset_cache_records_the_models_used_and_their_pooling(synth_ro
     config = ExtractConfig(data_root=synth_root, cache=tmp_path / "cache", split="dev", modalities=("text",),
                            preset="offline", device="cpu", workers=0)  # fmt: skip
     summary = run(config)
-    assert summary.fingerprint["text_pooling"] == "mean"
+    assert summary.sets == ["text/all-MiniLM-L6-v2"]
+    from emo.cache import load_split
+
+    assert load_split(config.cache, "dev").sets["text/all-MiniLM-L6-v2"].fingerprint["text_pooling"] == "mean"
     saved = tomllib.loads((config.cache / "config.toml").read_text())["extract"]
     assert (saved["text_model"], saved["visual_model"], saved["preset"]) == ("all-MiniLM-L6-v2", "efficientnet-lite0", "none")
     events = []
     again = run(config, progress=events.append)
     assert not again.encoders_loaded and again.digest == summary.digest
-    assert any(isinstance(e, Message) and e.text.startswith("nothing to do: 1 shard already") for e in events)
+    assert any(isinstance(e, Message) and e.text.startswith("nothing to do: 1 shard of text/all-MiniLM-L6-v2 already") for e in events)

@@ -161,6 +161,12 @@ def _split_info(root: Path, raw: dict[str, Any], sets: dict[str, SetInfo]) -> Sp
     )
 
 
+def set_config_path(root: str | Path, name: str) -> Path:
+    """The extract config that made feature set `name` (its `config.toml`), which `emo
+    predict` rebuilds the set's encoder from."""
+    return layout.set_dir(Path(root), name) / layout.CONFIG_FILE
+
+
 def _merge_failures(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per clip and reason: a clip that failed to decode is recorded by every
     media set extracted from it."""
@@ -260,7 +266,7 @@ def load_split(
     truncated = np.zeros(n, dtype=bool)
     for item in loaded.values():
         truncated |= item.truncated
-    return SplitFeatures(
+    features = SplitFeatures(
         split=split,
         fingerprint=meta.get("fingerprint", {}),
         dialogue_id=rows["dialogue_id"], utterance_id=rows["utterance_id"], emotion=rows["emotion"],
@@ -276,6 +282,41 @@ def load_split(
             "ignored_videos": raw["ignored_videos"],
         },
     )  # fmt: skip
+    fill_modalities(features)
+    return features
+
+
+def fill_modalities(features: SplitFeatures) -> None:
+    """Give each modality with exactly one loaded set its per-modality fields (text_cls,
+    visual, mel, audio_vector, has_*), so a plain `load_split` reads like one split of
+    one encoder per modality. Combining several sets of a modality is `emo.fuse`'s job."""
+    by_modality: dict[str, list[LoadedSet]] = {}
+    for item in features.sets.values():
+        by_modality.setdefault(item.modality, []).append(item)
+    failed: list[list[str]] = [[] for _ in range(len(features))]
+    for modality, items in by_modality.items():
+        if len(items) != 1:
+            continue
+        item = items[0]
+        setattr(features, f"has_{modality}", item.present.copy())
+        arrays = item.arrays
+        if item.kind == "vector" and modality == "text":
+            features.text_cls = arrays.get("cls", arrays.get("values"))
+            features.text_mean = arrays.get("mean", arrays.get("values"))
+        elif item.kind == "vector" and modality == "audio":
+            features.audio_vector = arrays.get("values")
+        elif item.kind == "frames" and modality == "visual":
+            features.visual, features.visual_mask = arrays["values"], arrays["mask"]
+        elif item.kind == "sequence" and modality == "audio":
+            features.mel, features.mel_index = arrays["values"], arrays["index"]
+        else:
+            setattr(features, f"has_{modality}", np.zeros(len(features), dtype=bool))
+    index = {(int(d), int(u)): i for i, (d, u) in enumerate(zip(features.dialogue_id, features.utterance_id))}
+    for failure in features.extra.get("failures", []):
+        row = index.get((failure.get("dialogue_id"), failure.get("utterance_id")))
+        if row is not None and failure.get("reason") not in failed[row]:
+            failed[row].append(str(failure.get("reason")))
+    features.failure = [",".join(reasons) for reasons in failed]
 
 
 def _spec(set_meta: dict[str, Any]) -> SetSpec:

@@ -61,7 +61,8 @@ def command(
     with ProgressView() as view:
         predictor = Predictor.from_run(run, cache=cache, device=device, asr_model=asr_model, language=language,
                                        progress=view)  # fmt: skip
-        result = predictor.predict(inputs, transcript=transcript, segment=segment)
+        with predictor:
+            result = predictor.predict(inputs, transcript=transcript, segment=segment)
         files = write_outputs(result, out)
     print_result(result, files, predictor.heads)
 

@@ -42,7 +42,7 @@ WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
 FRAME_SAMPLES = 320  # Whisper's encoder: a 10 ms mel hop, halved by its stride-2 convolution
 WINDOW_FRAMES = WINDOW_SAMPLES // FRAME_SAMPLES
 POOLING = "mean over the clip's real frames"
-OPTION = "--speech-model"
+OPTION = "--audio-model"
 Layers = Union[str, tuple[int, ...]]
 
 
@@ -172,9 +172,9 @@ class TransformersSpeechEncoder(SpeechEncoder):
         import torch
         from transformers import AutoFeatureExtractor, AutoModel
 
-        from emo.extract.text import _quiet_transformers
+        from emo.extract.text import quiet_transformers
 
-        with _quiet_transformers():
+        with quiet_transformers():
             self.extractor = _load_pretrained(AutoFeatureExtractor.from_pretrained, name)
             model = _load_pretrained(AutoModel.from_pretrained, name)
         config = model.config
@@ -388,5 +388,5 @@ def _first_line(error: Exception) -> str:
     return line if line.endswith(".") else line + "."
 
 
-__all__ = ["SpeechEncoder", "load_speech_encoder", "parse_layers", "real_frames", "resolve_layers", "speech_identity",
-           "whisper_windows"]  # fmt: skip
+__all__ = ["SpeechEncoder", "load_speech_encoder", "parse_layers", "real_frames", "resolve_layers",
+           "speech_identity", "whisper_windows"]  # fmt: skip

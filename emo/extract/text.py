@@ -81,7 +81,7 @@ def _load_pretrained(loader, name: str) -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """No tqdm bars or info chatter from transformers while loading: emo draws its own progress."""
     from transformers.utils import logging as hf_logging
 
@@ -237,7 +237,7 @@ def load_text_encoder(name: str, device: Any = "cpu", max_length: int = 128, con
 
     source = text_model_source(name)
     device = torch.device(device)
-    with _quiet_transformers():
+    with quiet_transformers():
         tokenizer = _load_pretrained(AutoTokenizer.from_pretrained, source)
         model = _load_pretrained(AutoModel.from_pretrained, source)
     model.eval().requires_grad_(False)

@@ -108,11 +108,12 @@ def parse_axes(grid: tuple[str, ...]) -> list[tuple[str, list[str]]]:
         if key in ("modalities", "fusion"):
             raise ConfigError(f"Give {key} with --{key}, not as a --grid axis.")
         if key == "features":
-            raise ConfigError("Vary feature sets one modality at a time, e.g. --grid features.audio=mel,whisper-base.")
+            raise ConfigError("Vary feature sets one modality at a time, as in --grid features.audio=mel,whisper-base.")
         if key.startswith(FEATURE_AXIS):
             modality = key[len(FEATURE_AXIS):]
             if modality not in MODALITIES:
-                raise ConfigError(f"Grid axis '{key}' names no modality; use features.{', features.'.join(MODALITIES)}.")
+                choices = ", ".join(f"{FEATURE_AXIS}{m}" for m in MODALITIES)
+                raise ConfigError(f"Grid axis '{key}' names no modality; use one of {choices}.")
             for value in values.split(","):
                 if value.strip():
                     parse_features(f"{modality}={value.strip()}")  # syntax; the names are checked against the cache
@@ -155,7 +156,8 @@ def _short_key(key: str) -> str:
 
 
 def with_features(features: str, choices: dict[str, str]) -> str:
-    """`features` with some modalities' sets replaced: ("text=a", {"audio": "mel+w"}) -> "text=text/a,audio=audio/mel+audio/w"."""
+    """`features` with some modalities' sets replaced:
+    ("text=a", {"audio": "mel+w"}) -> "text=text/a,audio=audio/mel+audio/w"."""
     selection = parse_features(features)
     for modality, value in choices.items():
         selection.update(parse_features(f"{modality}={value}"))

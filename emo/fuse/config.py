@@ -153,7 +153,8 @@ def encoder_pooling(fingerprint: dict[str, Any]) -> str | None:
 
         texts = list((fingerprint.get("features") or {}).get("text") or [])
         sets = fingerprint["sets"]
-        found = {recorded_pooling(sets.get(n)) or encoder_pooling(sets.get(n) or {}) or _pooling_by_name(n) for n in texts}
+        found = {recorded_pooling(sets.get(n)) or encoder_pooling(sets.get(n) or {}) or _pooling_by_name(n)
+                 for n in texts}
         return found.pop() if len(found) == 1 else None
     encoder = fingerprint.get("text_encoder")
     recorded = fingerprint.get("text_pooling") or (encoder.get("text_pooling") if isinstance(encoder, dict) else None)

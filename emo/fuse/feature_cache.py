@@ -55,7 +55,8 @@ def set_names(selections: Mapping[str, Sequence[str]] | Iterable[Mapping[str, Se
     return names
 
 
-def select_for_fit(info: Any, features: str, modalities: Sequence[str], cache: Path | str | None = None) -> Selection | None:
+def select_for_fit(info: Any, features: str, modalities: Sequence[str],
+                   cache: Path | str | None = None) -> Selection | None:
     """The sets a fit with `features` trains on, resolved against the cache (None: a cache
     without sets, loaded by modality as before; `--features` then has nothing to choose)."""
     sets = cache_sets(info)

@@ -41,7 +41,9 @@ def full_name(modality: str, name: str) -> str:
             raise ConfigError(f"Feature set '{name}' is a {prefix} set, not a {modality} set; list it under {prefix}=.")
         name = short
     if not name or "/" in name:
-        raise ConfigError(f"Feature set name '{name}' for {modality} is not valid; use a set name such as mel or {modality}/NAME.")
+        raise ConfigError(
+            f"Feature set name '{name}' for {modality} is not valid; use a set name such as mel or {modality}/NAME."
+        )
     return f"{modality}/{name}"
 
 
@@ -59,11 +61,11 @@ def parse_features(text: str) -> Selection:
         modality, eq, names = item.partition("=")
         modality = modality.strip()
         if not eq:
-            raise ConfigError(f"Feature choice '{item}' must look like modality=set (e.g. audio=mel+whisper-base).")
+            raise ConfigError(f"Feature choice '{item}' must look like modality=set, such as audio=mel+whisper-base.")
         if modality not in MODALITIES:
             raise ConfigError(f"Unknown modality '{modality}' in --features; choose from {', '.join(MODALITIES)}.")
         if modality in out:
-            raise ConfigError(f"--features names {modality} twice; join its sets with '+' (e.g. {modality}=a+b).")
+            raise ConfigError(f"--features names {modality} twice; join its sets with '+', as in {modality}=a+b.")
         full = [full_name(modality, n) for n in names.split("+")]
         if len(set(full)) != len(full):
             raise ConfigError(f"--features lists a {modality} set twice ({names.strip()}).")
@@ -349,7 +351,7 @@ def compose(features: SplitFeatures, selection: Mapping[str, Sequence[str]]) -> 
     for modality in MODALITIES:
         if selection.get(modality):
             COMPOSERS[modality](out, [features.sets[name] for name in selection[modality]])
-    truncated = np.zeros(n, dtype=bool) if features.truncated is None else np.asarray(features.truncated, dtype=bool)
+    truncated = np.zeros(n, dtype=bool)  # the selected sets' only: a loaded but unused set's cut clip is not ours
     for loaded in chosen:
         truncated = truncated | np.asarray(loaded.truncated, dtype=bool)
     out.truncated = truncated

@@ -119,14 +119,25 @@ class Predictor:
                  progress: ProgressCallback | None = None) -> "Predictor":
         """Load `run_dir`'s checkpoint and the encoders of the cache it was trained on."""
         from emo.fuse.checkpoint import load_checkpoint
-        from emo.predict.encode import FeatureMaker, recipe_config
+        from emo.predict.encode import FeatureMaker, recipe_cache, set_recipes
 
         run_dir = Path(run_dir)
         model, payload = load_checkpoint(run_dir, "cpu")
-        config = recipe_config(payload, run_dir, Path(cache) if cache is not None else None)
-        maker = FeatureMaker(config, model.config.modalities, payload["fingerprint"], device, run_dir, progress)
+        folder = recipe_cache(payload, run_dir, Path(cache) if cache is not None else None)
+        recipes = set_recipes(payload, run_dir, folder, tuple(model.config.modalities))
+        maker = FeatureMaker(recipes, payload["fingerprint"], device, run_dir, progress)
         model.to(maker.device).eval()
         return cls(run_dir, model, payload, maker, maker.device, asr_model, language, progress)
+
+    def close(self) -> None:
+        """Release the encoders' native resources (MediaPipe) now rather than at exit."""
+        self.maker.close()
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def heads(self) -> tuple[str, ...]:

@@ -1,11 +1,11 @@
-"""New media through the very recipe that made a run's cache: same encoders, same code.
+"""New media through the very recipe that made a run's features: same encoders, same code.
 
-A run's checkpoint records its cache (`cache_path`) and that cache's fingerprint. The
-cache's `config.toml` is the resolved `ExtractConfig` that extracted it, so rebuilding it
-and loading the encoders with `emo.extract.encoders.load_encoders` gives the same models;
-the fingerprint of what was loaded is then compared with the checkpoint's, so weights that
-changed since (another hash, another precision) are refused instead of silently scoring
-features the head never saw.
+A run's checkpoint records its cache (`cache_path`), the feature sets it was trained on
+and each set's fingerprint. Every set keeps the resolved `ExtractConfig` that extracted it
+(`config.toml` in the set's folder), so rebuilding it and loading the encoder with
+`emo.extract.encoders.load_set_encoders` gives the same model; the fingerprint of what was
+loaded is then compared with the checkpoint's, so weights that changed since (another
+hash, another precision) are refused instead of silently scoring features the head never saw.
 
 Segments go through `emo.extract.prepare.clip_job` + `prepare_clip` (decode, mel, frame
 preprocessing) and `emo.extract.shard.ShardRunner` (text batches, frame batches), the
@@ -24,9 +24,6 @@ from typing import Any
 
 from emo.errors import CacheError, UsageError, require_path
 from emo.progress import Message, ProgressCallback, emit
-
-ENCODER_KEYS = {"text": ("text_encoder", "text_pooling"), "visual": ("visual_encoder",)}
-
 
 @dataclass
 class Segment:
@@ -73,118 +70,163 @@ class SegmentSplit:
         return earlier[-n:] if n > 0 else []
 
 
-def recipe_config(payload: dict[str, Any], run_dir: Path, cache: Path | None = None):
-    """The `ExtractConfig` that made the run's cache, read from the cache's config.toml."""
+def recipe_cache(payload: dict[str, Any], run_dir: Path, cache: Path | None = None) -> Path:
+    """The folder of the cache the run was trained on (or the copy `--cache` names)."""
+    if cache is not None:
+        return require_path(cache, "Cache", "pass the folder of the feature cache the run was trained on")
+    recorded = payload.get("cache_path") or payload.get("fit_config", {}).get("cache")
+    if not recorded:
+        raise UsageError(f"Run {run_dir} does not record its cache; pass --cache with the folder it was trained on.")
+    return Path(recorded)
+
+
+def set_recipes(payload: dict[str, Any], run_dir: Path, cache: Path, modalities: tuple[str, ...]) -> list:
+    """(set name, the `ExtractConfig` that made it) for every set the run's head reads,
+    from each set's config.toml in the cache."""
+    from emo.cache import set_config_path
     from emo.config import build_config
     from emo.extract.config import ExtractConfig
+    from emo.fuse.feature_sets import selection_of
 
-    if cache is not None:
-        folder = require_path(cache, "Cache", "pass the folder of the feature cache the run was trained on")
-    else:
-        recorded = payload.get("cache_path") or payload.get("fit_config", {}).get("cache")
-        if not recorded:
-            raise UsageError(f"Run {run_dir} does not record its cache; pass --cache with the folder it was trained on.")
-        folder = Path(recorded)
-    toml = folder / "config.toml"
-    if not toml.is_file():
-        raise UsageError(
-            f"Run {run_dir} was trained on cache {folder}, whose config.toml (the encoders and preprocessing to "
-            "repeat) is not there; pass --cache with that cache folder or a copy of it."
+    selection = selection_of(payload.get("fingerprint"))
+    if selection is None:
+        raise CacheError(
+            f"Run {run_dir} was trained on a cache from before feature sets; upgrade that cache with "
+            "`emo cache upgrade CACHE` and fit the run again."
         )
-    return build_config(ExtractConfig, toml, {}, section="extract")
+    recipes = []
+    for modality in modalities:
+        for name in selection.get(modality, []):
+            toml = set_config_path(cache, name)
+            if not toml.is_file():
+                raise UsageError(
+                    f"Run {run_dir} was trained on feature set {name} of cache {cache}, whose config.toml (the encoder "
+                    "and preprocessing to repeat) is not there; pass --cache with that cache folder or a copy of it."
+                )
+            config = build_config(ExtractConfig, toml, {}, section="extract")
+            config = dataclasses.replace(config, modalities=(modality,), name=name.partition("/")[2], workers=0,
+                                         overwrite=False, audio_views=0)  # fmt: skip
+            recipes.append((name, config))
+    return recipes
 
 
 def recipe_device(fingerprint: dict[str, Any], device: str) -> str:
-    """'cuda' for a cache whose encoders ran in fp16 (a GPU made it), else the CPU: the
-    encoders must run at the precision the run's features were made with."""
+    """'cuda' for a run whose encoders ran in fp16 (a GPU made its features), else the CPU:
+    the encoders must run at the precision the run's features were made with."""
     if device != "auto":
         return device
-    precisions = {fingerprint.get(k, {}).get("precision") for k in ("text_encoder", "visual_encoder")
-                  if isinstance(fingerprint.get(k), dict)}  # fmt: skip
+    precisions = set()
+    for set_fingerprint in (fingerprint.get("sets") or {}).values():
+        for key in ("text_encoder", "visual_encoder", "encoder"):
+            if isinstance(set_fingerprint.get(key), dict):
+                precisions.add(set_fingerprint[key].get("precision"))
     return "cuda" if "fp16" in precisions else "cpu"
 
 
 class FeatureMaker:
-    """The run's encoders, loaded once; `encode(segments)` gives their `SplitFeatures`."""
+    """The encoders of the run's feature sets, loaded once; `encode(segments)` gives the
+    `SplitFeatures` a cache of them would load as (raw sets; `emo.fuse` composes them)."""
 
-    def __init__(self, config, modalities: tuple[str, ...], fingerprint: dict[str, Any], device: str = "auto",
-                 run_dir: Path | str = "", progress: ProgressCallback | None = None):
+    def __init__(self, recipes: list, fingerprint: dict[str, Any], device: str = "auto", run_dir: Path | str = "",
+                 progress: ProgressCallback | None = None):
         from emo.device import resolve_device
-        from emo.extract import encoders as encoder_loading
+        from emo.extract.encoders import load_set_encoders
         from emo.extract.fingerprint import mel_params
 
         self.fingerprint = fingerprint
         self.device = resolve_device(recipe_device(fingerprint, device))
-        # Only the encoders the head reads are loaded; the rest of the recipe is checked as written.
-        self.config = dataclasses.replace(config, modalities=tuple(m for m in config.ordered_modalities if m in modalities),
-                                          workers=0, overwrite=False)  # fmt: skip
-        wanted = [m for m in ("text", "visual") if m in self.config.modalities]
-        if wanted:
-            emit(progress, Message(f"Loading the run's encoders ({', '.join(wanted)}) on {self.device}."))
+        if recipes:
+            names = ", ".join(name for name, _ in recipes)
+            emit(progress, Message(f"Loading the run's encoders ({names}) on {self.device}."))
         started = time.perf_counter()
-        self.encoders = encoder_loading.load_encoders(self.config, self.device)
+        self.parts = []
+        for name, config in recipes:
+            encoder = load_set_encoders(config, self.device)[0]
+            self._check(name, encoder, run_dir)
+            mel = mel_params(config) if encoder.needs == "mel" else None
+            if mel is not None:  # librosa's one-off kernel compile, here rather than in the first clip's time
+                from emo.extract.workers import warm_up
+
+                warm_up(mel)
+            self.parts.append((config, encoder, mel))
         self.load_seconds = time.perf_counter() - started
-        self._check(config, run_dir)
-        self.load_seconds = time.perf_counter() - started
-        # Augmented audio views are for training only; view 0 (the clean mel) does not depend on them.
-        self.job_config = dataclasses.replace(self.config, audio_views=0)
-        self.mel = mel_params(self.config) if "audio" in self.config.modalities else None
-        if self.mel is not None:  # librosa's one-off kernel compile, here rather than in the first clip's time
-            from emo.extract.workers import warm_up
 
-            warm_up(self.mel)
-
-    def _check(self, full_config, run_dir) -> None:
-        """Refuse encoders or preprocessing that differ from what made the run's cache."""
-        from emo.cache.fingerprint import describe_difference
-        from emo.extract.fingerprint import build_fingerprint
-
+    def _check(self, name: str, encoder, run_dir) -> None:
+        """Refuse an encoder or preprocessing that differs from what made the run's set."""
         import json
 
-        built = json.loads(json.dumps(build_fingerprint(full_config, self.encoders), default=str))
-        skip = {key for m, keys in ENCODER_KEYS.items() if m not in self.config.modalities for key in keys}
-        expected = {k: v for k, v in self.fingerprint.items() if k not in skip}
-        found = {k: v for k, v in built.items() if k not in skip}
+        from emo.cache.fingerprint import describe_difference
+
+        expected = self.fingerprint["sets"][name]
+        found = json.loads(json.dumps(encoder.spec.fingerprint, default=str))
         if expected != found:
             raise CacheError(
-                f"The encoders or preprocessing on this machine differ from those that made run {run_dir}'s features: "
-                f"{describe_difference(expected, found)}; install the same encoder weights (or run on the device "
-                "the cache was made on), or re-extract and re-fit."
+                f"The encoder or preprocessing of feature set {name} on this machine differs from what made run "
+                f"{run_dir}'s features: {describe_difference(expected, found)}; install the same encoder weights "
+                "(or run on the device the cache was made on), or re-extract and re-fit."
             )
 
+    def close(self) -> None:
+        from emo.extract.pipeline import close_encoders
+
+        close_encoders([encoder for _, encoder, _ in self.parts])
+
     def encode(self, segments: list[Segment], on_clip=None):
-        """(SplitFeatures, seconds per stage) for `segments`, rows in the given order."""
+        """(SplitFeatures, records, seconds per stage) for `segments`, rows in the given order.
+
+        Each set runs through `ShardRunner` as `emo extract` runs it, with its own recipe's
+        decoding (a set's frames, waveform or mel); the first set reports progress."""
         from emo.cache.clips import features_from_clips
+        from emo.extract.encoders import Needs
+        from emo.extract.faces import FACE_FRAME_SIDE
         from emo.extract.prepare import clip_job
         from emo.extract.shard import ShardRunner
         from emo.extract.summary import Stages
         from emo.extract.workers import Prefetcher
 
-        config = self.job_config
         stages = Stages()
         split = SegmentSplit(segments)
-        prefetch = None
-        if {"audio", "visual"} & set(config.modalities):
-            prep = self.encoders.visual.prep if self.encoders.visual is not None else None
-            jobs = (clip_job(config, i, s.key, str(s.path), prep, self.mel, start=s.start, length=s.end - s.start)
-                    for i, s in enumerate(segments))  # fmt: skip
-            prefetch = Prefetcher(jobs, None, window=4)
-        runner = ShardRunner(config, self.encoders, prefetch, stages)
-        records, _ = runner.run(split, range(len(segments)), on_clip or (lambda n: None))
-        features = features_from_clips(records, runner.spec(), self.fingerprint)
+        records = None
+        for i, (config, encoder, mel) in enumerate(self.parts):
+            prefetch = None
+            if encoder.needs != Needs.TEXT:
+                prep = encoder.model.prep if encoder.needs == Needs.FRAMES else None
+                face_side = FACE_FRAME_SIDE if encoder.needs in (Needs.FACES, Needs.FACE_CROPS) else 0
+                jobs = (clip_job(config, j, s.key, str(s.path), prep, mel, start=s.start, length=s.end - s.start,
+                                 face_side=face_side, waveform=encoder.needs == Needs.WAVEFORM)
+                        for j, s in enumerate(segments))  # fmt: skip
+                prefetch = Prefetcher(jobs, None, window=4)
+            runner = ShardRunner(config, [encoder], prefetch, stages)
+            report = (on_clip or (lambda n: None)) if i == 0 else (lambda n: None)
+            made, _ = runner.run(split, range(len(segments)), report)
+            records = made if records is None else _merge(records, made)
+        if records is None:
+            records, _ = ShardRunner(self.parts[0][0] if self.parts else None, [], None, stages).run(
+                split, range(len(segments)), on_clip or (lambda n: None))  # fmt: skip
+        features = features_from_clips(records, [e.spec for _, e, _ in self.parts], self.fingerprint.get("rows", {}))
         hide_missing_words(features, [s.text for s in segments])
         return features, records, dict(stages.seconds)
+
+
+def _merge(records, more):
+    """Records of one more set folded into the first set's records (same rows, in order)."""
+    for record, other in zip(records, more):
+        record.features.update(other.features)
+        record.truncated = record.truncated or other.truncated
+        known = {(f.reason, f.modalities) for f in record.failures}
+        record.failures += [f for f in other.failures if (f.reason, f.modalities) not in known]
+    return records
 
 
 def hide_missing_words(features, texts: list[str]) -> None:
     """Mark text absent for rows without words (no speech recognised, an empty transcript cue),
     so the head sees a missing modality rather than the embedding of an empty string, and
     the prediction's `modalities` says it went without text."""
-    if features.text_cls is None:
-        return
-    for row, text in enumerate(texts):
-        if not text.strip():
-            features.has_text[row] = False
-            features.text_cls[row] = 0
-            if features.text_mean is not None:
-                features.text_mean[row] = 0
+    for loaded in features.sets.values():
+        if loaded.modality != "text":
+            continue
+        for row, text in enumerate(texts):
+            if not text.strip():
+                loaded.present[row] = False
+                for array in loaded.arrays.values():
+                    array[row] = 0
