@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo.cache import CacheWriter, load_split, open_cache  # noqa: E402
-from emo.cache.layout import list_data_files  # noqa: E402
+from emo.cache.layout import SETS_DIR, list_data_files  # noqa: E402
 
 TARGET_S = 2.0
 
@@ -75,8 +75,10 @@ def write_cache(root: Path, fmt: str, compression: str, args: argparse.Namespace
 
 def read_raw(root: Path) -> int:
     """The floor: every byte of every shard file read into one fresh buffer, no parsing
-    (the same allocation and copy work `load_split` cannot avoid)."""
-    paths = [p for shard in sorted((root / "train").glob("shard-*.[hz]*")) for _, p in list_data_files(shard)]
+    (the same allocation and copy work `load_split` cannot avoid): the row table's shards
+    and every feature set's (`sets/<modality>/<name>/train/`)."""
+    folders = [root / "train", *sorted(root.glob(f"{SETS_DIR}/*/*/train"))]
+    paths = [p for folder in folders for shard in sorted(folder.glob("shard-*.[hz]*")) for _, p in list_data_files(shard)]
     sizes = [p.stat().st_size for p in paths]
     buffer = np.empty(sum(sizes), dtype=np.uint8)
     offset = 0
@@ -124,7 +126,7 @@ def main() -> None:
                 text_s = best_of(lambda: load_split(root, "train", modalities=("text",)), args.repeats)
                 raw_s = best_of(lambda: read_raw(root), args.repeats)
                 features = load_split(root, "train")
-                assert len(features) == args.clips
+                assert len(features) == args.clips and len(features.sets) == 3, sorted(features.sets)
                 rows.append((fmt, compression, size, write_s, raw_s, load_s, text_s))
                 del features
                 shutil.rmtree(root)

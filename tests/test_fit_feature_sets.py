@@ -126,7 +126,7 @@ def test_resolve_features_defaults_unknown_names_and_missing_modalities():
     message = str(caught.value)
     assert isinstance(caught.value, UsageError) and one_sentence(message)
     assert "audio/wav2vec2" in message and "mel, whisper-base" in message
-    assert "`emo extract --audio-model NAME --cache cache/meld`" in message
+    assert "`emo extract --split all --modalities audio --audio-model NAME --cache cache/meld`" in message
     with pytest.raises(CacheError, match="holds no visual features"):
         resolve_features({}, {"text/minilm": available["text/minilm"]}, {"text": "text/minilm"}, ("visual",))
 
@@ -272,11 +272,28 @@ def test_fit_on_a_speech_vector_set_learns_and_reloads(speech_splits, tmp_path):
         require_run_sets(payload, {k: v for k, v in sets.items() if k != SPEECH}, "cache/x", tmp_path / "run")
     message = str(caught.value)
     assert message.startswith(f"Cache cache/x has no feature set {SPEECH}, which run {tmp_path / 'run'} was trained on")
-    assert "extract it into this cache with `emo extract --audio-model openai/whisper-base --cache cache/x`" in message
+    hint = "`emo extract --split all --modalities audio --audio-model openai/whisper-base --cache cache/x`"
+    assert f"extract it into this cache with {hint}" in message
     assert one_sentence(message)
     sets[SPEECH] = SimpleNamespace(fingerprint={"encoder": "openai/whisper-base", "layer": 3})
     with pytest.raises(CacheError, match=r"different encoders or preprocessing.*layer \(3 vs -1\)"):
         require_run_sets(payload, sets, "cache/x", tmp_path / "run")
+    old_run = {"fingerprint": {"text_encoder": "bert-base-uncased"}}  # trained before feature sets
+    assert require_run_sets(old_run, {}, "cache/x", "runs/old") is None
+    with pytest.raises(CacheError, match="from before feature sets"):
+        require_run_sets(old_run, sets, "cache/x", "runs/old")
+
+
+def test_checkpoints_from_before_speech_vectors_load_unchanged():
+    from emo.fuse.model import FusionModel, ModelConfig
+
+    old = {k: v for k, v in ModelConfig().to_dict().items() if k not in ("audio_mel", "audio_dim")}
+    config = ModelConfig.from_dict(old)
+    assert (config.audio_mel, config.audio_dim) == (True, 0)
+    keys = set(FusionModel(config).state_dict())
+    assert not any(k.startswith("encoders.audio_vector") for k in keys) and "encoders.audio.proj.weight" in keys
+    with pytest.raises(ValueError):
+        ModelConfig(modalities=("audio",), audio_mel=False, audio_dim=0)
 
 
 def test_fit_on_mel_plus_speech_and_default_sets(speech_splits):

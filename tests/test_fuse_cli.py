@@ -101,7 +101,7 @@ def test_eval_refuses_a_cache_with_another_fingerprint(trained):
     assert isinstance(result.exception, CacheError)
     message = str(result.exception)
     assert f"has no feature set text/synthetic, which run {run} was trained on" in message
-    assert f"--text-model synthetic --cache {other}" in message
+    assert f"`emo extract --split all --modalities text --text-model synthetic --cache {other}`" in message
     assert len(re.findall(r"\.\s", message + " ")) == 1  # one sentence
     changed = root / "changed_cache"  # the same set name, made with another text pooling
     fp = dict(SYNTHETIC_FINGERPRINT, text_pooling="mean")

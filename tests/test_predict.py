@@ -87,14 +87,16 @@ def test_eval_writes_one_prediction_row_per_utterance(trained):
 def test_changed_encoder_weights_are_refused(trained):
     from emo.errors import CacheError
     from emo.fuse.checkpoint import load_checkpoint
-    from emo.predict.encode import FeatureMaker, recipe_config
+    from emo.predict.encode import FeatureMaker, recipe_cache, set_recipes
 
     _, _, run, _ = trained
     model, payload = load_checkpoint(run)
     fingerprint = json.loads(json.dumps(payload["fingerprint"]))
-    fingerprint["text_encoder"]["weights_sha256"] = "0" * 64
-    with pytest.raises(CacheError, match="differ from those that made"):
-        FeatureMaker(recipe_config(payload, run), ("text",), fingerprint, "cpu", run)
+    (text_set,) = fingerprint["features"]["text"]
+    fingerprint["sets"][text_set]["text_encoder"]["weights_sha256"] = "0" * 64
+    recipes = set_recipes(payload, run, recipe_cache(payload, run), ("text",))
+    with pytest.raises(CacheError, match=f"feature set {text_set} on this machine differs"):
+        FeatureMaker(recipes, fingerprint, "cpu", run)
 
 
 def test_folder_of_synthetic_clips_with_a_broken_file(trained, tmp_path):

@@ -9,8 +9,9 @@ describes input unlike its training; the report carries a warning saying so.
 
 The run's checkpoint records the cache fingerprint - for a run trained on feature sets, the
 sets it used and each one's fingerprint - so scoring it on features made differently, or on
-a cache that lacks one of its sets, is refused in one sentence. Files are written by `emo.fuse.eval_report`; what people see in a
-terminal is drawn by `emo.commands.evaluate` from the returned report.
+a cache that lacks one of its sets, is refused in one sentence. Files are written by
+`emo.fuse.eval_report`; what people see in a terminal is drawn by `emo.commands.evaluate`
+from the returned report.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from emo.fuse.feature_sets import (
     composite_fingerprint,
     compose,
     default_sets,
+    extract_hint,
     format_features,
     parse_features,
     resolve_features,
@@ -91,8 +92,13 @@ def load_selected(cache: Path | str, split: str, selection: Selection | None, mo
     from emo import cache as cache_api
 
     if selection is None:
-        return cache_api.load_split(Path(cache), split, modalities=tuple(modalities), verify=verify)
-    raw = cache_api.load_split(Path(cache), split, sets=set_names(selection), verify=verify)
+        raw = cache_api.load_split(Path(cache), split, modalities=tuple(modalities), verify=verify)
+        if not raw.sets:
+            return raw
+        defaults = default_sets(raw.sets)  # the reader's own choice: each modality's default set
+        selection = {m: [defaults[m]] for m in modalities if m in defaults}
+    else:
+        raw = cache_api.load_split(Path(cache), split, sets=set_names(selection), verify=verify)
     return compose(raw, selection)
 
 
@@ -109,8 +115,8 @@ def load_raw(cache: Path | str, split: str, selections: list[Selection | None], 
 
 
 def _extract_command(name: str, trained: Any, cache: Any) -> str:
-    """`emo extract --audio-model ID --cache X`, ID the encoder the set's fingerprint names
-    where it names one, else the set's own name."""
+    """`emo extract ... --audio-model ID --cache X`, ID the encoder the set's fingerprint
+    names where it names one, else the set's own name."""
     modality, _, short = name.partition("/")
     model = short
     if isinstance(trained, dict):
@@ -119,7 +125,7 @@ def _extract_command(name: str, trained: Any, cache: Any) -> str:
             encoder = encoder.get("name") or encoder.get("id")
         if isinstance(encoder, str) and encoder.strip():
             model = encoder.strip()
-    return f"`emo extract --{modality}-model {model} --cache {cache}`"
+    return extract_hint(modality, cache, model, short)
 
 
 def require_run_sets(payload: dict[str, Any], info: Any, cache: Path | str, run_dir: Path | str) -> Selection | None:
@@ -131,6 +137,11 @@ def require_run_sets(payload: dict[str, Any], info: Any, cache: Path | str, run_
 
     selection = selection_of(payload.get("fingerprint"))
     if selection is None:
+        if cache_sets(info):
+            raise CacheError(
+                f"Run {run_dir} was trained on a cache from before feature sets and cannot be scored on cache "
+                f"{cache}, which holds feature sets; fit it again on this cache with `emo fit --cache {cache}`."
+            )
         return None
     sets, trained = cache_sets(info), payload["fingerprint"]["sets"]
     for name in set_names(selection):

@@ -78,8 +78,14 @@ def format_features(selection: Mapping[str, Sequence[str]]) -> str:
     return ",".join(f"{m}={'+'.join(selection[m])}" for m in MODALITIES if selection.get(m))
 
 
-def extract_hint(modality: str, cache: Any = None) -> str:
-    return f"`emo extract --{modality}-model NAME --cache {cache if cache is not None else 'CACHE'}`"
+def extract_hint(modality: str, cache: Any = None, model: str = "NAME", name: str = "") -> str:
+    """The `emo extract` command that adds a `modality` set made by `model` (named `name`
+    when that is not the model's own name) to `cache`, leaving its other sets alone."""
+    from emo.cache.sets import plain_name
+
+    rename = f" --name {name}" if name and name != plain_name(model) else ""
+    where = cache if cache is not None else "CACHE"
+    return f"`emo extract --split all --modalities {modality} --{modality}-model {model}{rename} --cache {where}`"
 
 
 def resolve_features(
@@ -339,7 +345,7 @@ def compose(features: SplitFeatures, selection: Mapping[str, Sequence[str]]) -> 
         modality = missing[0].partition("/")[0]
         raise CacheError(
             f"The cache's '{features.split}' split has no feature set {missing[0]} (it has {held}); "
-            f"extract it with {extract_hint(modality, features.extra.get('cache'))}."
+            f"extract it with {extract_hint(modality, features.extra.get('cache'), name=missing[0].partition('/')[2])}."
         )
     n = len(features)
     out = dataclasses.replace(

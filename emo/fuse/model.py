@@ -1,7 +1,7 @@
 """The trainable part of `emo`: a mel-spectrogram CNN and an early+late fusion ensemble.
 
-Everything upstream (text encoder, image encoder) is frozen and cached, so the model only
-sees fixed-size vectors plus the mel frames, and the same modules serve `emo fit`,
+Everything upstream (text encoder, image encoder, speech model) is frozen and cached, so the
+model only sees fixed-size vectors plus the mel frames, and the same modules serve `emo fit`,
 `emo eval` and the batched heads of `emo ablate`. Shapes come from `ModelConfig`, whose
 dims follow the cache (768/384-d text, 512/1280-d frames, 40 mel bins), so a checkpoint
 can be rebuilt from its stored config alone.

@@ -30,10 +30,10 @@ from emo.fuse.augment import augment_batch
 from emo.fuse.checkpoint import plain
 from emo.fuse.config import FitConfig, resolve_text_feature
 from emo.fuse.data import TensorSplit, check_compatible, epoch_batches
-from emo.fuse.feature_sets import compose, default_sets, format_features, parse_features, require_same_fingerprint
-from emo.fuse.feature_sets import resolve_features, selection_of
 from emo.fuse.dialogue import dialogue_batches, speaker_vocabulary
 from emo.fuse.engine import autocast, batch_loss, class_weights, predict, primary_head, score
+from emo.fuse.feature_sets import compose, default_sets, format_features, parse_features, require_same_fingerprint
+from emo.fuse.feature_sets import resolve_features, selection_of
 from emo.fuse.model import FusionModel, ModelConfig, task_heads
 from emo.fuse.run_folder import RunWriter, run_folder
 from emo.progress import ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
