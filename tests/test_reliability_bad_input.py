@@ -43,8 +43,11 @@ class Case:
 
 
 def _no_cache(path: Path) -> Callable[[], None]:
+    """Neither a cache description, nor a row-table shard, nor any feature set (or its shards)."""
+
     def check() -> None:
         assert not (path / "cache.json").exists() and not list(path.glob("*/shard-*")), f"{path} holds a cache"
+        assert not (path / "sets").exists(), f"{path} holds feature sets"
 
     return check
 
@@ -99,8 +102,12 @@ def world(tmp_path_factory, tiny_bert):  # noqa: F811
                                        encoding="utf-8")  # fmt: skip
     (root / "a_file").write_text("not a folder\n", encoding="utf-8")
     w["cache"] = synthetic_feature_cache(root / "cache")
+    # Another text encoder: the cache holds another text set (text/bert-base-uncased), not the run's.
     other = dict(SYNTHETIC_FINGERPRINT, text_encoder="bert-base-uncased")
     w["other_cache"] = synthetic_feature_cache(root / "other_cache", fingerprint=other)
+    # The run's text set by name (text/synthetic), made differently (another pooling): another fingerprint.
+    changed = dict(SYNTHETIC_FINGERPRINT, text_pooling="mean")
+    w["changed_cache"] = synthetic_feature_cache(root / "changed_cache", fingerprint=changed)
     w["run"] = root / "run"
     run_fit(FitConfig(cache=w["cache"], out=w["run"], epochs=1, device="cpu"))
     w["empty_run"] = root / "empty_run"
@@ -111,7 +118,7 @@ def world(tmp_path_factory, tiny_bert):  # noqa: F811
 def cases(w: dict[str, Path]) -> dict[str, Case]:
     r = w["root"]
     bad, unknown, a_file = r / "bad.toml", r / "unknown.toml", r / "a_file"
-    cache, other, run = w["cache"], w["other_cache"], w["run"]
+    cache, other, changed, run = w["cache"], w["other_cache"], w["changed_cache"], w["run"]
 
     def extract(name: str, data: Path, *more: str) -> tuple[str, ...]:
         return ("extract", "--split", "train", "--data-root", str(data), "--cache", str(r / f"x-{name}"),
@@ -169,9 +176,13 @@ def cases(w: dict[str, Path]) -> dict[str, Case]:
         "eval: split that does not exist": Case(("eval", "--run", str(run), "--split", "val", "--device", "cpu"), USAGE,
                                                 ("val",), _no_report(run, "val")),
         "eval: missing cache": Case(("eval", "--run", str(run), "--cache", str(r / "nope")), USAGE, ("nope",)),
+        "eval: cache without the run's feature set": Case(
+            ("eval", "--run", str(run), "--cache", str(other), "--device", "cpu"), 1,
+            ("no feature set text/synthetic", "emo extract"), _no_report(run, "test"),
+        ),
         "eval: checkpoint from an incompatible cache": Case(
-            ("eval", "--run", str(run), "--cache", str(other), "--device", "cpu"), 1, ("different",),
-            _no_report(run, "test"),
+            ("eval", "--run", str(run), "--cache", str(changed), "--device", "cpu"), 1,
+            ("text/synthetic", "different", "text_pooling"), _no_report(run, "test"),
         ),
         # --- emo ablate
         "ablate: missing cache": Case(("ablate", "--cache", str(r / "nope"), "--out", str(r / "a-missing")), USAGE, ("nope",), a("missing")),

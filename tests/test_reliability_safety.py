@@ -87,8 +87,13 @@ def test_caches_hold_no_pickled_objects(tmp_path, fmt):
             json.loads(path.read_text(encoding="utf-8"))  # plain JSON, nothing else
 
     checked = 0
+    # Every shard: the row tables' and each feature set's (CACHE/sets/<modality>/<name>/<split>/).
+    shards = sorted(cache.rglob(f"shard-*.{fmt}"))
+    assert any("sets" not in s.relative_to(cache).parts for s in shards), "no row-table shard found"
+    assert {s.relative_to(cache).parts[1] for s in shards if s.relative_to(cache).parts[0] == "sets"} == {
+        "text", "audio", "visual"}, "a shard of every modality's feature set"
     if fmt == "h5":
-        for shard in cache.rglob("shard-*.h5"):
+        for shard in shards:
             with h5py.File(shard, "r") as f:
 
                 def visit(name, obj):
@@ -120,7 +125,9 @@ def test_caches_hold_no_pickled_objects(tmp_path, fmt):
     from emo.cache import load_split as load_cache_split
 
     features = load_cache_split(cache, "train")
-    assert all(isinstance(s, str) for s in features.speaker) and all(isinstance(s, str) for s in features.failure)
+    assert features.sets, "the feature sets load too"
+    for strings in (features.speaker, features.text, features.failure):
+        assert len(strings) == len(features) and all(isinstance(s, str) for s in strings)
 
 
 # ----------------------------------------------------------------------------- paths from CSV fields

@@ -345,7 +345,7 @@ def compose(features: SplitFeatures, selection: Mapping[str, Sequence[str]]) -> 
         modality = missing[0].partition("/")[0]
         raise CacheError(
             f"The cache's '{features.split}' split has no feature set {missing[0]} (it has {held}); "
-            f"extract it with {extract_hint(modality, features.extra.get('cache'), name=missing[0].partition('/')[2])}."
+            f"extract it with {extract_hint(modality, features.extra.get('cache'), missing[0].partition('/')[2])}."
         )
     n = len(features)
     out = dataclasses.replace(
