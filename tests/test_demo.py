@@ -17,14 +17,14 @@ from extract_fixtures import tiny_bert, tiny_config  # noqa: F401
 
 
 class EncodersLoaded(Exception):
-    """Raised by a stand-in for emo.extract.encoders.load_encoders."""
+    """Raised by a stand-in for emo.extract.encoders.load_set_encoders."""
 
 
 def forbid_encoder_loading(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise EncodersLoaded("the encoders were loaded")
 
-    monkeypatch.setattr("emo.extract.encoders.load_encoders", refuse)
+    monkeypatch.setattr("emo.extract.encoders.load_set_encoders", refuse)
 
 
 def invoke(args):
@@ -231,7 +231,7 @@ def test_extract_over_a_finished_cache_loads_no_encoder(synth_root, tiny_bert, t
     assert all(s.complete for s in again.splits.values())
     assert again.digest == first.digest
     said = " ".join(e.text for e in events if isinstance(e, Message))
-    assert f"nothing to do: {shards} shards already extracted" in said
+    assert f"nothing to do: {shards} shards of text/bert, audio/mel already extracted" in said
 
     # Same path, different weights: the cheap check cannot vouch for the cache, so the run
     # goes on to load the encoders (and would then refuse the mismatched cache).
