@@ -71,8 +71,11 @@ def verify_cache(root: str | Path, on_shard: Callable[[str, int], None] | None =
             scan = scan_set_split(root, set_meta, split, meta)
             if scan["shards"] or scan["unfinished_shards"]:
                 parts.append((name, layout.set_dir(root, name) / split, scan))
+        rows_missing = set(parts[0][2]["missing_shards"])
         for set_name, folder, info in parts:
-            problems += _part_problems(split, set_name, folder, info, on_shard)
+            # A shard missing from the row table is missing from every set too: say it once.
+            skip = rows_missing if set_name else set()
+            problems += _part_problems(split, set_name, folder, info, on_shard, skip)
         intact = [s for s in parts[0][2]["shards"] if check_shard(root / split, s) is None]
         duplicate = _first_duplicate_key(root / split, meta["format"], intact)
         if duplicate:
@@ -80,23 +83,23 @@ def verify_cache(root: str | Path, on_shard: Callable[[str, int], None] | None =
     return problems
 
 
-def _part_problems(split, set_name, folder, info, on_shard) -> list[str]:
+def _part_problems(split, set_name, folder, info, on_shard, skip: set[int] = frozenset()) -> list[str]:
     problems = []
     what = f"Split '{split}'" if not set_name else f"Feature set {set_name} of split '{split}'"
     for unfinished in info["unfinished_shards"]:
         problems.append(f"Shard {_label(folder, layout.shard_stem(unfinished['index']))} {unfinished['problem']}.")
-    if not info["planned"] and info["shards"]:
+    if not info["planned"] and info["shards"] and not set_name:
         problems.append(
             f"{what} was never finalized (its extraction was interrupted or is still running); "
             f"{layout.finish_hint(split)}."
         )
     unfinished_indices = {u["index"] for u in info["unfinished_shards"]}
-    missing = [i for i in info["missing_shards"] if i not in unfinished_indices]
+    missing = [i for i in info["missing_shards"] if i not in unfinished_indices and i not in skip]
     if missing:
         listed = ", ".join(layout.shard_stem(i) for i in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         problems.append(f"{what} is missing {listed}{more}; {layout.finish_hint(split)}.")
-    elif info["expected_rows"] is not None and info["rows"] != int(info["expected_rows"]):
+    elif info["expected_rows"] is not None and info["rows"] != int(info["expected_rows"]) and not (skip and set_name):
         problems.append(f"{what} holds {info['rows']} rows but its plan expects {info['expected_rows']}.")
     for sidecar in info["shards"]:
         problem = check_shard(folder, sidecar)
