@@ -42,7 +42,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emo.data.meld import COLUMNS, format_time  # noqa: E402
+from cache_load import best_of  # noqa: E402  (bench/ is on the path when a bench runs)
+from emo.data.meld import COLUMNS  # noqa: E402
 
 REAL_CLIP = REPO.parent / "shared" / "data" / "clips" / "dia1_utt0.mp4"
 # The real clip's row of MELD's train CSV (dialogue 1, utterance 0).
@@ -173,16 +174,6 @@ def extract_one(encoder: Encoder, data: Path, cache: Path, args: argparse.Namesp
         "present": int(item.splits["train"].present), "work_s": work_s, "wall_s": summary.wall_seconds,
         "load_s": load_s, "startup_s": startup_s, "bytes": item.bytes, "read_s": read_s, "faces": faces,
     }  # fmt: skip
-
-
-def best_of(fn, repeats: int) -> float:
-    fn()  # warm the page cache
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def cpu_name() -> str:

@@ -29,7 +29,8 @@ from emo.cache.clips import ClipFailure, ClipRecord
 from emo.cache.features import SplitFeatures
 from emo.cache.fingerprint import fingerprint_digest, require_same
 from emo.cache.manifest import MissingCacheError, OldCacheError
-from emo.cache.reader import CacheInfo, SetInfo, ShardInfo, SplitInfo, UnknownSplitError, load_split, open_cache, set_config_path
+from emo.cache.loader import load_split
+from emo.cache.reader import CacheInfo, SetInfo, ShardInfo, SplitInfo, UnknownSplitError, open_cache, set_config_path
 from emo.cache.schema import SCHEMA_VERSION
 from emo.cache.sets import KINDS, LoadedSet, SetSpec
 from emo.cache.status import CacheStatus, SplitStatus, cache_status

@@ -35,6 +35,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from emo.atomic import this_host
+
 CACHE_FILE = "cache.json"
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.toml"
@@ -192,3 +194,40 @@ def combined_sha256(files: dict[str, dict[str, Any]]) -> str:
     for rel in sorted(files):
         digest.update(f"{rel}\0{files[rel]['sha256']}\n".encode())
     return digest.hexdigest()
+
+
+def wipe_cache(root: Path) -> None:
+    """Remove everything emo put in the cache folder (and nothing else)."""
+    for child in list(root.iterdir()):
+        name = child.name
+        ours = name in (CACHE_FILE, MANIFEST_FILE, CONFIG_FILE, SETS_DIR) or name.startswith(
+            (f".{CACHE_FILE}", f".{MANIFEST_FILE}", f".{CONFIG_FILE}")
+        )
+        if child.is_dir() and not name.startswith(".") and name != SETS_DIR:
+            entries = list(child.iterdir())
+            ours = all(
+                parse_shard_name(p.name) or parse_temp_name(p.name) or p.name == SPLIT_FILE
+                or p.name.startswith(f".{SPLIT_FILE}")
+                for p in entries
+            )
+        if ours:
+            remove_path(child)
+
+
+def clean_dead_temps(root: Path) -> None:
+    """Delete temporaries left by killed processes on this machine; never a live one."""
+    host = this_host()
+    folders = [root] + [
+        p for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name not in LAUNCHER_DIRS
+        and p.name != SETS_DIR
+    ]
+    sets_root = root / SETS_DIR
+    if sets_root.is_dir():
+        folders += [p for p in sets_root.glob("*/*") if p.is_dir()]
+        folders += [p for p in sets_root.glob("*/*/*") if p.is_dir() and not p.name.startswith(".")]
+    for folder in folders:
+        for child in folder.iterdir():
+            parsed = parse_any_temp(child.name)
+            if parsed and parsed[1] == host and not pid_alive(parsed[2]):
+                remove_path(child)

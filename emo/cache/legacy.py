@@ -16,17 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from emo.cache.schema import Column
+from emo.cache.schema import ROW_COLUMNS, Column
 from emo.cache.sets import SetSpec, plain_name
 
+# The version-1 shard: the row table's columns (but the text), then flags and features side by side.
+ROW_KEYS = ("dialogue_id", "utterance_id", "emotion", "sentiment", "speaker")
 V1_COLUMNS: dict[str, Column] = {
     c.name: c
     for c in (
-        Column("dialogue_id", "int32", 1),
-        Column("utterance_id", "int32", 1),
-        Column("emotion", "int64", 1),
-        Column("sentiment", "int64", 1),
-        Column("speaker", "str", 1),
+        *(ROW_COLUMNS[key] for key in ROW_KEYS),
         Column("has_text", "bool", 1),
         Column("has_audio", "bool", 1),
         Column("has_visual", "bool", 1),
@@ -45,7 +43,6 @@ V1_MODALITY_COLUMNS: dict[str, tuple[str, ...]] = {
     "audio": ("mel", "mel_index"),
     "visual": ("visual", "visual_mask"),
 }
-ROW_KEYS = ("dialogue_id", "utterance_id", "emotion", "sentiment", "speaker")
 # The fingerprint keys that made each seed set's numbers.
 SEED_KEYS: dict[str, tuple[str, ...]] = {
     "text": ("extract_version", "text_encoder", "text_pooling"),

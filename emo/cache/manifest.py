@@ -84,6 +84,23 @@ def read_cache_meta(root: Path) -> dict[str, Any]:
     return meta
 
 
+def existing_cache_meta(root: Path) -> dict[str, Any] | None:
+    """cache.json of the cache at `root`; None where there is no cache yet (a missing or
+    empty folder, or one holding only launcher files); one sentence for any other folder."""
+    if not root.exists():
+        return None
+    if (root / layout.CACHE_FILE).exists():
+        return read_cache_meta(root)
+    leftovers = [
+        p.name for p in root.iterdir() if not p.name.startswith(".") and p.name not in layout.LAUNCHER_DIRS
+    ]
+    if leftovers:
+        raise CacheError(
+            f"{root} is not empty and is not an emo feature cache; choose a new or empty folder with --cache."
+        )
+    return None
+
+
 def list_splits(root: Path) -> list[str]:
     """Folders of `root` that hold a split plan, a sidecar or a shard."""
     splits = []

@@ -1,10 +1,8 @@
-"""Reading a feature cache: describe it (`open_cache`) or load a whole split (`load_split`).
+"""Describing a feature cache without reading any array: `open_cache`.
 
-`load_split` is the trainer's only door to the features, so it is built for one thing:
-getting every shard of a split into contiguous numpy arrays as fast as the page cache
-allows. The sidecars say every column's shape up front, so the outputs are allocated
-once and each shard's columns are read straight into their slices (one read call per
-column per shard, no per-row Python).
+What `emo cache info`, the extract planner and the trainer's checks need to know - splits,
+shards, feature sets, rows present, failures, sizes - all comes from cache.json, the
+set.json files and the sidecars. Loading arrays is `emo.cache.loader.load_split`.
 """
 
 from __future__ import annotations
@@ -14,13 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from emo.cache import layout, storage
-from emo.cache.features import SplitFeatures
+from emo.cache import layout
 from emo.cache.manifest import default_sets, list_sets, list_splits, read_cache_meta, scan_set_split, scan_split
-from emo.cache.schema import ROW_COLUMNS, Column, set_columns
-from emo.cache.sets import LoadedSet, SetSpec
+from emo.cache.sets import SetSpec, spec_from_meta
 from emo.errors import CacheError, UsageError
 from emo.labels import MODALITIES
 
@@ -92,9 +86,7 @@ class SetInfo:
 
     @property
     def spec(self) -> SetSpec:
-        m = self.meta
-        return SetSpec(self.name, self.kind, self.dim, self.encoder, self.fingerprint, tuple(m.get("arrays") or ("values",)),
-                       int(m.get("frames") or 0), int(m.get("views") or 1))  # fmt: skip
+        return spec_from_meta(self.meta)
 
 
 @dataclass
@@ -127,7 +119,7 @@ class UnknownSplitError(CacheError, UsageError):
 def _split_info(root: Path, raw: dict[str, Any], sets: dict[str, SetInfo]) -> SplitInfo:
     here = [(info, info.splits[raw["name"]]) for info in sets.values() if raw["name"] in info.splits]
     modalities = tuple(m for m in MODALITIES if any(i.modality == m and part.complete for i, part in here))
-    failures = _merge_failures([f for _, part in here for f in part.failures])
+    failures = merge_failures([f for _, part in here for f in part.failures])
     return SplitInfo(
         name=raw["name"],
         rows=raw["rows"],
@@ -167,7 +159,7 @@ def set_config_path(root: str | Path, name: str) -> Path:
     return layout.set_dir(Path(root), name) / layout.CONFIG_FILE
 
 
-def _merge_failures(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def merge_failures(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per clip and reason: a clip that failed to decode is recorded by every
     media set extracted from it."""
     merged: dict[tuple, dict[str, Any]] = {}
@@ -220,221 +212,3 @@ def open_cache(root: str | Path) -> CacheInfo:
         config_path=config if config.is_file() else None,
         sets=sets,
     )
-
-
-def load_split(
-    root: str | Path,
-    split: str,
-    modalities: list[str] | tuple[str, ...] | None = None,
-    sets: list[str] | tuple[str, ...] | None = None,
-    verify: bool = False,
-) -> SplitFeatures:
-    """Load the row table of `split` and the feature sets asked for (rows in shard order).
-
-    `sets` names the sets to read (full names, `audio/mel`); without it, each of
-    `modalities`' default set (the first one extracted), or every modality's when both are
-    None. The sets come back raw in `SplitFeatures.sets`; `emo.fuse` composes them into
-    model inputs. Every shard's file sizes are checked against its sidecar and every set
-    shard against the row table's rows; `verify=True` also recomputes checksums.
-    """
-    root = Path(root)
-    meta = read_cache_meta(root)
-    present = list_splits(root)
-    if split not in present:
-        held = ", ".join(present) if present else "none"
-        raise UnknownSplitError(f"Feature cache {root} has no split '{split}'; it holds: {held}.")
-    raw = scan_split(root, split, meta)
-    _require_complete(root, split, raw, "")
-    chosen = _choose_sets(root, list_sets(root), modalities, sets)
-    fmt = meta["format"]
-    rows = _read_part(root, root / split, raw["shards"], ROW_COLUMNS, fmt, split, verify)
-    loaded = {}
-    for set_meta in chosen:
-        part = scan_set_split(root, set_meta, split, meta)
-        _require_complete(root, split, part, set_meta["name"])
-        _require_aligned(root, split, set_meta["name"], raw["shards"], part["shards"])
-        spec_columns = set_columns(_spec(set_meta))
-        folder = layout.set_dir(root, set_meta["name"]) / split
-        arrays = _read_part(root, folder, part["shards"], spec_columns, fmt, split, verify)
-        loaded[set_meta["name"]] = LoadedSet(
-            name=set_meta["name"], kind=set_meta["kind"], dim=int(set_meta["dim"]), encoder=str(set_meta.get("encoder")),
-            fingerprint=set_meta.get("fingerprint", {}), digest=set_meta["fingerprint_digest"],
-            present=arrays.pop("present"), truncated=arrays.pop("truncated"), arrays=arrays, failures=part["failures"],
-        )  # fmt: skip
-    n = len(rows["emotion"])
-    none = np.zeros(n, dtype=bool)
-    truncated = np.zeros(n, dtype=bool)
-    for item in loaded.values():
-        truncated |= item.truncated
-    features = SplitFeatures(
-        split=split,
-        fingerprint=meta.get("fingerprint", {}),
-        dialogue_id=rows["dialogue_id"], utterance_id=rows["utterance_id"], emotion=rows["emotion"],
-        sentiment=rows["sentiment"], speaker=rows["speaker"], text=rows["text"],
-        has_text=none, has_audio=none.copy(), has_visual=none.copy(), truncated=truncated, failure=[""] * n,
-        sets=loaded,
-        extra={
-            "cache": str(root),
-            "format": fmt,
-            "fingerprint_digest": meta["fingerprint_digest"],
-            "shards": len(raw["shards"]),
-            "failures": _merge_failures([f for item in loaded.values() for f in item.failures]),
-            "ignored_videos": raw["ignored_videos"],
-        },
-    )  # fmt: skip
-    fill_modalities(features)
-    return features
-
-
-def fill_modalities(features: SplitFeatures) -> None:
-    """Give each modality with exactly one loaded set its per-modality fields (text_cls,
-    visual, mel, audio_vector, has_*), so a plain `load_split` reads like one split of
-    one encoder per modality. Combining several sets of a modality is `emo.fuse`'s job."""
-    by_modality: dict[str, list[LoadedSet]] = {}
-    for item in features.sets.values():
-        by_modality.setdefault(item.modality, []).append(item)
-    failed: list[list[str]] = [[] for _ in range(len(features))]
-    for modality, items in by_modality.items():
-        if len(items) != 1:
-            continue
-        item = items[0]
-        setattr(features, f"has_{modality}", item.present.copy())
-        arrays = item.arrays
-        if item.kind == "vector" and modality == "text":
-            features.text_cls = arrays.get("cls", arrays.get("values"))
-            features.text_mean = arrays.get("mean", arrays.get("values"))
-        elif item.kind == "vector" and modality == "audio":
-            features.audio_vector = arrays.get("values")
-        elif item.kind == "frames" and modality == "visual":
-            features.visual, features.visual_mask = arrays["values"], arrays["mask"]
-        elif item.kind == "sequence" and modality == "audio":
-            features.mel, features.mel_index = arrays["values"], arrays["index"]
-        else:
-            setattr(features, f"has_{modality}", np.zeros(len(features), dtype=bool))
-    index = {(int(d), int(u)): i for i, (d, u) in enumerate(zip(features.dialogue_id, features.utterance_id))}
-    for failure in features.extra.get("failures", []):
-        row = index.get((failure.get("dialogue_id"), failure.get("utterance_id")))
-        if row is not None and failure.get("reason") not in failed[row]:
-            failed[row].append(str(failure.get("reason")))
-    features.failure = [",".join(reasons) for reasons in failed]
-
-
-def _spec(set_meta: dict[str, Any]) -> SetSpec:
-    return SetSpec(set_meta["name"], set_meta["kind"], int(set_meta["dim"]), str(set_meta.get("encoder", "")),
-                   set_meta.get("fingerprint", {}), tuple(set_meta.get("arrays") or ("values",)),
-                   int(set_meta.get("frames") or 0), int(set_meta.get("views") or 1))  # fmt: skip
-
-
-def _choose_sets(root: Path, available: dict[str, dict[str, Any]], modalities, sets) -> list[dict[str, Any]]:
-    if sets is not None:
-        unknown = [name for name in sets if name not in available]
-        if unknown:
-            held = ", ".join(available) or "none"
-            raise CacheError(f"Feature cache {root} has no feature set {unknown[0]}; it holds: {held}.")
-        return [available[name] for name in sets]
-    defaults = default_sets(available)
-    wanted = tuple(defaults) if modalities is None else tuple(modalities)
-    bad = [m for m in wanted if m not in MODALITIES]
-    if bad:
-        raise UsageError(f"Unknown modality {bad[0]!r}; choose from {', '.join(MODALITIES)}.")
-    absent = [m for m in wanted if m not in defaults]
-    if absent:
-        raise CacheError(
-            f"Feature cache {root} holds no {', '.join(absent)} features "
-            f"(it holds: {', '.join(sorted(defaults)) or 'labels only'}); extract them with --modalities."
-        )
-    return [available[defaults[m]] for m in MODALITIES if m in wanted]
-
-
-def _require_complete(root: Path, split: str, raw: dict[str, Any], set_name: str) -> None:
-    if raw["complete"]:
-        return
-    what = f"Split '{split}' of feature cache {root}" if not set_name else f"Feature set {set_name} of split '{split}' in {root}"
-    unfinished = raw["unfinished_shards"]
-    if unfinished:
-        first = unfinished[0]
-        detail = f"{layout.shard_stem(first['index'])} {first['problem']}"
-        if len(unfinished) > 1:
-            detail += f", and {len(unfinished) - 1} more shards are unfinished"
-    elif raw["missing_shards"]:
-        gaps = raw["missing_shards"]
-        detail = f"shard {gaps[0]} is missing" if len(gaps) == 1 else f"shards {_short_list(gaps)} are missing"
-    elif not raw.get("planned", True):
-        detail = "its extraction never finished: the split plan is not written yet"
-    elif raw["expected_rows"] is not None and raw["shards"]:
-        raise CacheError(
-            f"{what} holds {raw['rows']} rows where its plan expects {raw['expected_rows']} (were its shards "
-            f"written with different --shard-size values?); re-extract it with `emo extract --split {split} --overwrite`."
-        )
-    else:
-        detail = "it has no finished shards"
-    raise CacheError(f"{what} is incomplete ({detail}); {layout.finish_hint(split)}.")
-
-
-def _require_aligned(root: Path, split: str, name: str, row_shards: list, set_shards: list) -> None:
-    """A set's shard k must hold exactly the rows of the row table's shard k."""
-    by_index = {s["shard_index"]: s for s in row_shards}
-    for shard in set_shards:
-        rows = by_index.get(shard["shard_index"])
-        same = rows is not None and int(rows["rows"]) == int(shard["rows"]) and (
-            shard.get("first_key") in (None, rows.get("first_key")) and shard.get("last_key") in (None, rows.get("last_key"))
-        )
-        if not same:
-            raise CacheError(
-                f"Feature set {name} of split '{split}' in {root} does not match the row table at "
-                f"{layout.shard_stem(shard['shard_index'])}; re-extract it with --overwrite."
-            )
-
-
-def _read_part(root: Path, folder: Path, shards: list, columns: dict[str, Column], fmt: str, split: str,
-               verify: bool) -> dict[str, Any]:
-    """Every shard of one folder read into contiguous arrays (one read per column per shard)."""
-    if verify:
-        from emo.cache.verify import check_shard
-
-        for sidecar in shards:
-            problem = check_shard(folder, sidecar)
-            if problem:
-                raise CacheError(f"{problem}; re-extract it with `emo extract --split {split} --overwrite`.")
-    for name, column in columns.items():
-        shapes = {(tuple(s["arrays"][name]["shape"][1:]), s["arrays"][name]["dtype"]) for s in shards if name in s["arrays"]}
-        if len(shapes) > 1 or any(name not in s["arrays"] for s in shards):
-            raise CacheError(
-                f"Shards in {folder} disagree on column '{name}'; the cache is inconsistent, re-extract it with --overwrite."
-            )
-    total_rows = sum(int(s["rows"]) for s in shards)
-    flat_names = [name for name, c in columns.items() if not c.per_row]
-    total_flat = sum(int(s["arrays"][flat_names[0]]["shape"][0]) for s in shards) if flat_names else 0
-    outputs: dict[str, Any] = {}
-    for name, column in columns.items():
-        if column.dtype == "str":
-            outputs[name] = []
-            continue
-        trailing = tuple(shards[0]["arrays"][name]["shape"][1:]) if shards else (0,) * (column.ndim - 1)
-        outputs[name] = np.empty((total_rows if column.per_row else total_flat, *trailing), dtype=np.dtype(column.dtype))
-    row_start = flat_start = 0
-    for sidecar in shards:
-        path = folder / sidecar["file"]
-        n = int(sidecar["rows"])
-        try:
-            storage.read_into(path, fmt, columns, outputs, row_start, flat_start)
-        except Exception as error:  # any library error here means a damaged shard file
-            where = path.relative_to(root) if path.is_relative_to(root) else path
-            raise CacheError(
-                f"Shard {where} of feature cache {root} cannot be read ({type(error).__name__}: "
-                f"{error}); run `emo cache verify {root}` and re-extract it."
-            ) from None
-        if "index" in columns and flat_start:
-            outputs["index"][row_start : row_start + n, :, 0] += flat_start
-        row_start += n
-        if flat_names:
-            flat_start += int(sidecar["arrays"][flat_names[0]]["shape"][0])
-    for name, column in columns.items():
-        if column.dtype == "str" and len(outputs[name]) != total_rows:
-            raise CacheError(f"Split '{split}' of feature cache {root} has a damaged '{name}' column.")
-    return outputs
-
-
-def _short_list(items: list[int], limit: int = 6) -> str:
-    shown = ", ".join(str(i) for i in items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

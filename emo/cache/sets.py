@@ -104,6 +104,13 @@ class SetSpec:
         }
 
 
+def spec_from_meta(meta: dict[str, Any]) -> SetSpec:
+    """The SetSpec a set.json describes (the inverse of `SetSpec.describe`)."""
+    return SetSpec(meta["name"], meta["kind"], int(meta["dim"]), str(meta.get("encoder", "")),
+                   meta.get("fingerprint", {}), tuple(meta.get("arrays") or ("values",)),
+                   int(meta.get("frames") or 0), int(meta.get("views") or 1))  # fmt: skip
+
+
 @dataclass
 class LoadedSet:
     """One feature set of one split, as plain numpy arrays in row order."""

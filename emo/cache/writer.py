@@ -41,7 +41,9 @@ from emo.cache import layout, storage
 from emo.cache.clips import ClipRecord, build_row_columns, build_set_columns
 from emo.cache.fingerprint import describe_difference, fingerprint_digest
 from emo.cache.legacy import split_v1_columns
-from emo.cache.manifest import list_sets, now_iso, read_cache_meta, read_sidecar, sidecar_problem, write_manifest
+from emo.cache.manifest import (
+    existing_cache_meta, list_sets, now_iso, read_cache_meta, read_plan, read_sidecar, sidecar_problem, write_manifest,
+)
 from emo.cache.records import ROWS_FINGERPRINT, clean_failure, json_safe, rows_sha256, save_config, set_digest
 from emo.cache.schema import SCHEMA_VERSION, describe_arrays, normalize_rows, normalize_set
 from emo.cache.sets import SetSpec
@@ -90,7 +92,7 @@ class CacheWriter:
 
         if self.root.exists() and not self.root.is_dir():
             raise CacheError(f"Cache path {self.root} is a file; choose a folder with --cache.")
-        existing = self._existing_meta()
+        existing = existing_cache_meta(self.root)
         if existing is not None and self._differs(existing) and not overwrite:
             raise CacheError(self._mismatch_sentence(existing))
         if not defer_create:
@@ -100,35 +102,19 @@ class CacheWriter:
         """Replace a cache of another format (overwrite), create a missing one, clean dead temporaries."""
         if self._ready:
             return
-        existing = self._existing_meta()  # again: another process may have created it meanwhile
+        existing = existing_cache_meta(self.root)  # again: another process may have created it meanwhile
         if existing is not None and self._differs(existing):
             if not self.overwrite:
                 raise CacheError(self._mismatch_sentence(existing))
-            self._wipe()
+            layout.wipe_cache(self.root)
             existing = None
         if existing is None:
             self._create(self._config)
         elif self._config is not None and not (self.root / layout.CONFIG_FILE).exists():
             # A run killed between cache.json and config.toml: the resumed run saves it.
             save_config(self._config, self.root / layout.CONFIG_FILE)
-        self._clean_dead_temps()
+        layout.clean_dead_temps(self.root)
         self._ready = True
-
-    # -- opening --------------------------------------------------------------------------
-
-    def _existing_meta(self) -> dict[str, Any] | None:
-        if not self.root.exists():
-            return None
-        if (self.root / layout.CACHE_FILE).exists():
-            return read_cache_meta(self.root)
-        leftovers = [
-            p.name for p in self.root.iterdir() if not p.name.startswith(".") and p.name not in layout.LAUNCHER_DIRS
-        ]
-        if leftovers:
-            raise CacheError(
-                f"{self.root} is not empty and is not an emo feature cache; choose a new or empty folder with --cache."
-            )
-        return None
 
     def _differs(self, existing: dict[str, Any]) -> bool:
         return existing["fingerprint_digest"] != self.digest or existing["format"] != self.fmt
@@ -142,23 +128,6 @@ class CacheWriter:
             f"Feature cache {self.root} was made differently ({what}); "
             "pass --overwrite to replace it or choose another --cache."
         )
-
-    def _wipe(self) -> None:
-        """Remove everything emo put in the cache folder (and nothing else)."""
-        for child in list(self.root.iterdir()):
-            name = child.name
-            ours = name in (layout.CACHE_FILE, layout.MANIFEST_FILE, layout.CONFIG_FILE, layout.SETS_DIR) or name.startswith(
-                (f".{layout.CACHE_FILE}", f".{layout.MANIFEST_FILE}", f".{layout.CONFIG_FILE}")
-            )
-            if child.is_dir() and not name.startswith(".") and name != layout.SETS_DIR:
-                entries = list(child.iterdir())
-                ours = all(
-                    layout.parse_shard_name(p.name) or layout.parse_temp_name(p.name) or p.name == layout.SPLIT_FILE
-                    or p.name.startswith(f".{layout.SPLIT_FILE}")
-                    for p in entries
-                )
-            if ours:
-                layout.remove_path(child)
 
     def _create(self, config: Any) -> None:
         try:
@@ -185,24 +154,6 @@ class CacheWriter:
         winner = read_cache_meta(self.root)
         if self._differs(winner):
             raise CacheError(self._mismatch_sentence(winner))
-
-    def _clean_dead_temps(self) -> None:
-        """Delete temporaries left by killed processes on this machine; never a live one."""
-        host = atomic.this_host()
-        folders = [self.root] + [
-            p for p in self.root.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and p.name not in layout.LAUNCHER_DIRS
-            and p.name != layout.SETS_DIR
-        ]
-        sets_root = self.root / layout.SETS_DIR
-        if sets_root.is_dir():
-            folders += [p for p in sets_root.glob("*/*") if p.is_dir()]
-            folders += [p for p in sets_root.glob("*/*/*") if p.is_dir() and not p.name.startswith(".")]
-        for folder in folders:
-            for child in folder.iterdir():
-                parsed = layout.parse_any_temp(child.name)
-                if parsed and parsed[1] == host and not layout.pid_alive(parsed[2]):
-                    layout.remove_path(child)
 
     # -- feature sets ---------------------------------------------------------------------
 
@@ -425,13 +376,7 @@ class CacheWriter:
         self._make_ready()
         split_dir = self.split_dir(split)
         split_dir.mkdir(parents=True, exist_ok=True)
-        plan_path = split_dir / layout.SPLIT_FILE
-        plan: dict[str, Any] = {}
-        if plan_path.is_file():
-            try:
-                plan = layout.read_json(plan_path)
-            except (OSError, ValueError):
-                plan = {}
+        plan = read_plan(self.root, split)
         plan["split"] = split
         if total_rows is not None:
             plan["total_rows"] = int(total_rows)
@@ -447,7 +392,7 @@ class CacheWriter:
         if extra:
             plan["extra"] = {**plan.get("extra", {}), **json.loads(json.dumps(extra, default=json_safe))}
         plan["updated"] = now_iso()
-        atomic.write_json(plan_path, plan, durable=True)
+        atomic.write_json(split_dir / layout.SPLIT_FILE, plan, durable=True)
         return write_manifest(self.root)
 
 

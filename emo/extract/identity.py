@@ -19,34 +19,18 @@ from emo.extract.config import OFFLINE_VISUAL_MODEL, ExtractConfig
 from emo.extract.fingerprint import build_fingerprint
 from emo.extract.text import TOKENIZER_FILES, intended_pooling, text_model_source
 from emo.extract.visual import tag_weights_file
-from emo.extract.weights import file_sha256, files_sha256, looks_like_path, weight_files
+from emo.extract.weights import file_sha256, files_sha256, local_model_folder, looks_like_path, weight_files
 
 
 def _precision(device: Any) -> str:
     return "fp16" if getattr(device, "type", str(device)) == "cuda" else "fp32"
 
 
-def _text_folder(source: str) -> tuple[Path | None, str | None]:
-    """The local folder of a text model and its hub revision, as `emo.extract.text` finds them."""
-    if looks_like_path(source):
-        return Path(source).expanduser(), None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        config_file = try_to_load_from_cache(source, "config.json")
-    except Exception:  # noqa: BLE001 - not locatable only means "load it and see"
-        return None, None
-    if not isinstance(config_file, str):
-        return None, None
-    folder = Path(config_file).parent
-    return folder, folder.name if folder.parent.name == "snapshots" else None
-
-
 def _local_text_model(config: ExtractConfig) -> tuple[Path | None, str | None]:
     """The text model's folder on this machine and its hub revision; (None, None) if not found."""
     name = config.resolved_text_model
     source = text_model_source(name)
-    folder, revision = _text_folder(source)
+    folder, revision = local_model_folder(source)
     if folder is None or not folder.is_dir():
         return None, None
     return folder, revision

@@ -34,7 +34,9 @@ import numpy as np
 
 from emo.errors import UsageError
 from emo.extract.pip_models import WHISPER_BASE, whisper_base_dir
-from emo.extract.weights import file_sha256, files_sha256, looks_like_path, require_hub, weight_files
+from emo.extract.weights import (
+    file_sha256, files_sha256, load_pretrained, local_model_folder, looks_like_path, weight_files,
+)
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30
@@ -175,8 +177,8 @@ class TransformersSpeechEncoder(SpeechEncoder):
         from emo.extract.text import quiet_transformers
 
         with quiet_transformers():
-            self.extractor = _load_pretrained(AutoFeatureExtractor.from_pretrained, name)
-            model = _load_pretrained(AutoModel.from_pretrained, name)
+            self.extractor = load_pretrained(AutoFeatureExtractor.from_pretrained, name, "speech model", OPTION)
+            model = load_pretrained(AutoModel.from_pretrained, name, "speech model", OPTION)
         config = model.config
         self.whisper = getattr(config, "model_type", "") == "whisper"
         if self.whisper:
@@ -288,7 +290,7 @@ def speech_identity(name: str, layers: Layers | str = "last", device: str = "cpu
             "compute_type": "float16" if device == "cuda" else "float32",
             "library": f"ctranslate2 {ctranslate2.__version__}",
         }
-    folder, revision = _local_folder(name)
+    folder, revision = local_model_folder(name)
     if folder is None or not (folder / "config.json").is_file():
         return None
     import json
@@ -341,51 +343,6 @@ def _short_name(name: str) -> str:
     if looks_like_path(name):
         return Path(name).expanduser().resolve().name
     return name.rstrip("/").split("/")[-1]
-
-
-def _local_folder(name: str) -> tuple[Path | None, str | None]:
-    """The model's folder on this machine and its hub revision; (None, None) if not there."""
-    if looks_like_path(name):
-        folder = Path(name).expanduser()
-        return (folder, None) if folder.is_dir() else (None, None)
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        config_file = try_to_load_from_cache(name, "config.json")
-    except Exception:  # noqa: BLE001 - not locatable only means "load it and see"
-        return None, None
-    if not isinstance(config_file, str):
-        return None, None
-    folder = Path(config_file).parent
-    return folder, folder.name if folder.parent.name == "snapshots" else None
-
-
-def _load_pretrained(loader, name: str) -> Any:
-    """Local folders with local_files_only; hub ids from the local cache first, then one
-    download only if the hub answers a quick probe (else one sentence, never a hang)."""
-    if looks_like_path(name):
-        folder = Path(name).expanduser()
-        if not folder.is_dir():
-            raise UsageError(f"Speech model folder {folder} does not exist.")
-        try:
-            return loader(str(folder), local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise UsageError(f"Speech model folder {folder} does not hold a usable model: {_first_line(error)}") from None
-    try:
-        return loader(name, local_files_only=True)
-    except (OSError, ValueError):
-        pass
-    require_hub("speech model", name, OPTION)
-    try:
-        return loader(name)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"Speech model '{name}' could not be loaded from the hub: {_first_line(error)}") from None
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    line = lines[0] if lines else type(error).__name__
-    return line if line.endswith(".") else line + "."
 
 
 __all__ = ["SpeechEncoder", "load_speech_encoder", "parse_layers", "real_frames", "resolve_layers",

@@ -29,7 +29,7 @@ import numpy as np
 
 from emo.errors import UsageError
 from emo.extract.config import OFFLINE_MPNET_MODEL, OFFLINE_TEXT_MODEL
-from emo.extract.weights import files_sha256, looks_like_path, require_hub, weight_files
+from emo.extract.weights import files_sha256, load_pretrained, looks_like_path, weight_files
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "tokenizer_config.json")
 
@@ -58,28 +58,6 @@ def text_model_source(name: str) -> str:
     return str(name)
 
 
-def _load_pretrained(loader, name: str) -> Any:
-    """Local folders load with local_files_only; hub ids try the local cache first, then
-    one download attempt only if the hub answers a quick probe."""
-    if looks_like_path(name):
-        folder = Path(name).expanduser()
-        if not folder.is_dir():
-            raise UsageError(f"Text model folder {folder} does not exist.")
-        try:
-            return loader(str(folder), local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise UsageError(f"Text model folder {folder} does not hold a usable model: {_first_line(error)}") from None
-    try:
-        return loader(name, local_files_only=True)
-    except (OSError, ValueError):
-        pass
-    require_hub("text model", name, "--text-model")
-    try:
-        return loader(name)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"Text model '{name}' could not be loaded from the hub: {_first_line(error)}") from None
-
-
 @contextlib.contextmanager
 def quiet_transformers():
     """No tqdm bars or info chatter from transformers while loading: emo draws its own progress."""
@@ -95,12 +73,6 @@ def quiet_transformers():
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    line = text[0] if text else error.__class__.__name__
-    return line if line.endswith(".") else line + "."
 
 
 def _model_folder(name: str, model: Any) -> tuple[Path | None, str | None]:
@@ -238,8 +210,8 @@ def load_text_encoder(name: str, device: Any = "cpu", max_length: int = 128, con
     source = text_model_source(name)
     device = torch.device(device)
     with quiet_transformers():
-        tokenizer = _load_pretrained(AutoTokenizer.from_pretrained, source)
-        model = _load_pretrained(AutoModel.from_pretrained, source)
+        tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source, "text model", "--text-model")
+        model = load_pretrained(AutoModel.from_pretrained, source, "text model", "--text-model")
     model.eval().requires_grad_(False)
     precision = "fp32"
     if device.type == "cuda":

@@ -21,7 +21,9 @@ import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
-from emo.errors import NetworkError
+from typing import Any, Callable
+
+from emo.errors import NetworkError, UsageError
 
 PROBE_TIMEOUT_S = 4.0
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
@@ -111,3 +113,52 @@ def weight_files(folder: Path) -> list[Path]:
     for pattern in WEIGHT_PATTERNS[1:]:
         found.extend(sorted(folder.glob(pattern)))
     return [p for p in found if "training_args" not in p.name]
+
+
+def first_line(error: Exception) -> str:
+    """An exception's first line as a sentence, for a one-sentence error."""
+    lines = str(error).strip().splitlines()
+    line = lines[0] if lines else type(error).__name__
+    return line if line.endswith(".") else line + "."
+
+
+def local_model_folder(name: str) -> tuple[Path | None, str | None]:
+    """A model's folder on this machine and its hub revision, found without loading it:
+    the folder itself for a path, the local hub cache's snapshot for an id; (None, None)
+    when it is not here."""
+    if looks_like_path(name):
+        folder = Path(name).expanduser()
+        return (folder, None) if folder.is_dir() else (None, None)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        config_file = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - not locatable only means "load it and see"
+        return None, None
+    if not isinstance(config_file, str):
+        return None, None
+    folder = Path(config_file).parent
+    return folder, folder.name if folder.parent.name == "snapshots" else None
+
+
+def load_pretrained(loader: Callable[..., Any], name: str, what: str, option: str) -> Any:
+    """`loader(name)` (a transformers `from_pretrained`) without hanging: local folders with
+    local_files_only; hub ids from the local cache first, then one download only if the hub
+    answers a quick probe (else one sentence naming `option`). `what` is e.g. "text model"."""
+    if looks_like_path(name):
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise UsageError(f"{what.capitalize()} folder {folder} does not exist.")
+        try:
+            return loader(str(folder), local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"{what.capitalize()} folder {folder} does not hold a usable model: {first_line(error)}") from None
+    try:
+        return loader(name, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    require_hub(what, name, option)
+    try:
+        return loader(name)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{what.capitalize()} '{name}' could not be loaded from the hub: {first_line(error)}") from None
