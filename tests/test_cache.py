@@ -35,6 +35,7 @@ from emo.cache import layout, storage
 from emo.cache.clips import build_set_columns
 from emo.cache.fingerprint import fingerprint_digest
 from emo.cache.maintenance import remove_set, upgrade_cache
+from emo.cache.manifest import build_manifest
 from emo.commands.cache import app
 from emo.errors import CacheError, ConfigError, UsageError
 from emo.fuse.feature_sets import compose
@@ -440,7 +441,7 @@ def test_interrupted_write_leaves_no_shard_and_resume_equals_uninterrupted(tmp_p
     writer.write_shard("train", 0, plan[0][1], plan[0][2], {"decode_s": 0.5})
     real_write = storage.write_arrays
     calls = []
-    crash_call = 0 if crash_at == "rows" else 2  # write_shard writes the row table, then text, audio, visual
+    crash_call = 3 if crash_at == "rows" else 1  # write_shard writes text, audio, visual, then the row table
 
     def crash_midway(path, *args, **kwargs):
         real_write(path, *args, **kwargs)  # the temporary is complete on disk...
@@ -457,9 +458,11 @@ def test_interrupted_write_leaves_no_shard_and_resume_equals_uninterrupted(tmp_p
     folder = layout.part_dir(root, "train", crashed)
     assert not (folder / f"shard-00001.{fmt}").exists()
     assert any(layout.parse_temp_name(p.name) for p in folder.iterdir())
-    if crash_at == "set":  # what finished before the crash stays finished
-        assert writer.part_done("train", 1) and writer.part_done("train", 1, TEXT)
-        assert not writer.part_done("train", 1, VISUAL)
+    if crash_at == "set":  # what finished before the crash stays finished; the row table comes last
+        assert writer.part_done("train", 1, TEXT)
+        assert not writer.part_done("train", 1, VISUAL) and not writer.part_done("train", 1)
+    else:  # every set of the shard is written; only the row table that marks it done is missing
+        assert all(writer.part_done("train", 1, name) for name in (TEXT, AUDIO, VISUAL))
     writer.finalize("train", total_rows=sum(SHARD_SIZES), expected_shards=3)
     with pytest.raises(CacheError, match="incomplete"):
         load_split(root, "train")
@@ -698,7 +701,7 @@ def test_info_counts_and_cli(tmp_path):
     assert printed["sets"][VISUAL]["splits"]["train"]["failures"]["by_reason"] == {"unreadable": 3, "missing": 1}
     assert printed["sets"][AUDIO]["splits"]["train"]["present"] == info.sets[AUDIO].splits["train"].present
     result = runner.invoke(app, ["verify", str(root)])
-    assert result.exit_code == 0 and "all 3 shards match" in result.output
+    assert result.exit_code == 0 and "all 12 shards match" in result.output  # the row table and three sets, 3 shards each
 
 
 def test_user_errors_are_one_sentence(tmp_path):
@@ -801,8 +804,9 @@ def test_process_killed_mid_shard_resumes_to_the_same_cache(tmp_path, fmt):
     finally:
         child.kill()  # SIGKILL: no cleanup handlers run
         child.wait(10)
-    temps = [p for p in (root / "train").iterdir() if layout.parse_temp_name(p.name)]
-    assert temps and not (root / "train" / f"shard-00001.{fmt}").exists()
+    first = layout.part_dir(root, "train", TEXT)  # a shard's sets are written first, its row table last
+    temps = [p for p in first.iterdir() if layout.parse_temp_name(p.name)]
+    assert temps and not (first / f"shard-00001.{fmt}").exists()
 
     writer = CacheWriter(root, FINGERPRINT, fmt=fmt)
     assert not any(p.exists() for p in temps), "the dead writer's temporary is cleaned on reopen"
@@ -1211,6 +1215,32 @@ def test_a_set_whose_rows_disagree_with_the_row_table_is_refused(tmp_path, fmt):
     writer.finalize("train", total_rows=9, expected_shards=2)
     with pytest.raises(CacheError, match=f"Feature set {TEXT} .*does not match the row table at shard-00000"):
         load_split(other, "train")
+    # `emo cache verify` finds the same mismatch without loading anything.
+    assert any(f"Feature set {TEXT} of split 'train' does not match the row table at shard-00000" in p
+               for p in verify_cache(other))
+
+
+def test_a_failure_two_sets_record_is_counted_once_and_keeps_its_modality(tmp_path):
+    """A version-1 record that cost "all" media is filed under the audio and the visual set;
+    the cache reports it once, with its modality."""
+    root = tmp_path / "c"
+    writer = CacheWriter(root, FINGERPRINT, fmt="h5")
+    columns = shard_plan()[0][1]
+    n = len(columns["emotion"])
+    key = (int(columns["dialogue_id"][0]), int(columns["utterance_id"][0]))
+    failure = {"dialogue_id": key[0], "utterance_id": key[1], "reason": "missing", "modality": "all"}
+    writer.write_shard("train", 0, columns, [failure])
+    writer.finalize("train", total_rows=n, expected_shards=1)
+    (recorded,) = open_cache(root).splits["train"].failures
+    assert recorded["modality"] == "all" and recorded["reason"] == "missing"
+    assert build_manifest(root)["totals"]["failures"] == 1
+
+
+def test_half_of_a_version_1_modality_is_refused(tmp_path):
+    columns = dict(shard_plan()[0][1])
+    del columns["text_mean"]
+    with pytest.raises(ValueError, match=r"text needs all of \['text_cls', 'text_mean'\]"):
+        CacheWriter(tmp_path / "c", FINGERPRINT, fmt="h5").write_shard("train", 0, columns)
 
 
 def test_the_cache_uses_the_one_atomic_temp_name_scheme(tmp_path):

@@ -28,12 +28,18 @@ def caches(tmp_path_factory):
 
 
 def data_files(cache: Path) -> list[tuple[str, Path]]:
-    """(label as verify names it, one file inside a feature array's data) for every shard."""
+    """(label as verify names it, the shard) for every shard of the text feature set
+    (`text/<name>/<split>/shard-NNNNN.h5`: the set's own folder under `sets/`)."""
     out = []
-    for split_dir in sorted(p for p in cache.iterdir() if p.is_dir()):
-        for shard in sorted(split_dir.glob("shard-*.h5")) + sorted(split_dir.glob("shard-*.zarr")):
-            out.append((f"{split_dir.name}/{shard.name}", shard))
+    for set_dir in sorted((cache / "sets" / "text").iterdir()):
+        for split_dir in sorted(p for p in set_dir.iterdir() if p.is_dir()):
+            for shard in sorted(split_dir.glob("shard-*.h5")) + sorted(split_dir.glob("shard-*.zarr")):
+                out.append((f"text/{set_dir.name}/{split_dir.name}/{shard.name}", shard))
     return out
+
+
+def split_of(label: str) -> str:
+    return label.split("/")[2]
 
 
 def flip_byte_in_features(shard: Path) -> tuple[Path, int]:
@@ -42,13 +48,13 @@ def flip_byte_in_features(shard: Path) -> tuple[Path, int]:
         import h5py
 
         with h5py.File(shard, "r") as f:
-            ds = f["text_cls"]
+            ds = f["cls"]
             offset, size = ds.id.get_offset(), ds.id.get_storage_size()
-        assert offset is not None and size > 0, "text_cls is stored contiguously"
+        assert offset is not None and size > 0, "cls is stored contiguously"
         target, position = shard, offset + size // 2
     else:
-        chunks = sorted(p for p in (shard / "text_cls").rglob("*") if p.is_file() and p.name != "zarr.json")
-        assert chunks, f"no chunk files under {shard / 'text_cls'}"
+        chunks = sorted(p for p in (shard / "cls").rglob("*") if p.is_file() and p.name != "zarr.json")
+        assert chunks, f"no chunk files under {shard / 'cls'}"
         target = chunks[0]
         position = target.stat().st_size // 2
     data = bytearray(target.read_bytes())
@@ -66,17 +72,17 @@ def test_a_flipped_byte_in_any_shard_is_named_by_verify(caches, fmt, tmp_path):
     assert verify_cache(cache) == []
     shards = data_files(cache)
     assert len(shards) >= 6, "several shards per split"
-    for label, _ in shards:
-        split = label.split("/")[0]
+    for label, shard in shards:
+        split = split_of(label)
         before = load_split(cache, split).text_cls.copy()
-        flip_byte_in_features(cache / label)
+        flip_byte_in_features(shard)
         # The library still reads the shard without complaint, just with other numbers ...
         after = load_split(cache, split, verify=False).text_cls
         assert (before != after).sum() == 1, "exactly one value changed: the case only a checksum can catch"
         # ... verify names exactly that shard, and nothing else.
         problems = verify_cache(cache)
         assert len(problems) == 1 and label in problems[0], (label, problems)
-        flip_byte_in_features(cache / label)  # flip it back: the next shard is tested on a clean cache
+        flip_byte_in_features(shard)  # flip it back: the next shard is tested on a clean cache
         assert verify_cache(cache) == []
 
 
@@ -86,7 +92,7 @@ def test_verify_command_names_the_shard_in_one_sentence(caches, tmp_path):
     ok = emo("cache", "verify", str(cache))
     assert ok.returncode == 0, ok.describe()
     label, shard = data_files(cache)[4]
-    flip_byte_in_features(cache / label)
+    flip_byte_in_features(shard)
     bad = emo("cache", "verify", str(cache))
     sentence = assert_clean_error(bad, 1, mentions=(label, "checksum"))
     assert "failed verification" in sentence
@@ -110,11 +116,11 @@ def corrupt_run(caches, tmp_path_factory):
 def refusals(corrupt_run):
     """fit, eval and ablate on the cache with one flipped byte in a train and a test shard."""
     root, run, cache = corrupt_run
-    labels = [label for label, _ in data_files(cache)]
-    train_label = next(label for label in labels if label.startswith("train/"))
-    test_label = next(label for label in labels if label.startswith("test/"))
-    flip_byte_in_features(cache / train_label)
-    flip_byte_in_features(cache / test_label)
+    shards = data_files(cache)
+    train_label, train_shard = next((label, shard) for label, shard in shards if split_of(label) == "train")
+    test_label, test_shard = next((label, shard) for label, shard in shards if split_of(label) == "test")
+    flip_byte_in_features(train_shard)
+    flip_byte_in_features(test_shard)
     fit, evaluate, ablate = emo_many([
         ("fit", "--cache", str(cache), "--out", str(root / "refit"), "--epochs", "1", "--device", "cpu"),
         ("eval", "--run", str(run), "--cache", str(cache), "--split", "test", "--device", "cpu"),

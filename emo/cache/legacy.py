@@ -85,8 +85,11 @@ def split_v1_columns(
     truncated = np.asarray(columns.get("truncated", np.zeros(n, bool)), dtype=bool)
     sets = []
     for modality, names in V1_MODALITY_COLUMNS.items():
-        if not all(name in columns for name in names):
+        given = [name for name in names if name in columns]
+        if not given:
             continue
+        if len(given) != len(names):
+            raise ValueError(f"{modality} needs all of {list(names)}, got only {given}")
         present = np.asarray(columns.get(f"has_{modality}", np.ones(n, bool)), dtype=bool)
         flags = {"present": present, "truncated": truncated if modality != "text" else np.zeros(n, bool)}
         if modality == "text":

@@ -17,7 +17,9 @@ import numpy as np
 
 from emo.cache import layout, storage
 from emo.cache.features import SplitFeatures
-from emo.cache.manifest import default_sets, list_sets, list_splits, read_cache_meta, scan_set_split, scan_split
+from emo.cache.manifest import (
+    default_sets, list_sets, list_splits, misaligned_shards, read_cache_meta, scan_set_split, scan_split,
+)
 from emo.cache.reader import UnknownSplitError, merge_failures
 from emo.cache.schema import ROW_COLUMNS, Column, set_columns
 from emo.cache.sets import LoadedSet, spec_from_meta
@@ -169,18 +171,12 @@ def _require_complete(root: Path, split: str, raw: dict[str, Any], set_name: str
 
 
 def _require_aligned(root: Path, split: str, name: str, row_shards: list, set_shards: list) -> None:
-    """A set's shard k must hold exactly the rows of the row table's shard k."""
-    by_index = {s["shard_index"]: s for s in row_shards}
-    for shard in set_shards:
-        rows = by_index.get(shard["shard_index"])
-        same = rows is not None and int(rows["rows"]) == int(shard["rows"]) and (
-            shard.get("first_key") in (None, rows.get("first_key")) and shard.get("last_key") in (None, rows.get("last_key"))
+    misaligned = misaligned_shards(row_shards, set_shards)
+    if misaligned:
+        raise CacheError(
+            f"Feature set {name} of split '{split}' in {root} does not match the row table at "
+            f"{layout.shard_stem(misaligned[0])}; re-extract it with --overwrite."
         )
-        if not same:
-            raise CacheError(
-                f"Feature set {name} of split '{split}' in {root} does not match the row table at "
-                f"{layout.shard_stem(shard['shard_index'])}; re-extract it with --overwrite."
-            )
 
 
 def _read_part(root: Path, folder: Path, shards: list, columns: dict[str, Column], fmt: str, split: str,

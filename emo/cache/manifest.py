@@ -17,6 +17,7 @@ from emo import atomic
 from emo.cache import layout
 from emo.cache.schema import SCHEMA_VERSION
 from emo.errors import CacheError, UsageError
+from emo.labels import MODALITIES
 
 
 class MissingCacheError(CacheError, UsageError):
@@ -178,6 +179,21 @@ def scan_set_split(root: Path, set_meta: dict[str, Any], split: str, meta: dict[
     return scan_part(folder, split, meta["format"], set_meta["fingerprint_digest"], read_plan(root, split))
 
 
+def misaligned_shards(row_shards: list[dict[str, Any]], set_shards: list[dict[str, Any]]) -> list[int]:
+    """Indices of a set's finished shards that do not hold exactly the rows of the row
+    table's shard of the same index (row count and first/last key, from the sidecars)."""
+    by_index = {s["shard_index"]: s for s in row_shards}
+    bad = []
+    for shard in set_shards:
+        rows = by_index.get(shard["shard_index"])
+        same = rows is not None and int(rows["rows"]) == int(shard["rows"]) and (
+            shard.get("first_key") in (None, rows.get("first_key")) and shard.get("last_key") in (None, rows.get("last_key"))
+        )
+        if not same:
+            bad.append(int(shard["shard_index"]))
+    return bad
+
+
 def list_sets(root: Path) -> dict[str, dict[str, Any]]:
     """set.json of every feature set in the cache, by full name, oldest first."""
     found = []
@@ -256,8 +272,6 @@ def scan_part(folder: Path, split: str, fmt: str, digest: str, plan: dict[str, A
         "columns": column_specs[0] if column_specs else {},
         "present": sum(int(s.get("present", 0)) for s in shards),
         "failures": failures,
-        "failures_by_reason": dict(Counter(str(f.get("reason", "unknown")) for f in failures)),
-        "failures_by_modality": dict(Counter(str(f.get("modality", "all")) for f in failures)),
         "ignored_videos": int(plan.get("ignored_videos", 0) or 0),
         "stats": _sum_stats(shards),
         "plan": plan,
@@ -272,6 +286,23 @@ def _sum_stats(shards: list[dict[str, Any]]) -> dict[str, float]:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 totals[key] = round(totals.get(key, 0.0) + value, 4)
     return totals
+
+
+def merge_failures(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per clip and reason: a clip that failed to decode is recorded by every
+    media set extracted from it."""
+    merged: dict[tuple, dict[str, Any]] = {}
+    for f in failures:
+        key = (f.get("dialogue_id"), f.get("utterance_id"), f.get("reason"))
+        if key in merged:
+            known = [m for m in str(merged[key].get("modality", "")).split("+") if m]
+            known += [m for m in str(f.get("modality", "")).split("+") if m and m not in known]
+            # Modalities in their usual order; anything else a record names ("all") kept after them.
+            merged[key]["modality"] = "+".join([m for m in MODALITIES if m in known] +
+                                               [m for m in known if m not in MODALITIES])  # fmt: skip
+        else:
+            merged[key] = dict(f)
+    return list(merged.values())
 
 
 def build_manifest(root: Path) -> dict[str, Any]:
@@ -292,6 +323,11 @@ def build_manifest(root: Path) -> dict[str, Any]:
                 if part["shards"] or part["unfinished_shards"]
             },
         }
+    for name, summary in manifest_splits.items():
+        # The split's failures: every set's records, one per clip and reason.
+        items = merge_failures([f for m in manifest_sets.values() if name in m["splits"]
+                                for f in m["splits"][name]["failures"]["items"]])  # fmt: skip
+        summary["failures"] = failure_summary(items)
     every = list(manifest_splits.values()) + [s for m in manifest_sets.values() for s in m["splits"].values()]
     return {
         **meta,
@@ -303,9 +339,18 @@ def build_manifest(root: Path) -> dict[str, Any]:
             "sets": len(manifest_sets),
             "shards": sum(len(s["shards"]) for s in every),
             "bytes": sum(s["bytes"] for s in every),
-            "failures": sum(s["failures"]["total"] for s in every),
+            "failures": sum(s["failures"]["total"] for s in manifest_splits.values()),
             "ignored_videos": sum(s["ignored_videos"] for s in manifest_splits.values()),
         },
+    }
+
+
+def failure_summary(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "total": len(items),
+        "by_reason": dict(Counter(str(f.get("reason", "unknown")) for f in items)),
+        "by_modality": dict(Counter(str(f.get("modality", "all")) for f in items)),
+        "items": items,
     }
 
 
@@ -320,12 +365,7 @@ def _part_summary(info: dict[str, Any], folder: str) -> dict[str, Any]:
         "extra": info["plan"].get("extra", {}),
         "bytes": info["bytes"],
         "stats": info["stats"],
-        "failures": {
-            "total": len(info["failures"]),
-            "by_reason": info["failures_by_reason"],
-            "by_modality": info["failures_by_modality"],
-            "items": info["failures"],
-        },
+        "failures": failure_summary(info["failures"]),
         "shards": [
             {
                 "index": s["shard_index"],

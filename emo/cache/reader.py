@@ -7,13 +7,14 @@ set.json files and the sidecars. Loading arrays is `emo.cache.loader.load_split`
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emo.cache import layout
-from emo.cache.manifest import default_sets, list_sets, list_splits, read_cache_meta, scan_set_split, scan_split
+from emo.cache.manifest import (
+    default_sets, failure_summary, list_sets, list_splits, merge_failures, read_cache_meta, scan_set_split, scan_split,
+)
 from emo.cache.sets import SetSpec, spec_from_meta
 from emo.errors import CacheError, UsageError
 from emo.labels import MODALITIES
@@ -57,6 +58,7 @@ class SetSplitInfo:
     """One feature set in one split."""
 
     rows: int
+    shards: int  # finished shards
     present: int  # rows that have this set's features
     complete: bool
     bytes: int
@@ -120,6 +122,7 @@ def _split_info(root: Path, raw: dict[str, Any], sets: dict[str, SetInfo]) -> Sp
     here = [(info, info.splits[raw["name"]]) for info in sets.values() if raw["name"] in info.splits]
     modalities = tuple(m for m in MODALITIES if any(i.modality == m and part.complete for i, part in here))
     failures = merge_failures([f for _, part in here for f in part.failures])
+    summary = failure_summary(failures)
     return SplitInfo(
         name=raw["name"],
         rows=raw["rows"],
@@ -145,8 +148,8 @@ def _split_info(root: Path, raw: dict[str, Any], sets: dict[str, SetInfo]) -> Sp
         ],
         bytes=raw["bytes"],
         failures=failures,
-        failures_by_reason=dict(Counter(str(f.get("reason", "unknown")) for f in failures)),
-        failures_by_modality=dict(Counter(str(f.get("modality", "all")) for f in failures)),
+        failures_by_reason=summary["by_reason"],
+        failures_by_modality=summary["by_modality"],
         ignored_videos=raw["ignored_videos"],
         stats=raw["stats"],
         extra=raw["plan"].get("extra", {}),
@@ -159,21 +162,6 @@ def set_config_path(root: str | Path, name: str) -> Path:
     return layout.set_dir(Path(root), name) / layout.CONFIG_FILE
 
 
-def merge_failures(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per clip and reason: a clip that failed to decode is recorded by every
-    media set extracted from it."""
-    merged: dict[tuple, dict[str, Any]] = {}
-    for f in failures:
-        key = (f.get("dialogue_id"), f.get("utterance_id"), f.get("reason"))
-        if key in merged:
-            known = merged[key]["modality"].split("+")
-            extra = [m for m in str(f.get("modality", "")).split("+") if m and m not in known]
-            merged[key]["modality"] = "+".join(m for m in MODALITIES if m in known + extra)
-        else:
-            merged[key] = dict(f)
-    return list(merged.values())
-
-
 def _set_info(root: Path, set_meta: dict[str, Any], splits: list[str], meta: dict[str, Any]) -> SetInfo:
     parts = {}
     for split in splits:
@@ -181,7 +169,7 @@ def _set_info(root: Path, set_meta: dict[str, Any], splits: list[str], meta: dic
         if not raw["shards"] and not raw["unfinished_shards"]:
             continue
         parts[split] = SetSplitInfo(
-            rows=raw["rows"], present=raw["present"], complete=raw["complete"], bytes=raw["bytes"],
+            rows=raw["rows"], shards=len(raw["shards"]), present=raw["present"], complete=raw["complete"], bytes=raw["bytes"],
             missing_shards=raw["missing_shards"], unfinished_shards=raw["unfinished_shards"], failures=raw["failures"],
         )  # fmt: skip
     return SetInfo(

@@ -16,13 +16,39 @@ from typing import Any
 import numpy as np
 
 from emo import atomic
+from emo.cache import layout
+from emo.cache.manifest import now_iso, read_cache_meta
 from emo.cache.fingerprint import fingerprint_digest
 from emo.cache.schema import SCHEMA_VERSION
 from emo.cache.sets import SetSpec
+from emo.errors import CacheError
 
 # The row table's fingerprint: the rows are the annotations themselves, checked row by row
 # (`rows_sha256` in every sidecar), so only the layout version can make two caches differ.
 ROWS_FINGERPRINT: dict[str, Any] = {"cache_schema": SCHEMA_VERSION, "rows": "ids, labels, speaker, text"}
+
+
+def create_cache(root: Path, fmt: str, fingerprint: dict[str, Any], config: Any) -> dict[str, Any]:
+    """Make the cache folder with its cache.json (and config.toml); returns the cache.json
+    now on disk, which another process creating the same cache may have written."""
+    from emo import __version__
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CacheError(f"Cannot create the feature cache {root} ({error.strerror or error}); choose another --cache.") from None
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "format": fmt,
+        "fingerprint": fingerprint,
+        "fingerprint_digest": fingerprint_digest(fingerprint),
+        "emo_version": __version__,
+        "created": now_iso(),
+    }
+    atomic.write_json(root / layout.CACHE_FILE, meta, durable=True)
+    if config is not None:
+        save_config(config, root / layout.CONFIG_FILE)
+    return read_cache_meta(root)
 
 
 def set_digest(spec: SetSpec) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from emo.cache import layout, storage
-from emo.cache.manifest import list_sets, list_splits, read_cache_meta, scan_set_split, scan_split
+from emo.cache.manifest import list_sets, list_splits, misaligned_shards, read_cache_meta, scan_set_split, scan_split
 from emo.cache.schema import ROW_COLUMNS
 
 
@@ -76,6 +76,11 @@ def verify_cache(root: str | Path, on_shard: Callable[[str, int], None] | None =
             # A shard missing from the row table is missing from every set too: say it once.
             skip = rows_missing if set_name else set()
             problems += _part_problems(split, set_name, folder, info, on_shard, skip)
+            for index in misaligned_shards(parts[0][2]["shards"], info["shards"]) if set_name else []:
+                problems.append(
+                    f"Feature set {set_name} of split '{split}' does not match the row table at "
+                    f"{layout.shard_stem(index)}; re-extract it with --overwrite."
+                )
         intact = [s for s in parts[0][2]["shards"] if check_shard(root / split, s) is None]
         duplicate = _first_duplicate_key(root / split, meta["format"], intact)
         if duplicate:

@@ -42,9 +42,11 @@ from emo.cache.clips import ClipRecord, build_row_columns, build_set_columns
 from emo.cache.fingerprint import describe_difference, fingerprint_digest
 from emo.cache.legacy import split_v1_columns
 from emo.cache.manifest import (
-    existing_cache_meta, list_sets, now_iso, read_cache_meta, read_plan, read_sidecar, sidecar_problem, write_manifest,
+    existing_cache_meta, list_sets, now_iso, read_plan, read_sidecar, sidecar_problem, write_manifest,
 )
-from emo.cache.records import ROWS_FINGERPRINT, clean_failure, json_safe, rows_sha256, save_config, set_digest
+from emo.cache.records import (
+    ROWS_FINGERPRINT, clean_failure, create_cache, json_safe, rows_sha256, save_config, set_digest,
+)
 from emo.cache.schema import SCHEMA_VERSION, describe_arrays, normalize_rows, normalize_set
 from emo.cache.sets import SetSpec
 from emo.errors import CacheError, ConfigError
@@ -130,28 +132,9 @@ class CacheWriter:
         )
 
     def _create(self, config: Any) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise CacheError(
-                f"Cannot create the feature cache {self.root} ({error.strerror or error}); choose another --cache."
-            ) from None
-        from emo import __version__
-
-        meta = {
-            "schema_version": SCHEMA_VERSION,
-            "format": self.fmt,
-            "fingerprint": self.fingerprint,
-            "fingerprint_digest": self.digest,
-            "emo_version": __version__,
-            "created": now_iso(),
-        }
-        atomic.write_json(self.root / layout.CACHE_FILE, meta, durable=True)
-        if config is not None:
-            save_config(config, self.root / layout.CONFIG_FILE)
+        winner = create_cache(self.root, self.fmt, self.fingerprint, config)
         # Another process may have created the cache at the same moment with a different
         # format; whichever rename won, check we agree with it.
-        winner = read_cache_meta(self.root)
         if self._differs(winner):
             raise CacheError(self._mismatch_sentence(winner))
 
@@ -233,14 +216,17 @@ class CacheWriter:
         sets: Sequence[str] | None = None,
         stats: dict[str, Any] | None = None,
     ) -> None:
-        """Write one shard's row table (unless finished) and its `sets` (default: every
-        registered set) from per-clip results, each atomically."""
+        """Write one shard's `sets` (default: every registered set), then its row table
+        (unless finished), each atomically, from per-clip results.
+
+        The row table goes last: in a cache being made, its sidecar then says the whole
+        shard is done, so a run killed in between redoes the shard, never a half of it."""
+        ends = [[int(c.dialogue_id), int(c.utterance_id)] for c in (clips[0], clips[-1])] if clips else None
+        for name in self.sets if sets is None else sets:
+            arrays, failures = build_set_columns(clips, self.sets[name])
+            self.write_set(split, name, shard_index, arrays, failures, stats, keys=ends)
         if not self.part_done(split, shard_index):
             self.write_rows(split, shard_index, build_row_columns(clips), stats)
-        for name in self.sets if sets is None else sets:
-            spec = self.sets[name]
-            arrays, failures = build_set_columns(clips, spec)
-            self.write_set(split, name, shard_index, arrays, failures, stats)
 
     def write_rows(self, split: str, shard_index: int, rows: dict[str, Any], stats: dict[str, Any] | None = None):
         """Write one row-table shard atomically and return its sidecar."""
@@ -257,22 +243,25 @@ class CacheWriter:
         arrays: dict[str, Any],
         failures: list[dict[str, Any]] | None = None,
         stats: dict[str, Any] | None = None,
+        keys: tuple[list[int], list[int]] | None = None,
     ) -> dict[str, Any]:
         """Write one shard of a registered set atomically and return its sidecar. Its rows
-        must be the row table's shard of the same index (checked when that is written)."""
+        must be the row table's shard of the same index: checked here when that is already
+        written, else on load against `keys` (its first and last (dialogue, utterance))."""
         spec = self.sets[name]
         arrays = normalize_set(spec, arrays)
         failures = [clean_failure(f) for f in (failures or [])]
         self._set_ready(name)
-        rows_side = read_sidecar(self.split_dir(split), int(shard_index))
+        # The row table's shard, when it is finished and stays (with overwrite, it is rewritten after).
+        rows_side = read_sidecar(self.split_dir(split), int(shard_index)) if self.part_done(split, shard_index) else None
         n = len(arrays["present"])
         if rows_side is not None and int(rows_side.get("rows", -1)) != n:
             raise ValueError(f"{name} shard {shard_index} has {n} rows, the row table's has {rows_side.get('rows')}")
         extra = {
             "set": name,
             "present": int(np.count_nonzero(arrays["present"])),
-            "first_key": rows_side.get("first_key") if rows_side else None,
-            "last_key": rows_side.get("last_key") if rows_side else None,
+            "first_key": rows_side.get("first_key") if rows_side else (keys[0] if keys else None),
+            "last_key": rows_side.get("last_key") if rows_side else (keys[-1] if keys else None),
         }
         return self._write_part(split, name, int(shard_index), arrays, failures, stats, extra, self.set_digests[name])
 
@@ -292,9 +281,11 @@ class CacheWriter:
         for spec, _, _ in sets:
             if spec.name not in self.sets:
                 self.add_set(spec)
+        ids = list(zip(np.asarray(row_columns["dialogue_id"]).tolist(), np.asarray(row_columns["utterance_id"]).tolist()))
+        keys = (list(ids[0]), list(ids[-1])) if ids else None
+        for spec, arrays, set_failures in sets:  # sets first, the row table last (see write_clips)
+            self.write_set(split, spec.name, shard_index, arrays, set_failures, stats, keys=keys)
         self.write_rows(split, shard_index, row_columns, stats)
-        for spec, arrays, set_failures in sets:
-            self.write_set(split, spec.name, shard_index, arrays, set_failures, stats)
 
     def _write_part(self, split, set_name, shard_index, arrays, failures, stats, extra, digest) -> dict[str, Any]:
         if shard_index < 0:

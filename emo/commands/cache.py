@@ -230,6 +230,7 @@ def verify(path: Path = typer.Argument(..., help="The cache folder to check.")) 
         more = f" (and {len(problems) - 1} more problems listed above)" if len(problems) > 1 else ""
         raise CacheError(f"Feature cache {path} failed verification: {problems[0].rstrip('.')}{more}.")
     shards = sum(len(s.shards) for s in cache.splits.values())
+    shards += sum(part.shards for item in cache.sets.values() for part in item.splits.values())
     matched = f"all {count(shards, 'shard')} match their" if shards != 1 else "its 1 shard matches its"
     typer.echo(f"{path}: {matched} checksums ({_size(total)} verified).")
 

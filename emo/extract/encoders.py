@@ -26,8 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from emo.cache.legacy import seed_set_spec
+from emo.cache.legacy import seed_set_fingerprint, seed_set_spec
 from emo.cache.sets import SetSpec, plain_name
+from emo.errors import UsageError
 from emo.extract.config import OFFLINE_VISUAL_MODEL, ExtractConfig
 
 FACE_MODEL = "mediapipe-face"
@@ -100,7 +101,7 @@ def _visual(config: ExtractConfig, device) -> SetEncoder:
         from emo.extract.faces import load_face_encoder
 
         if config.crop != "none":
-            raise _usage("--crop faces needs an image encoder (efficientnet-lite0 or a CLIP model), not mediapipe-face.")
+            raise UsageError("--crop faces needs an image encoder (efficientnet-lite0 or a CLIP model), not mediapipe-face.")
         model = load_face_encoder()
         fingerprint = _media_fingerprint(base, model.identity, frames=base.get("frames"))
         spec = SetSpec(f"visual/{FACE_MODEL}", "frames", model.dim, FACE_MODEL, fingerprint, frames=config.frames)
@@ -114,12 +115,11 @@ def _visual(config: ExtractConfig, device) -> SetEncoder:
     from emo.extract.faces import load_face_encoder
 
     faces = load_face_encoder()
-    fingerprint = {**fingerprint, "crop": {"faces": faces.identity, "margin": FACE_CROP_MARGIN}}
+    fingerprint = {**seed_set_fingerprint("visual", fingerprint),
+                   "crop": {"faces": faces.identity, "margin": FACE_CROP_MARGIN}}  # fmt: skip
     short = plain_name(str(model.identity.get("name", name))) + "-faces"
-    spec = SetSpec(f"visual/{short}", "frames", model.dim, f"{name} on face crops",
-                   {k: v for k, v in fingerprint.items() if k not in ("audio", "modalities")}, frames=config.frames)  # fmt: skip
+    spec = SetSpec(f"visual/{short}", "frames", model.dim, f"{name} on face crops", fingerprint, frames=config.frames)
     return SetEncoder(spec, Needs.FACE_CROPS, model, faces=faces)
-
 
 
 def _audio(config: ExtractConfig, device) -> SetEncoder:
@@ -148,12 +148,6 @@ def _media_fingerprint(base: dict[str, Any], identity: dict[str, Any], **preproc
     out = {"extract_version": base["extract_version"], "encoder": identity, "max_duration": base["max_duration"]}
     out.update({k: v for k, v in preprocessing.items() if v is not None})
     return out
-
-
-def _usage(sentence: str):
-    from emo.errors import UsageError
-
-    return UsageError(sentence)
 
 
 _LOADERS = {"text": _text, "visual": _visual, "audio": _audio}

@@ -165,14 +165,12 @@ def prepare_clip(job: ClipJob) -> PreparedClip:
 
 
 def shrink_frames(frames: np.ndarray, side: int) -> np.ndarray:
-    """Whole frames scaled (never enlarged) so the short side is `side`, aspect kept: a face
-    detector needs the whole picture, not the image model's centre crop."""
-    from PIL import Image
+    """Whole frames scaled (never enlarged) so the short side is `side`, as the face
+    encoder itself would (`emo.extract.faces.resize_for_faces`), done here in the worker so
+    the main process receives small frames: a face detector needs the whole picture, not
+    the image model's centre crop."""
+    from emo.extract.faces import resize_for_faces
 
-    if len(frames) == 0 or min(frames.shape[1:3]) <= side:
-        return np.ascontiguousarray(frames[..., :3])
-    height, width = frames.shape[1:3]
-    scale = side / min(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f[..., :3])).resize(size, Image.BILINEAR))
-                     for f in frames])  # fmt: skip
+    if len(frames) == 0:
+        return frames
+    return np.stack([resize_for_faces(np.ascontiguousarray(f[..., :3]), side) for f in frames])

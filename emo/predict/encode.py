@@ -222,11 +222,13 @@ def hide_missing_words(features, texts: list[str]) -> None:
     """Mark text absent for rows without words (no speech recognised, an empty transcript cue),
     so the head sees a missing modality rather than the embedding of an empty string, and
     the prediction's `modalities` says it went without text."""
+    empty = [row for row, text in enumerate(texts) if not text.strip()]
     for loaded in features.sets.values():
-        if loaded.modality != "text":
-            continue
-        for row, text in enumerate(texts):
-            if not text.strip():
-                loaded.present[row] = False
-                for array in loaded.arrays.values():
-                    array[row] = 0
+        if loaded.modality == "text":
+            loaded.present[empty] = False
+            for array in loaded.arrays.values():
+                array[empty] = 0
+    if features.text_cls is not None:  # per-modality fields (filled from one text set, or built in memory)
+        features.has_text[empty] = False
+        for array in {id(a): a for a in (features.text_cls, features.text_mean) if a is not None}.values():
+            array[empty] = 0
