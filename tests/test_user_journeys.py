@@ -85,7 +85,7 @@ def test_a_shard_of_another_shard_index_is_named_with_a_hint_that_finishes_it(tm
     assert run(app, ["cache", "info", str(root)]) == 0
     out = capsys.readouterr().out
     assert "missing shards: 1)" in out and "without --num-shards/--shard-index" in out
-    assert "\nFingerprint\n" in out and "\nSplits\n" in out  # headings are whole lines, not padded titles
+    assert "\nFeature sets\n" in out and "\nSplits\n" in out  # headings are whole lines, not padded titles
 
 
 def test_status_after_an_interrupted_extract_says_how_to_finish(tmp_path, capsys):

@@ -30,7 +30,8 @@ class ShardInfo:
     failures: int
     first_key: tuple[int, int] | None
     last_key: tuple[int, int] | None
-    rows_sha256: str | None = None  # digest of the shard's annotations (emo.cache.records.rows_sha256)
+    rows_sha256: str | None = None  # digest of the shard's ids, labels and speakers (emo.cache.records)
+    texts_sha256: str | None = None  # digest of its utterance texts; None when it holds none
 
 
 @dataclass
@@ -143,6 +144,7 @@ def _split_info(root: Path, raw: dict[str, Any], sets: dict[str, SetInfo]) -> Sp
                 first_key=tuple(s["first_key"]) if s.get("first_key") else None,
                 last_key=tuple(s["last_key"]) if s.get("last_key") else None,
                 rows_sha256=s.get("rows_sha256"),
+                texts_sha256=s.get("texts_sha256"),
             )
             for s in raw["shards"]
         ],

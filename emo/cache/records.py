@@ -57,14 +57,22 @@ def set_digest(spec: SetSpec) -> str:
 
 
 def rows_sha256(columns: dict[str, Any]) -> str:
-    """A digest of a row-table shard's content, so a later run can tell whether its
-    annotations (ids, labels, speakers, texts) are the ones the cache was built from."""
+    """A digest of a row-table shard's annotations (ids, labels, speakers), so a later run
+    can tell whether its CSVs are the ones the cache was built from."""
     digest = hashlib.sha256()
     for name in ("dialogue_id", "utterance_id", "emotion", "sentiment"):
         digest.update(np.ascontiguousarray(np.asarray(columns[name], dtype=np.int64)).tobytes())
-    for name in ("speaker", "text"):
-        digest.update("\x1f".join(str(v) for v in columns.get(name, [])).encode())
+    digest.update("\x1f".join(str(v) for v in columns.get("speaker", [])).encode())
     return digest.hexdigest()
+
+
+def texts_sha256(columns: dict[str, Any]) -> str | None:
+    """A digest of the shard's utterance texts; None when it holds none (a cache upgraded
+    from version 1, which stored no text, cannot be checked on them)."""
+    texts = [str(v) for v in columns.get("text", [])]
+    if not any(texts):
+        return None
+    return hashlib.sha256("\x1f".join(texts).encode()).hexdigest()
 
 
 def json_safe(value: Any) -> Any:

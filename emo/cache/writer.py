@@ -45,7 +45,7 @@ from emo.cache.manifest import (
     existing_cache_meta, list_sets, now_iso, read_plan, read_sidecar, sidecar_problem, write_manifest,
 )
 from emo.cache.records import (
-    ROWS_FINGERPRINT, clean_failure, create_cache, json_safe, rows_sha256, save_config, set_digest,
+    ROWS_FINGERPRINT, clean_failure, create_cache, json_safe, rows_sha256, save_config, set_digest, texts_sha256,
 )
 from emo.cache.schema import SCHEMA_VERSION, describe_arrays, normalize_rows, normalize_set
 from emo.cache.sets import SetSpec
@@ -232,7 +232,7 @@ class CacheWriter:
         """Write one row-table shard atomically and return its sidecar."""
         arrays = normalize_rows(rows)
         self._make_ready()
-        extra = {"rows_sha256": rows_sha256(arrays)}
+        extra = {"rows_sha256": rows_sha256(arrays), "texts_sha256": texts_sha256(arrays)}
         return self._write_part(split, None, int(shard_index), arrays, [], stats, extra, self.digest)
 
     def write_set(

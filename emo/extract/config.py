@@ -166,6 +166,8 @@ class ExtractConfig:
             raise ConfigError(f"Unknown preset '{self.preset}'; use none or offline.")
         if self.crop not in CROPS:
             raise ConfigError(f"Unknown crop '{self.crop}'; use none or faces.")
+        if self.crop == "faces" and self.resolved_visual_model[0] == "mediapipe-face":
+            raise ConfigError("--crop faces needs an image encoder (efficientnet-lite0 or a CLIP model), not mediapipe-face.")
         self.set_names()
         if self.frame_resize not in FRAME_RESIZE:
             raise ConfigError(f"Unknown frame_resize '{self.frame_resize}'; use exact or ffmpeg.")

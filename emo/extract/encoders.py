@@ -28,7 +28,6 @@ from typing import Any
 
 from emo.cache.legacy import seed_set_fingerprint, seed_set_spec
 from emo.cache.sets import SetSpec, plain_name
-from emo.errors import UsageError
 from emo.extract.config import OFFLINE_VISUAL_MODEL, ExtractConfig
 
 FACE_MODEL = "mediapipe-face"
@@ -100,8 +99,6 @@ def _visual(config: ExtractConfig, device) -> SetEncoder:
     if name == FACE_MODEL:
         from emo.extract.faces import load_face_encoder
 
-        if config.crop != "none":
-            raise UsageError("--crop faces needs an image encoder (efficientnet-lite0 or a CLIP model), not mediapipe-face.")
         model = load_face_encoder()
         fingerprint = _media_fingerprint(base, model.identity, frames=base.get("frames"))
         spec = SetSpec(f"visual/{FACE_MODEL}", "frames", model.dim, FACE_MODEL, fingerprint, frames=config.frames)

@@ -53,22 +53,25 @@ def check_finished_shards(config: ExtractConfig, cache_info, split_name: str, ro
                 f"run plans (was --shard-size {config.shard_size} or the CSV changed?); pass --overwrite or use "
                 "another --cache."
             )
-        if shard.rows_sha256 and shard.rows_sha256 != annotations_sha256([rows[i] for i in r]):
+        labels, texts = annotation_digests([rows[i] for i in r])
+        if (shard.rows_sha256 and shard.rows_sha256 != labels) or (shard.texts_sha256 and shard.texts_sha256 != texts):
             raise CacheError(
                 f"The row table of split '{split_name}' in {cache_info.root} (shard {shard.index}) holds other "
                 "annotations than these CSVs (labels, speakers or texts differ); extract into a new --cache."
             )
 
 
-def annotations_sha256(utterances) -> str:
-    """The digest the cache records for a row-table shard, computed from annotations."""
+def annotation_digests(utterances) -> tuple[str, str | None]:
+    """The digests the cache records for a row-table shard (labels, texts), computed from
+    annotations."""
     from emo.cache.clips import ClipRecord, build_row_columns
-    from emo.cache.records import rows_sha256
+    from emo.cache.records import rows_sha256, texts_sha256
 
-    return rows_sha256(build_row_columns([
+    columns = build_row_columns([
         ClipRecord(u.dialogue_id, u.utterance_id, u.emotion_index, u.sentiment_index, speaker=u.speaker, text=u.text)
         for u in utterances
-    ]))  # fmt: skip
+    ])  # fmt: skip
+    return rows_sha256(columns), texts_sha256(columns)
 
 
 def clip_jobs(

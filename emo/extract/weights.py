@@ -62,10 +62,15 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 
 
+# Pip-shipped choices worth naming beside --preset offline, per option.
+OFFLINE_CHOICES = {"--audio-model": "--audio-model whisper-base", "--text-model": "--text-model all-mpnet-base-v2"}
+
+
 def offline_sentence(what: str, name: str, option: str) -> str:
+    extra = f" or {OFFLINE_CHOICES[option]}" if option in OFFLINE_CHOICES else ""
     return (
         f"The {what} '{name}' is not on this machine and the model hub cannot be reached; "
-        f"use --preset offline or pass a local path with {option}."
+        f"use --preset offline{extra}, or pass a local path with {option}."
     )
 
 
