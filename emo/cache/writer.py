@@ -225,8 +225,18 @@ class CacheWriter:
         for name in self.sets if sets is None else sets:
             arrays, failures = build_set_columns(clips, self.sets[name])
             self.write_set(split, name, shard_index, arrays, failures, stats, keys=ends)
-        if not self.part_done(split, shard_index):
-            self.write_rows(split, shard_index, build_row_columns(clips), stats)
+        rows = normalize_rows(build_row_columns(clips))
+        if not self._rows_hold(split, shard_index, rows):
+            self.write_rows(split, shard_index, rows, stats)
+
+    def _rows_hold(self, split: str, shard_index: int, rows: dict[str, Any]) -> bool:
+        """The row table's shard is finished and holds exactly these rows: it is kept as it
+        is (also with overwrite, which replaces sets; the rows are the annotations)."""
+        folder = self.split_dir(split)
+        sidecar = read_sidecar(folder, shard_index)
+        return sidecar_problem(folder, sidecar, self.fmt, self.digest) is None and (
+            sidecar.get("rows_sha256") == rows_sha256(rows) and sidecar.get("texts_sha256") == texts_sha256(rows)
+        )
 
     def write_rows(self, split: str, shard_index: int, rows: dict[str, Any], stats: dict[str, Any] | None = None):
         """Write one row-table shard atomically and return its sidecar."""

@@ -31,7 +31,7 @@ from pathlib import Path
 from emo.errors import CacheError, DataError, UsageError
 from emo.extract.config import ExtractConfig
 from emo.extract.fingerprint import mel_params
-from emo.extract.plan import check_finished_shards, clip_jobs, my_shards, shard_ranges
+from emo.extract.plan import adopt_cache_shard_size, check_finished_shards, clip_jobs, my_shards, shard_ranges
 from emo.extract.shard import ShardRunner
 from emo.extract.summary import ExtractSummary, SplitSummary, Stages
 from emo.extract.workers import Prefetcher, WorkerPool
@@ -50,6 +50,9 @@ def run_extract(config: ExtractConfig, progress: ProgressCallback | None = None)
 
     config.validate()
     started = time.perf_counter()
+    config, note = adopt_cache_shard_size(config)
+    if note:
+        emit(progress, Message(note))
     splits = load_splits(config)
     needs_clips = bool({"audio", "visual"} & set(config.modalities))
 

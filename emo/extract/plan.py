@@ -20,6 +20,28 @@ from emo.extract.prepare import ClipJob, clip_job
 from emo.extract.visual import FramePrep
 
 
+def adopt_cache_shard_size(config: ExtractConfig) -> tuple[ExtractConfig, str | None]:
+    """The config with the shard size of the cache it extracts into, and a sentence when
+    that changed it: a set added to a cache must be cut into the row table's shards, so a
+    user adding whisper-base to a cache made with --shard-size 64 need not remember it."""
+    import dataclasses
+
+    from emo.cache import open_cache
+
+    if config.overwrite or not (Path(config.cache) / "cache.json").is_file():
+        return config, None
+    try:
+        info = open_cache(config.cache)
+    except CacheError:
+        return config, None  # the run itself says what is wrong with it
+    sizes = {split.extra.get("shard_size") for split in info.splits.values()} - {None}
+    if len(sizes) != 1 or config.shard_size in sizes:
+        return config, None
+    size = int(sizes.pop())
+    note = f"Using the cache's shard size {size} (not {config.shard_size}): new sets are cut like its row table."
+    return dataclasses.replace(config, shard_size=size), note
+
+
 def shard_ranges(n_rows: int, shard_size: int) -> list[range]:
     return [range(start, min(start + shard_size, n_rows)) for start in range(0, n_rows, shard_size)]
 

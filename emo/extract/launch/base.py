@@ -125,8 +125,9 @@ def plan_launch(config: ExtractConfig, num_tasks: int, device: str = "cpu") -> L
     or refusing a cache made differently in one sentence.
     """
     from emo.extract.pipeline import load_splits
-    from emo.extract.plan import shard_ranges
+    from emo.extract.plan import adopt_cache_shard_size, shard_ranges
 
+    config, _ = adopt_cache_shard_size(config)  # each task adopts it too, and says so
     splits = {}
     for split in load_splits(config):
         rows = len(split.utterances)
