@@ -5,9 +5,9 @@ where those meet `emo.cache`: it resolves a run's `features` against `open_cache
 loads exactly the selected sets with `load_split(sets=...)`, and checks that a cache holds
 every set a trained run needs, with the fingerprint it was trained on.
 
-A cache written before feature sets (no `sets` in its `CacheInfo`) still loads the old way,
-by modality, and its runs keep their plain cache fingerprint, so every existing cache and
-checkpoint keeps working; only `--features` needs a cache with sets.
+A cache with no set at all (labels only) loads by modality and its runs keep the plain
+cache fingerprint; a checkpoint trained before feature sets is told to fit again (caches
+of that time are refused by `emo.cache` until `emo cache upgrade` converts them).
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def select_for_fit(info: Any, features: str, modalities: Sequence[str],
     if not sets:
         if parse_features(features):
             raise CacheError(
-                f"Cache {cache} holds no named feature sets (it was written before them), so --features cannot "
-                f"choose any; re-extract it with this emo version or leave --features out."
+                f"Cache {cache} holds no feature sets (labels only), so --features cannot choose any; extract "
+                f"features into it with `emo extract --cache {cache}` or leave --features out."
             )
         return None
     return resolve_features(parse_features(features), sets, cache_defaults(info), modalities, cache=cache)

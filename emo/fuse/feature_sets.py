@@ -309,9 +309,9 @@ def _compose_audio(out: SplitFeatures, sets: list) -> None:
 
 
 def _failures(features: SplitFeatures, sets: list) -> list[str]:
-    """Per row, every distinct failure reason of the row table and of the selected sets."""
-    n = len(features)
-    reasons: list[list[str]] = [[r] if r else [] for r in (features.failure or [""] * n)]
+    """Per row, every distinct failure reason of the selected sets (comma-joined, as the cache
+    writes them); a loaded but unselected set's failures are not this run's."""
+    reasons: list[list[str]] = [[] for _ in range(len(features))]
     rows = {(int(d), int(u)): i for i, (d, u) in enumerate(zip(features.dialogue_id, features.utterance_id))}
     for loaded in sets:
         for record in loaded.failures or []:
@@ -319,7 +319,7 @@ def _failures(features: SplitFeatures, sets: list) -> list[str]:
             reason = str(record.get("reason") or record.get("message") or "")
             if i is not None and reason and reason not in reasons[i]:
                 reasons[i].append(reason)
-    return ["; ".join(r) for r in reasons]
+    return [",".join(r) for r in reasons]
 
 
 COMPOSERS = {"text": _compose_text, "audio": _compose_audio, "visual": _compose_visual}
