@@ -146,12 +146,16 @@ def test_frames_sets_are_pooled_each_over_its_own_mask_and_concatenated():
     }
     split = raw_split(sets, 4)
     both = compose(split, {"visual": ["visual/effnet", "visual/face"]})
-    assert both.visual.shape == (4, 1, 5) and both.visual_mask.shape == (4, 1)
-    # row 2 has no valid effnet frame, row 3 no effnet at all: neither is passed off as a face
-    assert both.visual_mask[:, 0].tolist() == [True, True, False, False] == both.has_visual.tolist()
+    # values of both sets (2 + 3), then one presence column per set
+    assert both.visual.shape == (4, 1, 7) and both.visual_mask.shape == (4, 1)
+    # row 2 has no valid effnet frame, row 3 no effnet at all: their effnet part is zeros and
+    # marked absent (never passed off as features), and the face part still counts
+    assert both.visual_mask[:, 0].tolist() == [True, True, True, True] == both.has_visual.tolist()
+    assert both.visual[:, 0, 5:].tolist() == [[1, 1], [1, 1], [0, 1], [0, 1]]
+    assert not both.visual[2:, 0, :2].any()
     expected = np.concatenate([a_values[0, :2].astype(np.float32).mean(0), b_values[0, :1].astype(np.float32).mean(0)])
-    np.testing.assert_allclose(both.visual[0, 0].astype(np.float32), expected, atol=2e-3)
-    np.testing.assert_allclose(both.visual[1, 0, 2:].astype(np.float32), b_values[1].astype(np.float32).mean(0), atol=2e-3)
+    np.testing.assert_allclose(both.visual[0, 0, :5].astype(np.float32), expected, atol=2e-3)
+    np.testing.assert_allclose(both.visual[1, 0, 2:5].astype(np.float32), b_values[1].astype(np.float32).mean(0), atol=2e-3)
     assert both.sets == {} and both.mel is None and both.text_cls is None
     one = compose(split, {"visual": ["visual/effnet"]})  # one frames set: as extracted (frame sampling works)
     assert one.visual is a_values and one.visual.shape == (4, 3, 2)

@@ -272,8 +272,25 @@ def _compose_text(out: SplitFeatures, sets: list) -> None:
     out.has_text = _all([s.present for s in sets], len(out))
 
 
+def _pooled_together(sets: list) -> tuple[np.ndarray, np.ndarray]:
+    """Several vector/frames sets as one vector per row, and where the row has any of them.
+
+    Each set is pooled over its own valid frames; where a row lacks a set (no face in any
+    frame, say) that set's part is zeros and a presence column per set (at the end) says
+    so, so the head tells "no face" from a face with zero features and still uses the
+    other sets. One set alone is just its pooled values."""
+    parts = [pooled(s) for s in sets]
+    if len(parts) == 1:
+        return _concat([parts[0][0]]), parts[0][1]
+    values = [np.where(ok[:, None], v, 0.0) for v, ok in parts]
+    flags = [ok[:, None].astype(np.float32) for _, ok in parts]
+    present = np.zeros(len(parts[0][1]), dtype=bool)
+    for _, ok in parts:
+        present |= ok
+    return _concat(values + flags), present
+
+
 def _compose_visual(out: SplitFeatures, sets: list) -> None:
-    n = len(out)
     if len(sets) == 1 and sets[0].kind == "frames":  # as extracted: frame sampling keeps working
         only = sets[0]
         present = np.asarray(only.present, dtype=bool)
@@ -281,9 +298,8 @@ def _compose_visual(out: SplitFeatures, sets: list) -> None:
         out.visual_mask = np.asarray(only.arrays["mask"], dtype=bool) & present[:, None]
         out.has_visual = present & out.visual_mask.any(1)
         return
-    parts = [pooled(s) for s in sets]
-    ok = _all([p[1] for p in parts], n)
-    out.visual = _concat([p[0] for p in parts])[:, None, :]
+    values, ok = _pooled_together(sets)
+    out.visual = values[:, None, :]
     out.visual_mask = ok[:, None].copy()
     out.has_visual = ok
 
@@ -302,10 +318,9 @@ def _compose_audio(out: SplitFeatures, sets: list) -> None:
         out.mel, out.mel_index = sequences[0].arrays["values"], sequences[0].arrays["index"]
         flags.append(sequences[0].present)
     if others:
-        parts = [pooled(s) for s in others]
-        out.audio_vector = _concat([p[0] for p in parts])
-        flags += [p[1] for p in parts]
-    out.has_audio = _all(flags, n)
+        out.audio_vector, any_vector = _pooled_together(others)
+        flags.append(any_vector)
+    out.has_audio = _all(flags, n)  # the log-mel (the mel CNN needs it) and at least one of the others
 
 
 def _failures(features: SplitFeatures, sets: list) -> list[str]:
@@ -329,11 +344,12 @@ def compose(features: SplitFeatures, selection: Mapping[str, Sequence[str]]) -> 
     """A split with the per-modality fields filled from `selection`'s sets (see the module
     docstring); `sets` of the result is empty and its fingerprint is the composite one.
 
-    Text: vector sets, `cls`/`mean` arrays (or `values` for both), concatenated along D.
-    Visual: one frames set as it is; several sets (or a vector set) pooled each over its own
-    valid frames, concatenated, as one frame. Audio: a sequence set feeds the mel CNN, the
-    other sets are pooled and concatenated into `audio_vector`; both together feed both.
-    A modality is present in a row only where every one of its selected sets is.
+    Text: vector sets, `cls`/`mean` arrays (or `values` for both), concatenated along D;
+    present where every text set is. Visual: one frames set as it is; several sets (or a
+    vector set) pooled each over its own valid frames and concatenated with a presence
+    column per set, as one frame, present where any set is. Audio: a sequence set feeds the
+    mel CNN, the other sets are pooled and concatenated (as for visual) into
+    `audio_vector`; both together feed both, present where the log-mel and any other set are.
     A split without sets (built the old way) is returned unchanged.
     """
     if not features.sets:
