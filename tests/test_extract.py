@@ -3,6 +3,7 @@ real transformers / open_clip paths, real HDF5 and Zarr caches."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import signal
@@ -129,7 +130,7 @@ def test_union_of_shard_index_runs_equals_one_run_with_worker_processes(referenc
 
 
 def test_killed_run_resumes_to_the_uninterrupted_cache(reference, tiny_bert, tiny_clip, tmp_path, repo_root):
-    from emo.cache import load_split, open_cache
+    from emo.cache import load_split
 
     config, _, features, _ = reference
     cache = tmp_path / "killed"
@@ -174,8 +175,28 @@ def test_fingerprint_or_plan_mismatch_is_a_clear_error(reference, tmp_path):
     config, _, _, _ = reference
     with pytest.raises(CacheError, match="n_mels"):
         run(dataclasses.replace(config, n_mels=32))
-    with pytest.raises(CacheError, match="shard-size"):
-        run(dataclasses.replace(config, shard_size=5))
+    # Another --shard-size: the cache's own is used (a set is cut like the row table), and said.
+    from emo.progress import Message
+
+    events = []
+    other_size = run(dataclasses.replace(config, shard_size=5), progress=events.append)
+    assert other_size.splits["train"].skipped == 6 and other_size.splits["train"].written == 0
+    assert any(isinstance(e, Message) and "shard size 4 (not 5)" in e.text for e in events)
+    # Other annotations than the cache's row table (a relabelled utterance): refused.
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for item in config.data_root.iterdir():
+        if item.name != "train_sent_emo.csv":
+            (edited / item.name).symlink_to(item)
+    with open(config.data_root / "train_sent_emo.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0]["Emotion"] = "anger" if rows[0]["Emotion"] != "anger" else "joy"
+    with open(edited / "train_sent_emo.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(CacheError, match="other annotations than these CSVs"):
+        run(dataclasses.replace(config, data_root=edited))
     # A re-run with the same options skips everything.
     again = run(config)
     assert again.splits["train"].skipped == 6 and again.splits["train"].written == 0
