@@ -25,6 +25,7 @@ import typer
 
 from emo import __version__
 from emo.commands import ablate, cache, demo, evaluate, extract, fit, predict, synth
+from emo.atomic import disk_full_sentence, is_disk_full
 from emo.errors import EmoError
 
 try:  # recent typer vendors click; older typer uses click itself
@@ -38,6 +39,17 @@ INTERRUPTED = (
     "an unfinished fit leaves nothing behind.\n"
 )
 INTERRUPTED_EXIT = 130
+TERMINATED = (
+    "emo: terminated; finished work (cache shards, ablation cells) is kept and a re-run resumes from it; "
+    "an unfinished fit leaves nothing behind.\n"
+)
+TERMINATED_EXIT = 143  # 128 + SIGTERM, as a shell reports it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `scancel`, a job's time limit) unwinds like Ctrl-C: every `finally`
+    runs, so temporaries are removed, writer locks released and an unfinished fit's folder
+    deleted, instead of the process vanishing with its work half-written."""
 
 app = typer.Typer(
     name="emo",
@@ -137,6 +149,9 @@ def run(application: typer.Typer, argv: list[str] | None = None, prog_name: str 
         # A path the user gave cannot be used (a file where a folder must be, no permission,
         # disk full): their environment to fix, not a bug, so one sentence, not a traceback.
         # OSErrors without a file name (e.g. a broken pipe) are bugs and keep their traceback.
+        if is_disk_full(error):
+            sys.stderr.write(f"emo: error: {disk_full_sentence(error.filename or 'its output')}\n")
+            return 1
         if error.filename is None:
             raise
         reason = (error.strerror or str(error)).rstrip(".")
@@ -144,13 +159,54 @@ def run(application: typer.Typer, argv: list[str] | None = None, prog_name: str 
         return 1
     except (KeyboardInterrupt, typer.Abort):
         status = INTERRUPTED_EXIT
+    if status == INTERRUPTED_EXIT and _terminated:
+        sys.stderr.write(TERMINATED)
+        return TERMINATED_EXIT
     if status == INTERRUPTED_EXIT:  # typer turns Ctrl-C inside a command into a silent 130
         sys.stderr.write(INTERRUPTED)
     return status if isinstance(status, int) else 0
 
 
+_terminated = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _terminated
+    if not _terminated:  # a second SIGTERM while cleaning up is not a reason to stop cleaning
+        _terminated = True
+        raise Terminated()
+
+
+def _on_unraisable(unraisable: Any) -> None:
+    """A signal whose exception landed in a finalizer (`__del__`, a weakref callback) is
+    swallowed there by Python, and the run would go on as if never told to stop: deliver
+    the same signal again, so it is raised at the next ordinary line instead."""
+    global _terminated
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        import os
+        import signal
+        import threading
+
+        terminated = isinstance(unraisable.exc_value, Terminated)
+        if terminated:
+            _terminated = False  # this one never got out: let the handler raise again
+        again = signal.SIGTERM if terminated else signal.SIGINT
+        threading.Timer(0.01, os.kill, (os.getpid(), again)).start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM unwinds like Ctrl-C (`Terminated`), and neither is lost in a finalizer."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.unraisablehook = _on_unraisable
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    install_signal_handlers()
     sys.exit(run(app, argv))
 
 

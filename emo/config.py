@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -71,9 +72,12 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         try:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return int(value)
+            number = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"Config key '{name}' expects an integer, got {value!r}.") from None
+        if not -(2**63) <= number < 2**63:  # numpy, torch and HDF5 hold 64 bits; beyond, a traceback
+            raise ConfigError(f"Config key '{name}' is out of range (beyond 64 bits), got {value}.")
+        return number
     if annotation is float:
         if isinstance(value, bool):
             raise ConfigError(f"Config key '{name}' expects a number, got {value!r}.")
@@ -93,6 +97,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file, turning every way it can fail into one sentence."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"Config file {path} is a folder; pass a TOML file.")
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
     try:
@@ -100,16 +106,42 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"Config file {path} is not valid TOML: {error}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config file {path} is not UTF-8 text, which TOML must be; save it as UTF-8.") from None
 
 
 def parse_set_pairs(pairs: list[str] | None) -> dict[str, str]:
-    """Parse repeated `--set key=value` options."""
+    """Parse repeated `--set key=value` options; a key set twice to different values is
+    refused, since one of the two would be silently dropped."""
     out: dict[str, str] = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise ConfigError(f"Override '{pair}' must look like key=value.")
         key, value = pair.split("=", 1)
-        out[key.strip().replace("-", "_")] = value.strip()
+        key, value = key.strip().replace("-", "_"), value.strip()
+        if key in out and out[key] != value:
+            raise ConfigError(f"--set {key} is given twice ({out[key]!r} and {value!r}); give it once.")
+        out[key] = value
+    return out
+
+
+def merge_overrides(
+    pairs: list[str] | None, named: dict[str, Any], flags: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A verb's overrides: its `--set key=value` pairs plus its named options (None: not given).
+
+    Both outrank `--config`. A key given both ways (`--epochs 1 --set epochs=5`) is refused
+    rather than letting either silently win. `flags` names the option of a key whose option
+    is not `--key` (e.g. audio_view_sampling -> --audio-views), for the message.
+    """
+    out: dict[str, Any] = dict(parse_set_pairs(pairs))
+    for key, value in named.items():
+        if value is None:
+            continue
+        if key in out:
+            flag = (flags or {}).get(key, "--" + key.replace("_", "-"))
+            raise ConfigError(f"{flag} and --set {key}={out[key]} both set {key}; give it once.")
+        out[key] = value
     return out
 
 
@@ -145,10 +177,21 @@ def build_config(
             raise ConfigError(f"Unknown config key '{key}'; known keys are: {', '.join(types_by_name)}.")
         values[key] = _coerce(key, value, types_by_name[key])
     config = cls(**values)
+    require_finite(config)
     validate = getattr(config, "validate", None)
     if callable(validate):
         validate()
     return config
+
+
+def require_finite(config: Any) -> None:
+    """Every float field of a config dataclass is a real number: `inf` and `nan` parse as
+    floats (from TOML, `--set`, `--lr nan`) but no setting means them, and they fail late and
+    strangely (a run that trains to NaN, a traceback deep in a library) instead of at once."""
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"Config key '{item.name}' must be a finite number, got {value}.")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -16,8 +16,9 @@ The exit status tells a script what kind of fix is needed, so it follows one rul
   cache, a CSV with a missing column or an unknown label, an unreadable checkpoint, a
   destination that cannot be written. Fix or rebuild the data.
 
-(130 means interrupted: finished cache shards and ablation cells are kept and a re-run resumes
-from them; an unfinished fit removes its run folder.)
+(130 means interrupted by Ctrl-C and 143 stopped by SIGTERM, e.g. `scancel`: finished cache
+shards and ablation cells are kept and a re-run resumes from them; an unfinished fit leaves no
+run folder, and `emo fit --overwrite` keeps the old run until the new one is complete.)
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class CacheError(EmoError):
 
 class NetworkError(EmoError):
     """A model could not be fetched because this machine has no network."""
+
+
+class DiskFullError(EmoError):
+    """A write failed for lack of room (no space, quota, file-size limit). Whatever was being
+    written is removed, so the same command, run again after freeing space, finishes the work."""
 
 
 def require_path(path: Path | str, what: str, hint: str = "") -> Path:

@@ -19,11 +19,18 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+# Said by every real-data skip, so a clone that is not beside shared/ learns how to run them.
+REAL_DATA_HINT = (
+    "set EMO_SHARED_DATA=/path/to/shared/data (the folder holding meld/ and clips/) to run it"
+)
+REAL_DATA_SKIP = "real-data test skipped"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (real MELD CSVs and one real clip); tests needing it skip without it."""
     if not (SHARED_DATA / "meld").is_dir():
-        pytest.skip(f"real MELD data folder {SHARED_DATA} is absent")
+        pytest.skip(f"{REAL_DATA_SKIP}: real MELD data folder {SHARED_DATA} is absent; {REAL_DATA_HINT}")
     return SHARED_DATA
 
 
@@ -31,8 +38,21 @@ def shared_data() -> Path:
 def real_clip(shared_data: Path) -> Path:
     clip = shared_data / "clips" / "dia1_utt0.mp4"
     if not clip.is_file():
-        pytest.skip(f"real MELD clip {clip} is absent")
+        pytest.skip(f"{REAL_DATA_SKIP}: real MELD clip {clip} is absent; {REAL_DATA_HINT}")
     return clip
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line at the end when real-data tests were skipped: easy to miss among passes."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if REAL_DATA_SKIP in str(getattr(report, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_line(
+            f"emo: {len(skipped)} real-data tests skipped because {SHARED_DATA} is absent; {REAL_DATA_HINT}."
+        )
 
 
 # Small enough to write in about a second, big enough that train holds one clip of every

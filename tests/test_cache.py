@@ -457,7 +457,8 @@ def test_interrupted_write_leaves_no_shard_and_resume_equals_uninterrupted(tmp_p
     crashed = None if crash_at == "rows" else AUDIO
     folder = layout.part_dir(root, "train", crashed)
     assert not (folder / f"shard-00001.{fmt}").exists()
-    assert any(layout.parse_temp_name(p.name) for p in folder.iterdir())
+    # Ctrl-C removes the temporary it was writing (a SIGKILL leaves one: see the killed-process test)
+    assert not any(layout.parse_temp_name(p.name) for p in folder.iterdir())
     if crash_at == "set":  # what finished before the crash stays finished; the row table comes last
         assert writer.part_done("train", 1, TEXT)
         assert not writer.part_done("train", 1, VISUAL) and not writer.part_done("train", 1)
@@ -498,7 +499,10 @@ def test_set_fingerprint_or_format_mismatch_is_refused(tmp_path, fmt):
     meta = json.loads(original)
     meta["fingerprint"] = dict(meta["fingerprint"], rows="ids and labels only")
     meta["fingerprint_digest"] = fingerprint_digest(meta["fingerprint"])
-    (root / "cache.json").write_text(json.dumps(meta))
+    # Sealed as emo writes it (a plain hand edit is damage, which a writer repairs from the sidecars).
+    from emo.cache.metadata import sealed
+
+    (root / "cache.json").write_text(json.dumps(sealed(meta)))
     with pytest.raises(CacheError, match="layout differs: rows .*--overwrite.*--cache"):
         CacheWriter(root, FINGERPRINT, fmt=fmt)
     (root / "cache.json").write_bytes(original)
@@ -1100,6 +1104,12 @@ def test_remove_set_removes_one_set_only(tmp_path):
 
     with pytest.raises(UsageError, match=f"has no feature set whisper; it holds: {TEXT}, {VISUAL}"):
         remove_set(root, "whisper")
+    from emo.cache import locks
+
+    with locks.acquire(root, {VISUAL: "a running extract"}, locks.Scope(("train",))):  # being written right now
+        with pytest.raises(CacheError, match=f"Feature set {VISUAL} .* is being written .* by process {os.getpid()}"):
+            remove_set(root, VISUAL)
+    assert layout.set_dir(root, VISUAL).is_dir(), "a set being written is not removed under its writer"
     result = CliRunner().invoke(app, ["rm", str(root), "--set", "tiny-clip"])  # a unique short name will do
     assert result.exit_code == 0 and f"removed feature set {VISUAL}" in result.output
     assert set(open_cache(root).sets) == {TEXT}

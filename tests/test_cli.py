@@ -237,3 +237,46 @@ def test_messages_name_only_options_that_exist():
                 if option not in options:
                     wrong.append(f"{path.relative_to(ROOT)}:{line} names {option}")
     assert not wrong, "\n".join(wrong)
+
+
+SIGTERM_IN_A_FINALIZER = '''
+import os, signal, sys, threading, time
+import typer
+from emo import cli
+
+cli.install_signal_handlers()
+app = typer.Typer()
+
+
+class SlowToFinalize:
+    def __del__(self):
+        time.sleep(1.0)  # SIGTERM arrives in here, where Python swallows any exception
+
+
+@app.command("work")
+def work():
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    SlowToFinalize()
+    time.sleep(5)
+    print("finished the work after SIGTERM")
+
+
+@app.command("noop")
+def noop():
+    pass
+
+
+sys.exit(cli.run(app, ["work"]))
+'''
+
+
+def test_sigterm_that_lands_in_a_finalizer_still_stops_the_command(tmp_path):
+    """Under load, SIGTERM can arrive while a `__del__` runs; Python swallows the exception
+    raised there (printing a traceback) and the command went on to exit 0. It is delivered
+    again, so the command stops at the next line: exit 143, one line, no traceback."""
+    script = tmp_path / "sigterm_in_del.py"
+    script.write_text(SIGTERM_IN_A_FINALIZER)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, (done.stdout, done.stderr)
+    assert "finished the work" not in done.stdout
+    assert "Traceback" not in done.stderr and done.stderr.startswith("emo: terminated;"), done.stderr

@@ -9,6 +9,7 @@ import json
 import re
 import shlex
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,6 +149,7 @@ def test_the_next_steps_work_offline(quick_demo, monkeypatch):
     forbid_encoder_loading(monkeypatch)
     for step in steps:
         words = shlex.split(step.split(" (")[0].split(", then")[0])
+        words[0] = Path(words[0]).name  # `emo`, or `.venv/bin/emo` where emo is not on PATH
         if words[:2] in (["emo", "cache"], ["emo", "eval"]):
             result = invoke(words[1:])
             assert result.exit_code == 0, (step, result.output)
@@ -161,7 +163,7 @@ def test_every_extract_hint_uses_the_offline_preset(tmp_path):
     hints = extract_hints(next_steps(DemoConfig(out=tmp_path)))
     assert hints
     for hint in hints:
-        for command in re.findall(r"emo extract[^,(]*", hint):
+        for command in re.findall(r"emo extract[^,(]*", hint):  # also matches .venv/bin/emo extract
             assert "--preset offline" in command, hint
 
 
@@ -244,3 +246,18 @@ def test_extract_over_a_finished_cache_loads_no_encoder(synth_root, tiny_bert, t
     bert.save_pretrained(model)
     with pytest.raises(EncodersLoaded):
         run_extract(config)
+
+
+def test_hints_name_an_emo_the_shell_finds(tmp_path, monkeypatch):
+    """The quick start need not activate the venv, so a hint names `.venv/bin/emo` (or the
+    full path) unless this installation's `emo` is on PATH; pasted as printed, it runs."""
+    import sys
+
+    from emo.recipes.demo import emo_command
+
+    script = Path(sys.prefix) / "bin" / "emo"
+    monkeypatch.setenv("PATH", "/nonexistent")
+    command = emo_command()
+    assert Path(command).resolve() == script.resolve()
+    monkeypatch.setenv("PATH", str(script.parent))
+    assert emo_command() == "emo"

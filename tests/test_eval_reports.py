@@ -117,6 +117,21 @@ def test_the_command_prints_percent_the_warning_and_where_the_files_went(world):
     assert str(run / f"eval-meld-{digest}-test-confusion-emotion.png") in result.output
 
 
+def test_eval_written_to_a_log_keeps_every_sentence_whole(world):
+    """With output to a file, no line of the report or its warnings is cut mid-word."""
+    _, _, run, digest = world
+    app = typer.Typer(context_settings=cli.CONTEXT_SETTINGS, pretty_exceptions_enable=False)
+    app.command("eval")(evaluate.command)
+    app.command("noop")(lambda: None)
+    result = CliRunner().invoke(app, ["eval", "--run", str(run), "--device", "cpu"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    report = json.loads((run / f"eval-meld-{digest}-test.json").read_text())
+    assert report["warnings"], "the run was trained without modality dropout, so there is a warning"
+    for warning in report["warnings"]:
+        assert f"Warning: {warning}" in result.output
+    assert "…" not in result.output
+
+
 def test_a_cache_path_that_does_not_exist_is_a_usage_error(world, tmp_path):
     _, _, run, _ = world
     with pytest.raises(PathNotFoundError, match="Cache .*nope does not exist; pass the feature cache") as caught:

@@ -56,3 +56,24 @@ def test_plain_progress_lines_at_a_steady_interval():
 def test_percent_for_people_fractions_in_files():
     assert percent(0.76943) == "76.94 %"
     assert percent(float("nan")) == "-" and percent(None) == "-"
+
+
+def test_a_panel_in_a_log_wraps_inside_its_frame_instead_of_cutting_words(capsys):
+    """The demo's banner, written to a file, keeps the sentence that says its scores say
+    nothing about MELD (rich cut a soft-wrapped panel at its frame: "... shows the true emoti")."""
+    from emo.commands.demo import show_intro
+    from emo.recipes.demo_config import DemoConfig
+
+    show_intro(make_console(), DemoConfig())
+    out = capsys.readouterr().out
+    inside = " ".join(line.strip("│ ") for line in out.splitlines() if line.startswith("│"))
+    words = " ".join(inside.split())
+    assert "each modality shows the true emotion's cue" in words
+    assert words.endswith("they say nothing about MELD.") or "they say nothing about MELD." in words
+    assert "…" not in out
+
+
+def test_a_long_sentence_in_a_log_stays_one_whole_line(capsys):
+    sentence = "Fitted head: " + " ".join(f"word{i}" for i in range(80)) + " end."
+    make_console().print(sentence, highlight=False)
+    assert capsys.readouterr().out.strip() == sentence

@@ -218,3 +218,90 @@ def test_hub_only_asr_model_fails_in_one_sentence(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(NetworkError, match="leave out --asr-model"):
         resolve_model("emo-test/no-such-whisper")
+
+
+def test_out_with_predictions_is_replaced_only_with_overwrite_and_as_a_whole(trained, tmp_path, capsys):
+    from emo.cli import app, run as run_cli
+
+    data, _, run, _ = trained
+    clip = sorted((data / "output_repeated_splits_test").glob("*.mp4"))[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.csv").write_text("from an earlier run\n")
+    (out / "earlier-input-timeline.png").write_bytes(b"an earlier input's timeline")
+    args = ["predict", str(run), str(clip), "--transcript", str(data / "test_sent_emo.csv"), "--out", str(out)]
+    assert run_cli(app, args) == 2
+    err = capsys.readouterr().err
+    assert err == (f"emo: error: {out} already holds predictions; choose another --out or pass --overwrite to "
+                   f"replace them.\n")
+    assert (out / "predictions.csv").read_text() == "from an earlier run\n"
+    assert run_cli(app, args + ["--overwrite"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "predictions.jsonl"]  # nothing earlier is left
+    assert clip.name in (out / "predictions.csv").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    (out / "notes.txt").write_text("not a prediction")  # a folder with other files is never replaced
+    assert run_cli(app, args + ["--overwrite"]) == 2
+    assert "holds other files than predictions (notes.txt)" in capsys.readouterr().err
+
+
+def test_nothing_predicted_exits_1_with_the_reasons_and_a_header_only_csv(trained, tmp_path, capsys):
+    from emo.cli import app, run as run_cli
+
+    _, _, run, _ = trained
+    readme, empty = tmp_path / "README.md", tmp_path / "empty.mp4"
+    readme.write_text("# not a video\n")
+    empty.write_bytes(b"")
+    out = tmp_path / "out"
+    assert run_cli(app, ["predict", str(run), str(readme), str(empty), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    skipped = [line for line in captured.out.splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == 2 and str(readme) in skipped[0] and str(empty) in skipped[1]  # one line per input
+    assert captured.err.splitlines()[-1].startswith("emo: error: Nothing was predicted: all 2 inputs were skipped")
+    assert "Traceback" not in captured.err + captured.out
+    lines = (out / "predictions.csv").read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("file,segment,start,end,transcript") and "p_joy" in lines[0]
+    assert (out / "predictions.jsonl").read_text() == ""
+    problems = json.loads((out / "problems.json").read_text())
+    assert sorted(p["file"] for p in problems) == sorted([str(readme), str(empty)])
+    assert all(p["skipped"] for p in problems)
+
+
+def test_an_input_has_one_outcome(trained, tmp_path):
+    """A clip of one frame and no audio is too short to predict: it is skipped, and not also
+    reported as 'predicted from its frames alone'."""
+    import numpy as np
+
+    from emo import Predictor
+    from emo.data.synth_media import write_clip
+
+    _, _, run, _ = trained
+    clip = write_clip(tmp_path / "one-frame.mp4", np.zeros((1, 48, 64, 3), np.uint8), None, fps=25)
+    with Predictor.from_run(run, device="cpu") as predictor:
+        result = predictor.predict(clip)
+    assert not result.segments
+    assert [(p.reason, p.skipped) for p in result.problems] == [("empty", True)]
+    with pytest.raises(Exception, match="Nothing was predicted: the input was skipped"):
+        result.require_any()
+
+
+def test_predict_on_a_full_disk(trained, tmp_path):
+    from disk_fixtures import small_disk
+
+    data, _, run, _ = trained
+    clip = sorted((data / "output_repeated_splits_test").glob("*.mp4"))[0]
+    with small_disk(tmp_path, kib=64) as disk:
+        print("small disk:", disk.method)
+        out = disk.path / "out"
+        disk.fill()
+        args = [sys.executable, "-m", "emo", "predict", str(run), str(clip), "--transcript",
+                str(data / "test_sent_emo.csv"), "--out", str(out), "--device", "cpu"]  # fmt: skip
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300, preexec_fn=disk.preexec)
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr  # progress lines, then the one sentence:
+        assert done.stderr.endswith(f"\nemo: error: Disk full while writing {out}; free space and run the same "
+                                    f"command again.\n")  # fmt: skip
+        assert sorted(p.name for p in disk.path.iterdir()) == [".filler"], "no predictions and no temporary left"
+        disk.grow()
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300, preexec_fn=disk.preexec)
+        assert done.returncode == 0, done.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "predictions.jsonl"]

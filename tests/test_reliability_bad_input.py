@@ -8,7 +8,8 @@ The exit status follows emo.errors: a path the user gave that does not exist, an
 option, split, modality, config key or value and a malformed TOML are usage errors (exit 2);
 broken content (a CSV without a column, an incompatible cache) is a failure of data (exit 1).
 A path that exists but is the wrong kind (a file for a folder, a folder that is no cache)
-may be either.
+is a usage error too (issue 18); a destination inside a file, which cannot be created, may
+be either.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def cases(w: dict[str, Path]) -> dict[str, Case]:
     return {
         # --- emo extract
         "extract: missing data folder": Case(extract("missing", r / "nope"), USAGE, ("nope",), x("missing")),
-        "extract: data folder is a file": Case(extract("file", a_file), ANY, ("a_file",), x("file")),
+        "extract: data folder is a file": Case(extract("file", a_file), USAGE, ("a_file",), x("file")),
         "extract: split that does not exist": Case(extract("split", w["good_meld"], "--split", "val"), USAGE, ("val",), x("split")),
         "extract: unknown modality": Case(extract("modality", w["good_meld"], "--modalities", "text,smell"), USAGE, ("smell",), x("modality")),
         "extract: unknown config key": Case(extract("key", w["good_meld"], "--set", "not_a_key=1"), USAGE, ("not_a_key",), x("key")),
@@ -160,7 +161,7 @@ def cases(w: dict[str, Path]) -> dict[str, Case]:
         "extract: unknown option": Case(extract("option", w["good_meld"], "--frame", "2"), USAGE, ("--frame", "emo extract -h"), x("option")),
         # --- emo fit
         "fit: missing cache": Case(("fit", "--cache", str(r / "nope"), "--out", str(r / "f-missing")), USAGE, ("nope",), f("missing")),
-        "fit: not a cache": Case(("fit", "--cache", str(w["good_meld"]), "--out", str(r / "f-notcache")), ANY, ("good_meld",), f("notcache")),
+        "fit: not a cache": Case(("fit", "--cache", str(w["good_meld"]), "--out", str(r / "f-notcache")), USAGE, ("good_meld",), f("notcache")),
         "fit: split that does not exist": Case(fit("split", "--set", "dev_split=val"), USAGE, ("val",), f("split")),
         "fit: unknown modality": Case(fit("modality", "--modalities", "text,smell"), USAGE, ("smell",), f("modality")),
         "fit: unknown config key": Case(fit("key", "--set", "not_a_key=1"), USAGE, ("not_a_key",), f("key")),
@@ -171,7 +172,7 @@ def cases(w: dict[str, Path]) -> dict[str, Case]:
         # --- emo eval
         "eval: missing run directory": Case(("eval", "--run", str(r / "nope")), USAGE, ("nope",)),
         "eval: no --run": Case(("eval", "--split", "test"), USAGE, ("--run", "emo eval -h")),
-        "eval: run directory without a checkpoint": Case(("eval", "--run", str(w["empty_run"])), ANY, ("checkpoint",),
+        "eval: run directory without a checkpoint": Case(("eval", "--run", str(w["empty_run"])), USAGE, ("checkpoint",),
                                                          _no_report(w["empty_run"], "test")),
         "eval: split that does not exist": Case(("eval", "--run", str(run), "--split", "val", "--device", "cpu"), USAGE,
                                                 ("val",), _no_report(run, "val")),
@@ -193,13 +194,13 @@ def cases(w: dict[str, Path]) -> dict[str, Case]:
         "ablate: unknown key in TOML": Case(ablate("tkey", "--config", str(unknown)), USAGE, ("not_a_key",), a("tkey")),
         # --- emo cache info / verify
         "cache info: missing path": Case(("cache", "info", str(r / "nope")), USAGE, ("nope",)),
-        "cache info: not a cache": Case(("cache", "info", str(w["good_meld"])), ANY, ("good_meld",)),
-        "cache info: a file": Case(("cache", "info", str(a_file)), ANY, ("a_file",)),
+        "cache info: not a cache": Case(("cache", "info", str(w["good_meld"])), USAGE, ("good_meld",)),
+        "cache info: a file": Case(("cache", "info", str(a_file)), USAGE, ("a_file",)),
         "cache verify: missing path": Case(("cache", "verify", str(r / "nope")), USAGE, ("nope",)),
         "cache: unknown verb": Case(("cache", "check", str(cache)), USAGE, ("check", "emo cache -h")),
-        "cache verify: not a cache": Case(("cache", "verify", str(w["good_meld"])), ANY, ("good_meld",)),
+        "cache verify: not a cache": Case(("cache", "verify", str(w["good_meld"])), USAGE, ("good_meld",)),
         # --- emo synth
-        "synth: output is a file": Case(("synth", str(a_file), "--clips", "4"), ANY, ("a_file",)),
+        "synth: output is a file": Case(("synth", str(a_file), "--clips", "4"), USAGE, ("a_file",)),
         "synth: unknown config key": Case(synth("key", "--set", "not_a_key=1"), USAGE, ("not_a_key",), s("key")),
         "synth: unknown key in TOML": Case(synth("tkey", "--config", str(unknown)), USAGE, ("not_a_key",), s("tkey")),
         "synth: malformed TOML": Case(synth("toml", "--config", str(bad)), USAGE, ("bad.toml",), s("toml")),
@@ -210,7 +211,7 @@ def cases(w: dict[str, Path]) -> dict[str, Case]:
                                            lambda: None),
         # --- emo demo
         "demo: unknown config key": Case(("demo", "--set", "not_a_key=1"), USAGE, ("not_a_key",)),
-        "demo: output is a file": Case(("demo", "--quick", "--out", str(a_file)), ANY, ("a_file",)),
+        "demo: output is a file": Case(("demo", "--quick", "--out", str(a_file)), USAGE, ("a_file",)),
         "demo: output inside a file": Case(("demo", "--quick", "--out", str(a_file / "demo")), ANY, ("a_file",)),
         # --- destinations that cannot be created
         "synth: output inside a file": Case(("synth", str(a_file / "sub"), "--clips", "4"), ANY, ("a_file",)),

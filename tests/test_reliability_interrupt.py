@@ -108,6 +108,9 @@ SCENARIOS = [
     # whole foreground process group, workers included; the run stops cleanly, no worker
     # prints a traceback.
     Scenario("Ctrl-C during a shard", workers=2, trigger=_sidecar_seen(1, 0.5), sig=signal.SIGINT, group=True),
+    # SIGTERM to the command alone (`kill`, `scancel`, a job's time limit): it unwinds like
+    # Ctrl-C, so its writer locks and temporaries go with it.
+    Scenario("SIGTERM during a shard", workers=2, trigger=_sidecar_seen(1, 0.5), sig=signal.SIGTERM),
 ]
 
 
@@ -207,7 +210,7 @@ def killed(dataset, tiny_bert, tiny_clip, tmp_path_factory):  # noqa: F811
 
 def test_kills_land_at_five_or_more_distinct_points(killed):
     hit = [name for name, (s, _) in killed.items() if s.killed and s.returncode == -signal.SIGKILL]
-    hit += [name for name, (s, _) in killed.items() if s.killed and s.sig == signal.SIGINT]
+    hit += [name for name, (s, _) in killed.items() if s.killed and s.sig in (signal.SIGINT, signal.SIGTERM)]
     for name, (scenario, _) in killed.items():
         if scenario.reliable:
             assert name in hit, (name, scenario.returncode, scenario.stderr[-2000:])
@@ -280,6 +283,16 @@ def test_ctrl_c_stops_cleanly_in_one_sentence(killed):
     assert scenario.returncode == 130, (scenario.returncode, scenario.stderr[-2000:])
     assert "Traceback" not in scenario.stderr, scenario.stderr[-3000:]
     assert "emo: interrupted" in scenario.stderr, repr(scenario.stderr[-3000:])
+
+
+def test_sigterm_stops_cleanly_and_leaves_no_lock_or_temporary(killed):
+    scenario, cache = killed["SIGTERM during a shard"]
+    assert scenario.killed
+    assert scenario.returncode == 143, (scenario.returncode, scenario.stderr[-2000:])
+    assert "Traceback" not in scenario.stderr, scenario.stderr[-3000:]
+    assert "emo: terminated" in scenario.stderr, repr(scenario.stderr[-3000:])
+    assert scenario.after_kill["temporaries"] == []
+    assert not list(cache.rglob("*.lock")), "the writer locks were released"
 
 
 @pytest.mark.parametrize("name", [s.name for s in SCENARIOS])

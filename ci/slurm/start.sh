@@ -3,7 +3,11 @@
 # Needs root and Debian's `slurm-wlm` and `munge` packages (`apt-get install -y slurm-wlm munge`).
 # Idempotent: daemons already running are left alone (restarted only if the config changed),
 # and it returns once `sinfo` shows the node idle. Stop it with ci/slurm/stop.sh.
+# It never touches a cluster it did not set up: when /etc/slurm/slurm.conf exists and is not
+# this script's (ClusterName=emo-ci), a running cluster is used as it is and a stopped one is
+# left alone (exit 1), unless EMO_SLURM_FORCE=1 asks to replace that config.
 #   EMO_SLURM_MEM_MB   memory the node offers to jobs (default 2048)
+#   EMO_SLURM_FORCE    1: overwrite a slurm.conf this script did not write
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 host=$(hostname -s)
@@ -18,6 +22,15 @@ done
 alive() {  # alive PIDFILE: the process named in PIDFILE is running
     [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
+
+if [ -f "$conf" ] && ! grep -q '^ClusterName=emo-ci$' "$conf" && [ "${EMO_SLURM_FORCE:-0}" != 1 ]; then
+    if sinfo -h >/dev/null 2>&1; then
+        echo "slurm: using the running cluster configured in $conf as it is (not set up by this script)"
+        exit 0
+    fi
+    echo "start.sh: $conf belongs to another SLURM setup; refusing to overwrite it (EMO_SLURM_FORCE=1 replaces it)" >&2
+    exit 1
+fi
 
 mkdir -p /etc/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm /run/munge /var/lib/munge /var/log/munge
 wanted=$(sed -e "s/@HOST@/$host/g" -e "s/@CPUS@/$cpus/g" -e "s/@MEM@/$mem/g" "$here/slurm.conf")

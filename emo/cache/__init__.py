@@ -29,6 +29,7 @@ from emo.cache.clips import ClipFailure, ClipRecord
 from emo.cache.features import SplitFeatures
 from emo.cache.fingerprint import fingerprint_digest, require_same
 from emo.cache.manifest import MissingCacheError, OldCacheError
+from emo.cache.metadata import DamagedMetadataError
 from emo.cache.loader import load_split
 from emo.cache.reader import CacheInfo, SetInfo, ShardInfo, SplitInfo, UnknownSplitError, open_cache, set_config_path
 from emo.cache.schema import SCHEMA_VERSION
@@ -45,6 +46,7 @@ __all__ = [
     "CacheWriter",
     "ClipFailure",
     "ClipRecord",
+    "DamagedMetadataError",
     "LoadedSet",
     "MissingCacheError",
     "OldCacheError",

@@ -21,8 +21,10 @@ is written after the data has been renamed into place. Every file is first writt
 a hidden temporary name in the same folder (`emo.atomic.temp_name`:
 `.NAME.tmp-HOST-PID`) and then `os.replace`d, so a killed process leaves either nothing
 or a temporary that is never read. Independent processes writing disjoint shards
-therefore need no locks, even on a shared filesystem. This module parses those temporary
-names back, so a later run can tell a dead process's leftovers from a live one's work.
+therefore never touch each other's files, even on a shared filesystem (which runs may
+write a set at once is `emo.cache.locks`'s job, in the hidden `.locks/`). This module
+parses those temporary names back, so a later run can tell a dead process's leftovers from
+a live one's work.
 """
 
 from __future__ import annotations
@@ -48,6 +50,25 @@ FORMATS = ("h5", "zarr")
 # the cache so they sit on the same shared filesystem as the shards. Never a split; a cache
 # folder holding only these is still an empty cache.
 LAUNCHER_DIRS = ("slurm",)
+# The last launch into the cache (`emo.extract.launch.slurm` writes it: job id, tasks, logs).
+LAUNCH_RECORD = f"{LAUNCHER_DIRS[0]}/launch.json"
+
+
+def is_cache_folder(path: Path | str) -> bool:
+    """Whether `path` is a feature cache's folder (it holds cache.json), e.g. to tell a user
+    who passed a cache where a run folder belongs which is which."""
+    return (Path(path) / CACHE_FILE).is_file()
+
+
+def launched_job(root: Path | str) -> str | None:
+    """The job id of the last launch into the cache at `root`, or None. Only the launcher can
+    ask the queue whether it still runs; the cache uses it to name the job in its advice."""
+    try:
+        record = json.loads((Path(root) / LAUNCH_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    job = record.get("job_id") if isinstance(record, dict) else None
+    return str(job) if job not in (None, "") else None
 
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.(h5|zarr|json)$")
 _TEMP_RE = re.compile(r"^\.shard-(\d{5,})\..*\.tmp-(.+)-(\d+)$")

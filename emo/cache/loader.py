@@ -18,11 +18,12 @@ import numpy as np
 from emo.cache import layout, storage
 from emo.cache.features import SplitFeatures
 from emo.cache.manifest import (
-    default_sets, list_sets, list_splits, misaligned_shards, read_cache_meta, scan_set_split, scan_split,
+    default_sets, list_splits, misaligned_shards, read_cache_meta, scan_set_split, scan_sets, scan_split,
 )
 from emo.cache.reader import UnknownSplitError, merge_failures
 from emo.cache.schema import ROW_COLUMNS, Column, set_columns
 from emo.cache.sets import LoadedSet, spec_from_meta
+from emo.cache.status import finish_advice
 from emo.errors import CacheError, UsageError
 from emo.labels import MODALITIES
 
@@ -40,17 +41,23 @@ def load_split(
     `modalities`' default set (the first one extracted), or every modality's when both are
     None. The sets come back raw in `SplitFeatures.sets`; `emo.fuse` composes them into
     model inputs. Every shard's file sizes are checked against its sidecar and every set
-    shard against the row table's rows; `verify=True` also recomputes checksums.
+    shard against the row table's rows; `verify=True` also recomputes checksums. Damaged
+    metadata (`emo.cache.metadata`) is refused in one sentence: a damaged split.json, a
+    damaged set asked for by name, or any damaged set of a modality whose default is asked
+    for (it may have been that default: another set is never silently used instead).
     """
     root = Path(root)
     meta = read_cache_meta(root)
     present = list_splits(root)
     if split not in present:
+        advice = finish_advice(root, split)
+        if advice != layout.finish_hint(split):  # an extraction may still be writing it
+            raise CacheError(f"Feature cache {root} is incomplete (split '{split}' has no finished shard yet); {advice}.")
         held = ", ".join(present) if present else "none"
         raise UnknownSplitError(f"Feature cache {root} has no split '{split}'; it holds: {held}.")
     raw = scan_split(root, split, meta)
     _require_complete(root, split, raw, "")
-    chosen = _choose_sets(root, list_sets(root), modalities, sets)
+    chosen = _choose_sets(root, *scan_sets(root), modalities, sets)
     fmt = meta["format"]
     rows = _read_part(root, root / split, raw["shards"], ROW_COLUMNS, fmt, split, verify)
     loaded = {}
@@ -124,15 +131,22 @@ def fill_modalities(features: SplitFeatures) -> None:
     features.failure = [",".join(reasons) for reasons in failed]
 
 
-def _choose_sets(root: Path, available: dict[str, dict[str, Any]], modalities, sets) -> list[dict[str, Any]]:
+def _choose_sets(root: Path, available: dict[str, dict[str, Any]], damaged: dict, modalities, sets) -> list[dict[str, Any]]:
     if sets is not None:
+        for name in sets:
+            if name in damaged:
+                raise damaged[name].error()
         unknown = [name for name in sets if name not in available]
         if unknown:
             held = ", ".join(available) or "none"
             raise CacheError(f"Feature cache {root} has no feature set {unknown[0]}; it holds: {held}.")
         return [available[name] for name in sets]
     defaults = default_sets(available)
-    wanted = tuple(defaults) if modalities is None else tuple(modalities)
+    every = {*defaults, *(name.partition("/")[0] for name in damaged)}
+    wanted = tuple(m for m in MODALITIES if m in every) if modalities is None else tuple(modalities)
+    for name, damage in damaged.items():
+        if name.partition("/")[0] in wanted:
+            raise damage.error()
     bad = [m for m in wanted if m not in MODALITIES]
     if bad:
         raise UsageError(f"Unknown modality {bad[0]!r}; choose from {', '.join(MODALITIES)}.")
@@ -146,6 +160,8 @@ def _choose_sets(root: Path, available: dict[str, dict[str, Any]], modalities, s
 
 
 def _require_complete(root: Path, split: str, raw: dict[str, Any], set_name: str) -> None:
+    if raw.get("damage") is not None:
+        raise raw["damage"].error()
     if raw["complete"]:
         return
     what = f"Split '{split}' of feature cache {root}" if not set_name else f"Feature set {set_name} of split '{split}' in {root}"
@@ -167,7 +183,7 @@ def _require_complete(root: Path, split: str, raw: dict[str, Any], set_name: str
         )
     else:
         detail = "it has no finished shards"
-    raise CacheError(f"{what} is incomplete ({detail}); {layout.finish_hint(split)}.")
+    raise CacheError(f"{what} is incomplete ({detail}); {finish_advice(root, split)}.")
 
 
 def _require_aligned(root: Path, split: str, name: str, row_shards: list, set_shards: list) -> None:

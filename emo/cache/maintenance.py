@@ -13,26 +13,32 @@ from pathlib import Path
 from typing import Any, Callable
 
 from emo import atomic
-from emo.cache import layout, storage
+from emo.cache import layout, locks, storage
 from emo.cache.legacy import V1_COLUMNS, split_v1_columns
-from emo.cache.manifest import list_sets, read_cache_meta, read_sidecar, write_manifest
+from emo.cache.manifest import list_splits, read_cache_meta, read_sidecar, scan_sets, write_manifest
+from emo.cache.metadata import load_sealed
+from emo.cache.repair import seal_old_metadata
 from emo.errors import CacheError, UsageError
 
 
 def remove_set(root: str | Path, name: str) -> dict[str, Any]:
     """Delete feature set `name` (full name, or a short name that is unique) from the cache;
-    returns its set.json. Other sets and the row table are not touched."""
+    returns its set.json. Other sets and the row table are not touched. A damaged set
+    (`emo.cache.metadata`) can be removed too, instead of being repaired."""
     root = Path(root)
     read_cache_meta(root)
-    sets = list_sets(root)
+    sound, damaged = scan_sets(root)
+    sets = {**sound, **{n: {"name": n, "encoder": "damaged"} for n in damaged}}
     full = resolve_set_name(root, sets, name)
     folder = layout.set_dir(root, full)
-    trash = folder.parent / atomic.temp_name(folder.name + ".removed")
-    folder.rename(trash)
-    layout.remove_path(trash)
-    if not any(folder.parent.iterdir()):
-        folder.parent.rmdir()
-    write_manifest(root)
+    # Held as a writer of that set: a run writing it now is named instead of losing its files.
+    with locks.acquire(root, {full: "emo cache rm"}, locks.Scope(tuple(list_splits(root)))):
+        trash = folder.parent / atomic.temp_name(folder.name + ".removed")
+        folder.rename(trash)
+        layout.remove_path(trash)
+        if not any(folder.parent.iterdir()):
+            folder.parent.rmdir()
+        write_manifest(root)
     return sets[full]
 
 
@@ -52,7 +58,8 @@ def resolve_set_name(root: Path, sets: dict[str, Any], name: str) -> str:
 @dataclass
 class UpgradeReport:
     root: Path
-    already: bool = False  # the cache was version 2 already: nothing was done
+    already: bool = False  # the cache was version 2 already: nothing was converted
+    sealed: list[str] = field(default_factory=list)  # metadata files of an older emo given their digest
     splits: dict[str, int] = field(default_factory=dict)  # rows per split
     sets: list[str] = field(default_factory=list)
     skipped_shards: list[str] = field(default_factory=list)  # unfinished version-1 shards (re-extract them)
@@ -64,6 +71,8 @@ def upgrade_cache(root: str | Path, on_shard: Callable[[str], None] | None = Non
     Nothing is re-extracted: every finished shard's columns are split into the row table and
     one set per modality it held. The new cache is built in a hidden folder beside the old
     one, then the two are swapped, so an interrupted upgrade leaves the old cache as it was.
+    A version-2 cache written before metadata was sealed gets its digests instead
+    (`emo.cache.metadata`: such files load as they are, and `emo cache verify` warns).
     """
     from emo.cache.writer import CacheWriter
 
@@ -71,11 +80,12 @@ def upgrade_cache(root: str | Path, on_shard: Callable[[str], None] | None = Non
     meta_path = root / layout.CACHE_FILE
     if not meta_path.is_file():
         read_cache_meta(root)  # the one-sentence refusal for anything that is not a cache
-    meta = layout.read_json(meta_path)
+    meta, _, _ = load_sealed(meta_path)
     report = UpgradeReport(root=root)
-    if meta.get("schema_version") != 1:
-        read_cache_meta(root)  # a newer schema gets its own sentence
+    if meta is None or meta.get("schema_version") != 1:
+        read_cache_meta(root)  # a newer schema, or damage, gets its own sentence
         report.already = True
+        report.sealed = seal_old_metadata(root)
         return report
     fmt, digest, fingerprint = meta["format"], meta["fingerprint_digest"], meta.get("fingerprint", {})
     building = root.parent / atomic.temp_name(root.name + ".upgrade")

@@ -1,128 +1,38 @@
-"""The cache's state, derived from what is on disk: cache.json, split plans and sidecars.
+"""The cache's state, derived from what is on disk: cache.json, split plans, set.json files and sidecars.
 
-Nothing here trusts `manifest.json`: it is rebuilt from the per-shard sidecars whenever a
-writer finalizes a split, so N processes that each rewrite it can never lose a shard (the
-last rewrite may be stale, but readers re-derive the state themselves from the sidecars,
-which only ever grow).
+`manifest.json` is derived, never trusted: it is rebuilt from those files whenever a
+writer finalizes a split (and by `emo cache rm` and `upgrade`), so N processes that each
+rewrite it can never lose a shard. The last rewrite may lag the disk while another
+process is still writing, which is why no reader (`open_cache`, `load_split`, `verify`,
+`status`) reads it back, and why `emo cache verify` does not compare it with a fresh
+build: a lagging manifest is not damage, and whatever it says is never believed. The
+files readers do trust are sealed and checked by `emo.cache.metadata`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from emo import atomic
 from emo.cache import layout
+from emo.cache.metadata import (  # noqa: F401 - re-exported: the readers' and writer's one place to import from
+    DamagedMetadataError, MissingCacheError, NotACacheError, OldCacheError, default_sets, existing_cache_meta,
+    list_sets, load_sealed, now_iso, plan_and_damage, read_cache_meta, read_plan, scan_sets, upgrade_hint,
+)
+from emo.cache.metadata import split_names as list_splits
 from emo.cache.schema import SCHEMA_VERSION
-from emo.errors import CacheError, UsageError
 from emo.labels import MODALITIES
 
 
-class MissingCacheError(CacheError, UsageError):
-    """The cache path the user gave does not exist (exit 2, like any path that is not there)."""
-
-
-class NotACacheError(CacheError, UsageError):
-    """The path the user gave as a cache is a folder, but not a cache (exit 2: the wrong path was given)."""
-
-
-class OldCacheError(CacheError):
-    """A cache written by an older emo (cache version 1), which `emo cache upgrade` converts."""
-
-
-def upgrade_hint(root: Path) -> str:
-    return (
-        f"Feature cache {root} was written by an older emo (cache version 1); convert it once with "
-        f"`emo cache upgrade {root}` (nothing is re-extracted)."
-    )
-
-
-def _annotation_csvs(root: Path) -> list[str]:
-    """MELD annotation CSVs in `root` (or its train/dev/test sub-folders): a dataset folder, not a cache."""
-    found = sorted(p.name for p in root.glob("*_sent_emo.csv"))
-    return found or sorted(p.name for p in root.glob("*/*_sent_emo.csv"))
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def read_cache_meta(root: Path) -> dict[str, Any]:
-    """cache.json of the cache at `root`, or one clear sentence saying why there is none."""
-    root = Path(root)
-    if not root.exists():
-        raise MissingCacheError(f"Feature cache {root} does not exist; create it with `emo extract --cache {root}`.")
-    if not root.is_dir():
-        raise CacheError(f"Feature cache {root} is a file, not a cache folder.")
-    meta_path = root / layout.CACHE_FILE
-    if not meta_path.is_file():
-        csvs = _annotation_csvs(root)
-        if csvs:
-            raise NotACacheError(
-                f"{root} is a dataset folder (it holds {csvs[0]}), not an emo feature cache; extract it first "
-                f"with `emo extract --split all --data-root {root} --cache CACHE` and pass that CACHE."
-            )
-        raise NotACacheError(
-            f"{root} is not an emo feature cache (it has no {layout.CACHE_FILE}); "
-            f"create one with `emo extract --cache {root}`."
-        )
-    try:
-        meta = layout.read_json(meta_path)
-    except (OSError, ValueError) as error:
-        raise CacheError(f"{meta_path} is unreadable or not valid JSON ({error}).") from None
-    version = meta.get("schema_version") if isinstance(meta, dict) else None
-    if not isinstance(version, int) or meta.get("format") not in layout.FORMATS:
-        raise CacheError(f"{meta_path} is not a valid emo cache description.")
-    if version < SCHEMA_VERSION:
-        raise OldCacheError(upgrade_hint(root))
-    if version > SCHEMA_VERSION:
-        raise CacheError(
-            f"Feature cache {root} uses cache schema {version}, newer than this emo understands "
-            f"({SCHEMA_VERSION}); upgrade emo."
-        )
-    return meta
-
-
-def existing_cache_meta(root: Path) -> dict[str, Any] | None:
-    """cache.json of the cache at `root`; None where there is no cache yet (a missing or
-    empty folder, or one holding only launcher files); one sentence for any other folder."""
-    if not root.exists():
-        return None
-    if (root / layout.CACHE_FILE).exists():
-        return read_cache_meta(root)
-    leftovers = [
-        p.name for p in root.iterdir() if not p.name.startswith(".") and p.name not in layout.LAUNCHER_DIRS
-    ]
-    if leftovers:
-        raise CacheError(
-            f"{root} is not empty and is not an emo feature cache; choose a new or empty folder with --cache."
-        )
-    return None
-
-
-def list_splits(root: Path) -> list[str]:
-    """Folders of `root` that hold a split plan, a sidecar or a shard."""
-    splits = []
-    for child in sorted(Path(root).iterdir()):
-        if (
-            not child.is_dir() or child.name.startswith(".") or child.name in layout.LAUNCHER_DIRS
-            or child.name == layout.SETS_DIR
-        ):
-            continue
-        if (child / layout.SPLIT_FILE).exists() or any(layout.parse_shard_name(p.name) for p in child.iterdir()):
-            splits.append(child.name)
-    return splits
-
-
 def read_sidecar(split_dir: Path, index: int) -> dict[str, Any] | None:
-    path = split_dir / layout.sidecar_name(index)
-    try:
-        data = layout.read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    """A shard's sidecar, or None when it is missing, unreadable or fails its digest: the
+    sidecar is what makes a shard count as finished, so one edited or damaged after emo
+    wrote it (a changed `present` or `failures` record) makes the shard unfinished, to be
+    redone by the same extract. Sidecars written before they were sealed are accepted."""
+    data, problem, _ = load_sealed(split_dir / layout.sidecar_name(index))
+    return data if problem is None and isinstance(data, dict) else None
 
 
 _SIDECAR_KEYS = {"schema_version", "format", "fingerprint_digest", "shard_index", "file", "rows", "arrays", "files", "sha256"}
@@ -134,7 +44,7 @@ def sidecar_problem(split_dir: Path, sidecar: dict[str, Any] | None, fmt: str, d
     Cheap: compares file names and sizes, never reads the data (that is `verify`'s job).
     """
     if sidecar is None:
-        return "has no readable sidecar (its write was interrupted)"
+        return "has no readable sidecar (its write was interrupted, or it was damaged or edited afterwards)"
     if not _SIDECAR_KEYS <= set(sidecar):
         return "has a damaged sidecar"
     if sidecar.get("schema_version") != SCHEMA_VERSION or sidecar.get("format") != fmt:
@@ -156,27 +66,18 @@ def sidecar_problem(split_dir: Path, sidecar: dict[str, Any] | None, fmt: str, d
     return None
 
 
-def read_plan(root: Path, split: str) -> dict[str, Any]:
-    """The split's plan (split.json: expected rows and shards), {} when none is written yet."""
-    path = Path(root) / split / layout.SPLIT_FILE
-    if not path.is_file():
-        return {}
-    try:
-        plan = layout.read_json(path)
-    except (OSError, ValueError):
-        return {}
-    return plan if isinstance(plan, dict) else {}
-
-
 def scan_split(root: Path, split: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """Everything known about one split's row table: finished shards, gaps, counts."""
-    return scan_part(Path(root) / split, split, meta["format"], meta["fingerprint_digest"], read_plan(root, split))
+    """Everything known about one split's row table: finished shards, gaps, counts, and
+    `damage` (an `emo.cache.metadata.Damage`) when its split.json cannot be trusted."""
+    plan, damage = plan_and_damage(root, split)
+    return {**scan_part(Path(root) / split, split, meta["format"], meta["fingerprint_digest"], plan), "damage": damage}
 
 
 def scan_set_split(root: Path, set_meta: dict[str, Any], split: str, meta: dict[str, Any]) -> dict[str, Any]:
     """Everything known about one feature set in one split; its plan is the row table's."""
     folder = layout.set_dir(root, set_meta["name"]) / split
-    return scan_part(folder, split, meta["format"], set_meta["fingerprint_digest"], read_plan(root, split))
+    plan, damage = plan_and_damage(root, split)
+    return {**scan_part(folder, split, meta["format"], set_meta["fingerprint_digest"], plan), "damage": damage}
 
 
 def misaligned_shards(row_shards: list[dict[str, Any]], set_shards: list[dict[str, Any]]) -> list[int]:
@@ -192,30 +93,6 @@ def misaligned_shards(row_shards: list[dict[str, Any]], set_shards: list[dict[st
         if not same:
             bad.append(int(shard["shard_index"]))
     return bad
-
-
-def list_sets(root: Path) -> dict[str, dict[str, Any]]:
-    """set.json of every feature set in the cache, by full name, oldest first."""
-    found = []
-    base = Path(root) / layout.SETS_DIR
-    for path in sorted(base.glob(f"*/*/{layout.SET_FILE}")) if base.is_dir() else []:
-        try:
-            meta = layout.read_json(path)
-        except (OSError, ValueError):
-            continue  # written atomically: unreadable means damaged, and `verify` says so
-        if isinstance(meta, dict) and meta.get("name") == f"{path.parent.parent.name}/{path.parent.name}":
-            found.append(meta)
-    found.sort(key=lambda m: (str(m.get("created", "")), m["name"]))
-    return {m["name"]: m for m in found}
-
-
-def default_sets(sets: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Each modality's default set: the first one extracted (the seed design's, in a cache
-    made by a plain `emo extract`)."""
-    defaults: dict[str, str] = {}
-    for name, meta in sets.items():
-        defaults.setdefault(str(meta.get("modality")), name)
-    return defaults
 
 
 def scan_part(folder: Path, split: str, fmt: str, digest: str, plan: dict[str, Any]) -> dict[str, Any]:
@@ -309,8 +186,9 @@ def build_manifest(root: Path) -> dict[str, Any]:
     """The manifest dict: cache.json plus a summary of every split, set and shard."""
     meta = read_cache_meta(root)
     names = list_splits(root)
-    sets = list_sets(root)
-    manifest_splits = {name: _part_summary(scan_split(root, name, meta), name) for name in names}
+    sets, damaged = scan_sets(root)
+    scans = {name: scan_split(root, name, meta) for name in names}
+    manifest_splits = {name: _part_summary(scan, name) for name, scan in scans.items()}
     manifest_sets = {}
     for set_name, set_meta in sets.items():
         prefix = f"{layout.SETS_DIR}/{set_name}"
@@ -334,6 +212,8 @@ def build_manifest(root: Path) -> dict[str, Any]:
         "updated": now_iso(),
         "splits": manifest_splits,
         "sets": manifest_sets,
+        # Metadata that cannot be trusted (emo.cache.metadata), by file: what `emo cache verify` reports.
+        "damaged": {d.file: d.line for d in [s["damage"] for s in scans.values() if s["damage"]] + list(damaged.values())},
         "totals": {
             "rows": sum(s["rows"] for s in manifest_splits.values()),
             "sets": len(manifest_sets),

@@ -3,6 +3,11 @@
 What `emo cache info`, the extract planner and the trainer's checks need to know - splits,
 shards, feature sets, rows present, failures, sizes - all comes from cache.json, the
 set.json files and the sidecars. Loading arrays is `emo.cache.loader.load_split`.
+
+Damaged metadata is described, not hidden (`emo.cache.metadata`): a set whose set.json
+cannot be trusted is in `CacheInfo.damaged_sets` (never simply absent, so no caller can
+mistake it for a set that was never extracted and fall back to another), and a split
+whose split.json cannot be trusted has its `damage`. A damaged cache.json is refused.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from typing import Any
 
 from emo.cache import layout
 from emo.cache.manifest import (
-    default_sets, failure_summary, list_sets, list_splits, merge_failures, read_cache_meta, scan_set_split, scan_split,
+    default_sets, failure_summary, list_splits, merge_failures, read_cache_meta, scan_set_split, scan_sets, scan_split,
 )
+from emo.cache.metadata import Damage
 from emo.cache.sets import SetSpec, spec_from_meta
 from emo.errors import CacheError, UsageError
 from emo.labels import MODALITIES
@@ -52,6 +58,7 @@ class SplitInfo:
     ignored_videos: int
     stats: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    damage: Damage | None = None  # its split.json cannot be trusted (the split then counts as incomplete)
 
 
 @dataclass
@@ -104,11 +111,17 @@ class CacheInfo:
     splits: dict[str, SplitInfo]
     config_path: Path | None
     sets: dict[str, SetInfo] = field(default_factory=dict)
+    damaged_sets: dict[str, Damage] = field(default_factory=dict)  # set folders whose set.json cannot be trusted
 
     @property
     def bytes(self) -> int:
         """Size on disk of every finished shard (what `du` would roughly say)."""
         return sum(s.bytes for s in self.splits.values()) + sum(s.bytes for s in self.sets.values())
+
+    @property
+    def damage(self) -> list[Damage]:
+        """Every damaged split.json and set.json (a damaged cache.json is refused by `open_cache`)."""
+        return [s.damage for s in self.splits.values() if s.damage] + list(self.damaged_sets.values())
 
     def default_sets(self) -> dict[str, str]:
         """Each modality's default set (the first one extracted), by modality."""
@@ -155,6 +168,7 @@ def _split_info(root: Path, raw: dict[str, Any], sets: dict[str, SetInfo]) -> Sp
         ignored_videos=raw["ignored_videos"],
         stats=raw["stats"],
         extra=raw["plan"].get("extra", {}),
+        damage=raw.get("damage"),
     )
 
 
@@ -187,7 +201,8 @@ def open_cache(root: str | Path) -> CacheInfo:
     root = Path(root)
     meta = read_cache_meta(root)
     names = list_splits(root)
-    sets = {name: _set_info(root, m, names, meta) for name, m in list_sets(root).items()}
+    sound, damaged = scan_sets(root)
+    sets = {name: _set_info(root, m, names, meta) for name, m in sound.items()}
     splits = {name: _split_info(root, scan_split(root, name, meta), sets) for name in names}
     config = root / layout.CONFIG_FILE
     return CacheInfo(
@@ -201,4 +216,5 @@ def open_cache(root: str | Path) -> CacheInfo:
         splits=splits,
         config_path=config if config.is_file() else None,
         sets=sets,
+        damaged_sets=damaged,
     )

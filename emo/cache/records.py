@@ -18,6 +18,7 @@ import numpy as np
 from emo import atomic
 from emo.cache import layout
 from emo.cache.manifest import now_iso, read_cache_meta
+from emo.cache.metadata import write_sealed
 from emo.cache.fingerprint import fingerprint_digest
 from emo.cache.schema import SCHEMA_VERSION
 from emo.cache.sets import SetSpec
@@ -45,7 +46,7 @@ def create_cache(root: Path, fmt: str, fingerprint: dict[str, Any], config: Any)
         "emo_version": __version__,
         "created": now_iso(),
     }
-    atomic.write_json(root / layout.CACHE_FILE, meta, durable=True)
+    write_sealed(root / layout.CACHE_FILE, meta)
     if config is not None:
         save_config(config, root / layout.CONFIG_FILE)
     return read_cache_meta(root)
@@ -54,6 +55,12 @@ def create_cache(root: Path, fmt: str, fingerprint: dict[str, Any], config: Any)
 def set_digest(spec: SetSpec) -> str:
     """A set's identity: its name, kind, dim and everything that made its numbers."""
     return fingerprint_digest(json.loads(json.dumps(spec.describe(), default=str)))
+
+
+def set_meta(spec: SetSpec, digest: str, created: str) -> dict[str, Any]:
+    """set.json's content (sealed by `emo.cache.metadata.write_sealed`): what a reader
+    needs to know about a set, its digest and when it was created (which orders the sets)."""
+    return {**spec.describe(), "fingerprint_digest": digest, "schema_version": SCHEMA_VERSION, "created": created}
 
 
 def rows_sha256(columns: dict[str, Any]) -> str:

@@ -11,6 +11,9 @@ array, several machines on one filesystem) are still writing, and after they die
   (the next run deletes them and redoes the shard);
 - missing: every other shard up to the split's shard count.
 
+It also lists the writer locks held now (`emo.cache.locks`): which process writes which set
+since when, so a user whose run was refused sees who is in the way.
+
 The shard count comes from the split's plan (`split.json`, written by each process once
 its part is done) or, before any process got that far, from `expected`: a launcher that
 planned the work knows it before anything is written. Without either, the count is the
@@ -25,6 +28,7 @@ from typing import Any, Mapping
 
 from emo import atomic
 from emo.cache import layout
+from emo.cache.locks import holders
 from emo.cache.manifest import list_sets, list_splits, read_cache_meta, scan_set_split, scan_split
 
 
@@ -50,6 +54,7 @@ class CacheStatus:
     started: bool  # cache.json exists: some process got as far as writing its first shard
     digest: str | None
     splits: dict[str, SplitStatus]
+    locks: list[dict[str, Any]] = field(default_factory=list)  # writer locks held now (`emo.cache.locks.holders`)
 
     @property
     def complete(self) -> bool:
@@ -62,6 +67,7 @@ class CacheStatus:
             "fingerprint_digest": self.digest,
             "complete": self.complete,
             "splits": {name: s.to_dict() for name, s in self.splits.items()},
+            "locks": self.locks,
         }
 
 
@@ -77,12 +83,13 @@ def cache_status(root: str | Path, expected: Mapping[str, int] | None = None) ->
     expected = dict(expected or {})
     if not (root / layout.CACHE_FILE).is_file() and _not_started(root):
         splits = {name: _unstarted_split(name, count) for name, count in expected.items()}
-        return CacheStatus(root=root, started=False, digest=None, splits=splits)
+        return CacheStatus(root=root, started=False, digest=None, splits=splits, locks=holders(root))
     meta = read_cache_meta(root)  # the one-sentence refusal for anything that is not a cache
     names = list_splits(root)
     names += [name for name in expected if name not in names]
     splits = {name: _split_status(root, name, meta, expected.get(name)) for name in names}
-    return CacheStatus(root=root, started=True, digest=meta.get("fingerprint_digest"), splits=splits)
+    digest = meta.get("fingerprint_digest")
+    return CacheStatus(root=root, started=True, digest=digest, splits=splits, locks=holders(root))
 
 
 def _not_started(root: Path) -> bool:
@@ -149,3 +156,27 @@ def _temporaries(split_dir: Path) -> tuple[set[int], set[int]]:
         else:
             live.add(index)
     return live, dead
+
+
+def finish_advice(root: str | Path, split: str) -> str:
+    """How to finish an incomplete `split`, worded so that it never races an extraction that
+    is still writing it: a live writer, or a SLURM job launched into the cache (only its
+    launcher can ask the queue whether it still runs), is named and waited for rather than
+    met with "re-run emo extract" (a second writer beside the array)."""
+    root = Path(root)
+    folders = [root / split, *sorted((root / layout.SETS_DIR).glob(f"*/*/{split}"))]
+    live = sorted(set().union(*(_temporaries(folder)[0] for folder in folders)))
+    job = layout.launched_job(root)
+    if live:
+        shown = ", ".join(str(k) for k in live[:6]) + (f" and {len(live) - 6} more" if len(live) > 6 else "")
+        return (
+            f"{f'SLURM job {job}' if job else 'an emo extract'} is still writing it (shards {shown} in progress); "
+            f"wait for it to end, follow it with `emo cache status {root}`, and run this command again"
+        )
+    if job:
+        return (
+            f"SLURM job {job} was launched into it: while that runs, follow it with `emo cache status {root}` and "
+            "run this command once it has ended; if it ended unfinished, run its emo extract command again "
+            "(it redoes only the missing shards)"
+        )
+    return layout.finish_hint(split)

@@ -4,6 +4,14 @@ HDF5 and Zarr will often open a file with a flipped byte in a data chunk and ret
 wrong numbers without complaint, so the SHA-256 in each shard's sidecar (computed from the
 bytes before they were renamed into place) is the source of truth, not whether the file
 opens.
+
+The metadata readers trust is checked too (`emo.cache.metadata`): a damaged cache.json
+stops verification with its own sentence, and each damaged split.json or set.json is one
+problem naming the file and the `emo extract` that rewrites it - and a damaged set's shards
+are still checksummed from their sidecars, so nothing in the cache goes unchecked. Files
+without a digest (written before the seal) are not problems: `unsealed_files` lists them
+for a warning. manifest.json is derived and never read back, so it is not checked (see
+`emo.cache.manifest`).
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from emo.cache import layout, storage
-from emo.cache.manifest import list_sets, list_splits, misaligned_shards, read_cache_meta, scan_set_split, scan_split
+from emo.cache.manifest import (
+    list_splits, misaligned_shards, read_cache_meta, read_sidecar, scan_set_split, scan_sets, scan_split,
+)
 from emo.cache.schema import ROW_COLUMNS
 
 
@@ -63,9 +73,14 @@ def verify_cache(root: str | Path, on_shard: Callable[[str, int], None] | None =
     """
     root = Path(root)
     meta = read_cache_meta(root)
-    problems: list[str] = []
-    sets = list_sets(root)
-    for split in list_splits(root):
+    sets, damaged = scan_sets(root)
+    splits = list_splits(root)
+    problems = [f"{scan['damage'].line}." for scan in (scan_split(root, s, meta) for s in splits) if scan["damage"]]
+    for name, damage in damaged.items():
+        problems.append(f"{damage.line}.")
+        for split in splits:
+            problems += _damaged_set_shards(layout.set_dir(root, name) / split, on_shard)
+    for split in splits:
         parts = [("", root / split, scan_split(root, split, meta))]
         for name, set_meta in sets.items():
             scan = scan_set_split(root, set_meta, split, meta)
@@ -88,12 +103,29 @@ def verify_cache(root: str | Path, on_shard: Callable[[str, int], None] | None =
     return problems
 
 
+def _damaged_set_shards(folder: Path, on_shard) -> list[str]:
+    """Checksums of a damaged set's shards, from their sidecars alone (its set.json cannot say more)."""
+    problems = []
+    indices = sorted({p[0] for p in (layout.parse_shard_name(c.name) for c in folder.iterdir()) if p}) if folder.is_dir() else []
+    for index in indices:
+        sidecar = read_sidecar(folder, index)
+        if not sidecar or not sidecar.get("file") or not isinstance(sidecar.get("files"), dict):
+            problems.append(f"Shard {_label(folder, layout.shard_stem(index))} has no readable sidecar.")
+            continue
+        problem = check_shard(folder, sidecar)
+        if problem:
+            problems.append(problem + ".")
+        if on_shard is not None:
+            on_shard(_label(folder, sidecar["file"]), sum(e.get("bytes", 0) for e in sidecar["files"].values()))
+    return problems
+
+
 def _part_problems(split, set_name, folder, info, on_shard, skip: set[int] = frozenset()) -> list[str]:
     problems = []
     what = f"Split '{split}'" if not set_name else f"Feature set {set_name} of split '{split}'"
     for unfinished in info["unfinished_shards"]:
         problems.append(f"Shard {_label(folder, layout.shard_stem(unfinished['index']))} {unfinished['problem']}.")
-    if not info["planned"] and info["shards"] and not set_name:
+    if not info["planned"] and info["shards"] and not set_name and not info.get("damage"):  # said as damage
         problems.append(
             f"{what} was never finalized (its extraction was interrupted or is still running); "
             f"{layout.finish_hint(split)}."

@@ -2,11 +2,12 @@
 
 `emo.extract` computes the features; this module owns how they reach the disk. A split
 has one row table and any number of feature sets (`emo.cache.sets`); each is written in
-shards numbered alike. Each shard is written under a temporary name, flushed, renamed
-into place, and only then gets its sidecar - so "sidecar present and matching" means
-"finished", and a re-run skips exactly the finished shards, per set. Processes writing
-disjoint shards (`--num-shards N --shard-index i`) never touch the same file, so they
-need no locks; adding a set never opens another set's files.
+shards numbered alike. Each shard is written under a temporary name, flushed, read back,
+renamed into place, and only then gets its sidecar (`emo.cache.shard_files`) - so "sidecar
+present and matching" means "finished", and a re-run skips exactly the finished shards,
+per set. Processes writing disjoint shards (`--num-shards N --shard-index i`) never touch
+the same file; `lock` (`emo.cache.locks`) refuses a second run that would write the same
+shards or the same set with other settings. Adding a set never opens another set's files.
 
 Two ways in: `write_clips` takes per-clip results (`emo.cache.clips.ClipRecord`) and
 builds the shards' columns itself, which is how extraction writes, so the packing of
@@ -30,24 +31,24 @@ numbered K or above left from an earlier, larger run.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from emo import atomic
-from emo.cache import layout, storage
+from emo.cache import layout, locks, storage
 from emo.cache.clips import ClipRecord, build_row_columns, build_set_columns
 from emo.cache.fingerprint import describe_difference, fingerprint_digest
 from emo.cache.legacy import split_v1_columns
-from emo.cache.manifest import (
-    existing_cache_meta, list_sets, now_iso, read_plan, read_sidecar, sidecar_problem, write_manifest,
-)
+from emo.cache.manifest import list_sets, now_iso, read_plan, read_sidecar, sidecar_problem, write_manifest
+from emo.cache.metadata import NotACacheError, write_sealed
+from emo.cache.repair import repair_set_meta, repaired_cache_meta
 from emo.cache.records import (
-    ROWS_FINGERPRINT, clean_failure, create_cache, json_safe, rows_sha256, save_config, set_digest, texts_sha256,
+    ROWS_FINGERPRINT, clean_failure, create_cache, json_safe, rows_sha256, save_config, set_digest, set_meta,
+    texts_sha256,
 )
 from emo.cache.schema import SCHEMA_VERSION, describe_arrays, normalize_rows, normalize_set
+from emo.cache.shard_files import reports_disk_full, write_shard_files
 from emo.cache.sets import SetSpec
 from emo.errors import CacheError, ConfigError
 
@@ -91,20 +92,22 @@ class CacheWriter:
         self._rewritten: dict[tuple[str, str | None], set[int]] = {}  # shards written (overwrite mode)
         self._config = config
         self._ready = False
+        self._held: locks.WriterLocks | None = None  # see `lock`
 
         if self.root.exists() and not self.root.is_dir():
-            raise CacheError(f"Cache path {self.root} is a file; choose a folder with --cache.")
-        existing = existing_cache_meta(self.root)
+            raise NotACacheError(f"Cache path {self.root} is a file; choose a folder with --cache.")
+        existing = repaired_cache_meta(self.root, fmt, self.fingerprint)  # a damaged cache.json is rewritten
         if existing is not None and self._differs(existing) and not overwrite:
             raise CacheError(self._mismatch_sentence(existing))
         if not defer_create:
             self._make_ready()
 
+    @reports_disk_full(lambda self: self.root)
     def _make_ready(self) -> None:
         """Replace a cache of another format (overwrite), create a missing one, clean dead temporaries."""
         if self._ready:
             return
-        existing = existing_cache_meta(self.root)  # again: another process may have created it meanwhile
+        existing = repaired_cache_meta(self.root, self.fmt, self.fingerprint)  # again: another process may have made it
         if existing is not None and self._differs(existing):
             if not self.overwrite:
                 raise CacheError(self._mismatch_sentence(existing))
@@ -159,10 +162,13 @@ class CacheWriter:
                     "to replace that set."
                 )
             self._replace.add(spec.name)
+        if existing is None:  # a damaged set.json is rewritten when its shards are this spec's (emo.cache.repair)
+            repair_set_meta(self.root, spec, digest, self.overwrite, self._config)
         self.sets[spec.name] = spec
         self.set_digests[spec.name] = digest
         return digest
 
+    @reports_disk_full(lambda self, name: layout.set_dir(self.root, name))
     def _set_ready(self, name: str) -> None:
         """Replace (overwrite) or create the set's folder and set.json before its first shard."""
         if name in self._created_sets:
@@ -175,16 +181,19 @@ class CacheWriter:
         folder.mkdir(parents=True, exist_ok=True)
         meta_path = folder / layout.SET_FILE
         if not meta_path.is_file():
-            meta = {
-                **self.sets[name].describe(),
-                "fingerprint_digest": self.set_digests[name],
-                "schema_version": SCHEMA_VERSION,
-                "created": now_iso(),
-            }
-            atomic.write_json(meta_path, json.loads(json.dumps(meta, default=str)), durable=True)
+            write_sealed(meta_path, set_meta(self.sets[name], self.set_digests[name], now_iso()))
             if self._config is not None:
                 save_config(self._config, folder / layout.CONFIG_FILE)
         self._created_sets.add(name)
+
+    def lock(self, specs: Sequence[SetSpec], splits: Sequence[str], num_shards: int = 1, shard_index: int = 0):
+        """Hold the writer locks of these sets and the row table for `splits` (shards k with
+        k % num_shards == shard_index) until `.release()` (`emo.cache.locks`): a run writing
+        them with other settings, or the same shards, is refused in one sentence."""
+        digests = {spec.name: set_digest(spec) for spec in specs}
+        scope = locks.Scope(tuple(splits), num_shards, shard_index)
+        self._held = locks.acquire(self.root, {**digests, None: self.digest}, scope)
+        return self._held
 
     # -- writing --------------------------------------------------------------------------
 
@@ -298,67 +307,42 @@ class CacheWriter:
         self.write_rows(split, shard_index, row_columns, stats)
 
     def _write_part(self, split, set_name, shard_index, arrays, failures, stats, extra, digest) -> dict[str, Any]:
+        """One shard and its sidecar, verified on disk before either gets its name (`emo.cache.shard_files`)."""
         if shard_index < 0:
             raise ValueError("shard_index must be >= 0")
-        folder = layout.part_dir(self.root, split, set_name)
-        folder.mkdir(parents=True, exist_ok=True)
-        data_name = layout.shard_data_name(shard_index, self.fmt)
-        final = folder / data_name
-        sidecar_path = folder / layout.sidecar_name(shard_index)
-
-        # A previous attempt at this shard index (same owner, by construction) may have
-        # left a temporary; it is garbage now.
-        for child in folder.iterdir():
-            parsed = layout.parse_temp_name(child.name)
-            if parsed and parsed[0] == shard_index:
-                layout.remove_path(child)
-
-        started = time.perf_counter()
-        tmp = folder / atomic.temp_name(data_name)
         attrs = {"emo_schema_version": SCHEMA_VERSION, "fingerprint_digest": digest, "split": split,
                  "shard_index": shard_index, "set": set_name or ""}  # fmt: skip
-        storage.write_arrays(tmp, self.fmt, arrays, attrs, self.compression)
-        layout.fsync_path(tmp)
-        written = time.perf_counter()
-        files = layout.checksum_files(tmp)
-        hashed = time.perf_counter()
 
-        # Unfinished first (drop the old sidecar), then swap the data, then finish.
-        layout.remove_path(sidecar_path)
-        if final.is_dir():
-            trash = folder / atomic.temp_name(data_name + ".old")
-            final.rename(trash)
-            layout.remove_path(trash)
-        tmp.replace(final)
-        atomic.fsync_dir(folder)
+        def describe(files: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+            sidecar: dict[str, Any] = {
+                "schema_version": SCHEMA_VERSION, "format": self.fmt, "fingerprint_digest": digest, "split": split,
+                "shard_index": shard_index, "file": layout.shard_data_name(shard_index, self.fmt),
+                "rows": len(arrays["present"] if set_name else arrays["emotion"]),
+            }  # fmt: skip
+            if set_name is None:
+                keys = list(zip(arrays["dialogue_id"].tolist(), arrays["utterance_id"].tolist()))
+                sidecar["first_key"] = list(keys[0]) if keys else None
+                sidecar["last_key"] = list(keys[-1]) if keys else None
+            sidecar.update(extra)
+            sidecar.update({
+                "arrays": describe_arrays(arrays),
+                "compression": self.compression,
+                "files": files,
+                "sha256": layout.combined_sha256(files),
+                "failures": failures,
+                "stats": dict(stats or {}, **timings),
+                "written": now_iso(),
+            })  # fmt: skip
+            return sidecar
 
-        sidecar: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "format": self.fmt,
-            "fingerprint_digest": digest,
-            "split": split,
-            "shard_index": shard_index,
-            "file": data_name,
-            "rows": len(arrays["present"] if set_name else arrays["emotion"]),
-        }
-        if set_name is None:
-            keys = list(zip(arrays["dialogue_id"].tolist(), arrays["utterance_id"].tolist()))
-            sidecar["first_key"] = list(keys[0]) if keys else None
-            sidecar["last_key"] = list(keys[-1]) if keys else None
-        sidecar.update(extra)
-        sidecar.update({
-            "arrays": describe_arrays(arrays),
-            "compression": self.compression,
-            "files": files,
-            "sha256": layout.combined_sha256(files),
-            "failures": failures,
-            "stats": dict(stats or {}, write_s=round(written - started, 4), checksum_s=round(hashed - written, 4)),
-            "written": now_iso(),
-        })  # fmt: skip
-        atomic.write_json(sidecar_path, sidecar, durable=True)
+        if self._held is not None:
+            self._held.check()  # another process took this run's lock over: write nothing more
+        folder = layout.part_dir(self.root, split, set_name)
+        sidecar = write_shard_files(folder, shard_index, self.fmt, arrays, attrs, self.compression, describe)
         self._rewritten.setdefault((split, set_name), set()).add(shard_index)
         return sidecar
 
+    @reports_disk_full(lambda self, split, *args, **kwargs: layout.part_dir(self.root, split))
     def finalize(
         self,
         split: str,
@@ -377,7 +361,7 @@ class CacheWriter:
         self._make_ready()
         split_dir = self.split_dir(split)
         split_dir.mkdir(parents=True, exist_ok=True)
-        plan = read_plan(self.root, split)
+        plan = read_plan(self.root, split)  # {} when damaged: rewritten from this run's totals
         plan["split"] = split
         if total_rows is not None:
             plan["total_rows"] = int(total_rows)
@@ -393,7 +377,7 @@ class CacheWriter:
         if extra:
             plan["extra"] = {**plan.get("extra", {}), **json.loads(json.dumps(extra, default=json_safe))}
         plan["updated"] = now_iso()
-        atomic.write_json(split_dir / layout.SPLIT_FILE, plan, durable=True)
+        write_sealed(split_dir / layout.SPLIT_FILE, plan)
         return write_manifest(self.root)
 
 

@@ -37,17 +37,16 @@ def command(
     epochs: Optional[int] = typer.Option(None, help="Training epochs of every cell. (default: 15)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. (default: auto)"),
     config: Optional[Path] = typer.Option(
-        None, "--config", help="TOML with [ablate] (grid) and [fit] (base fit options) sections."
+        None, "--config", help="TOML with [ablate] (grid) and [fit] (base fit options) sections; options and --set override it."
     ),
     set_: Optional[List[str]] = typer.Option(
-        None, "--set", help="Override an ablate or fit key: --set key=value (repeatable)."
+        None, "--set", help="Override an ablate or fit key: --set key=value (repeatable); a key that its own option also sets, or that --grid varies, is refused."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain cells saved with different options."),
 ) -> None:
-    from emo.config import parse_set_pairs
+    from emo.config import merge_overrides
     from emo.fuse.ablate import resolve_configs, run_ablate
 
-    overrides: dict = dict(parse_set_pairs(set_))
     named = dict(
         cache=cache,
         out=out,
@@ -59,7 +58,7 @@ def command(
         device=device,
         overwrite=overwrite or None,
     )
-    overrides.update({k: v for k, v in named.items() if v is not None})
+    overrides = merge_overrides(set_, named)
     ablate, base = resolve_configs(config, overrides)
     console = make_console()
     with ProgressView(console) as view:

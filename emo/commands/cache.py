@@ -92,6 +92,8 @@ def info(
         label = item.name + (" (default)" if item.name in defaults else "")
         sets.add_row(label, item.modality, item.kind, str(item.dim), item.encoder, present or "none",
                      _size(item.bytes), item.digest)  # fmt: skip
+    for name in cache.damaged_sets:  # shown, never hidden: its set.json cannot be trusted
+        sets.add_row(f"{name} (damaged)", name.partition("/")[0], "?", "?", "?", "unknown", "?", "?")
     console.print(sets)
 
     console.print("Splits")
@@ -107,7 +109,7 @@ def info(
             split.name,
             f"{split.rows}{expected}",
             shard_count,
-            "yes" if split.complete else "no",
+            "no (damaged)" if split.damage else "yes" if split.complete else "no",
             ", ".join(split.modalities) or "labels only",
             str(len(split.failures)),
             str(split.ignored_videos),
@@ -132,8 +134,10 @@ def info(
     for split in cache.splits.values():
         if split.stats:
             console.print(f"split '{split.name}': {_stage_times(split.stats)} ({count(len(split.shards), 'shard')})")
+    for damage in cache.damage:
+        console.print(f"damaged: {damage.line}.")
     for split in cache.splits.values():
-        if not split.complete:
+        if not split.complete and not split.damage:
             gaps = split.missing_shards or [u["index"] for u in split.unfinished_shards]
             if not gaps and split.expected_rows is None and split.expected_shards is None:
                 console.print(
@@ -157,6 +161,7 @@ def status(
 
     from emo.cache import cache_status
     from emo.cache.layout import finish_hint
+    from emo.cache.locks import describe as describe_lock
     from emo.errors import require_path
     from emo.extract.launch.slurm import read_record
 
@@ -172,6 +177,8 @@ def status(
             f"{path}: last launch SLURM job {launch['job_id']}, {count(len(launch.get('tasks', {})), 'task')} "
             f"of --num-shards {launch.get('num_shards')}; logs in {Path(path) / 'slurm'}/"
         )
+    for holder in state.locks:
+        console.print(f"writer lock {describe_lock(holder)}")
     if not state.splits:
         console.print(f"{path}: no shard written yet and no launch recorded.")
         return
@@ -206,6 +213,7 @@ def verify(path: Path = typer.Argument(..., help="The cache folder to check.")) 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     from emo.cache import open_cache, verify_cache
+    from emo.cache.metadata import unsealed_files
 
     cache = open_cache(path)
     total = cache.bytes
@@ -223,6 +231,13 @@ def verify(path: Path = typer.Argument(..., help="The cache folder to check.")) 
             problems = verify_cache(path, on_shard=lambda _label, size: progress.advance(task, size))
     else:
         problems = verify_cache(path)
+    old = unsealed_files(path)
+    if old:  # not a failure: caches written before the seal still load
+        console.print(
+            f"warning: {count(len(old), 'metadata file')} ({', '.join(old[:3])}{', ...' if len(old) > 3 else ''}) "
+            f"carry no digest (written by an older emo), so hand edits to them cannot be caught; "
+            f"`emo cache upgrade {path}` adds the digests."
+        )
     if problems:
         if len(problems) > 1:  # one problem is said by the error sentence alone
             for problem in problems:
@@ -253,6 +268,10 @@ def upgrade(path: Path = typer.Argument(..., help="A cache written by emo before
     from emo.cache.maintenance import upgrade_cache
 
     report = upgrade_cache(path)
+    if report.already and report.sealed:
+        typer.echo(f"{path} is a version-2 cache; added the digest to {count(len(report.sealed), 'metadata file')} "
+                   f"written by an older emo ({', '.join(report.sealed[:3])}{', ...' if len(report.sealed) > 3 else ''}).")
+        return
     if report.already:
         typer.echo(f"{path} is already a version-2 cache; nothing to do.")
         return

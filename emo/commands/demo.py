@@ -27,17 +27,14 @@ def command(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the demo's data, cache and runs. (default: emo-demo)"),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster setting (for tests and a first look)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any DemoConfig key ([demo] or top level)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any DemoConfig key: --set key=value (repeatable)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any DemoConfig key ([demo] or top level); options and --set override it."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any DemoConfig key: --set key=value (repeatable); a key that its own option also sets is refused."),
 ) -> None:
-    from emo.config import parse_set_pairs
+    from emo.config import merge_overrides
     from emo.recipes.demo import run_demo
     from emo.recipes.demo_config import resolve_demo_config
 
-    overrides: dict[str, Any] = dict(parse_set_pairs(set_))
-    overrides.update({k: v for k, v in dict(out=out, device=device).items() if v is not None})
-    if quick:
-        overrides["quick"] = True
+    overrides: dict[str, Any] = merge_overrides(set_, dict(out=out, device=device, quick=True if quick else None))
     resolved = resolve_demo_config(config, overrides)
     console = make_console()
     show_intro(console, resolved)

@@ -25,7 +25,7 @@ from typing import List, Optional
 import typer
 
 from emo.commands.output import ProgressView, count, make_console
-from emo.config import build_config, parse_set_pairs
+from emo.config import build_config, merge_overrides
 from emo.errors import UsageError
 
 
@@ -58,7 +58,7 @@ def command(
         None, "--crop", help="none, or faces: the image encoder sees the most prominent face. (default: none)"
     ),
     name: Optional[str] = typer.Option(
-        None, "--name", help="Feature set name instead of the model's: NAME, or audio=NAME,visual=NAME."
+        None, "--name", help="Feature set name instead of the model's: NAME, or audio=NAME,visual=NAME (ASCII letters, digits, _ . -)."
     ),
     preset: Optional[str] = typer.Option(
         None, "--preset", help="offline: pip-shipped MiniLM-L6 text + EfficientNet-Lite0 frames (no network). (default: none)"
@@ -92,10 +92,10 @@ def command(
         None, "--audio-views", help="Augmented mel copies per clip. (default: 0)"
     ),
     config: Optional[Path] = typer.Option(
-        None, "--config", help="TOML file with any ExtractConfig key (in an extract table or at top level)."
+        None, "--config", help="TOML file with any ExtractConfig key (in an extract table or at top level); options and --set override it."
     ),
     set_: Optional[List[str]] = typer.Option(
-        None, "--set", help="Override any config key: --set key=value (repeatable), e.g. --set n_mels=64."
+        None, "--set", help="Override any config key: --set key=value (repeatable), e.g. --set n_mels=64; a key that its own option also sets is refused."
     ),
     launcher: str = typer.Option(
         "local", "--launcher", show_default=False,
@@ -121,7 +121,6 @@ def command(
 ) -> None:
     from emo.extract.config import ExtractConfig
 
-    overrides: dict = parse_set_pairs(set_)
     named = dict(
         split=split,
         data_root=data_root,
@@ -148,7 +147,7 @@ def command(
         max_duration=max_duration,
         audio_views=audio_views,
     )
-    overrides.update({k: v for k, v in named.items() if v is not None})
+    overrides = merge_overrides(set_, named)
     if launcher == "slurm" and shard_index is not None:
         raise UsageError("--shard-index is chosen per task by --launcher slurm; give only --num-shards.")
     resolved = build_config(ExtractConfig, config, overrides, section="extract")
@@ -180,6 +179,8 @@ def parse_slurm_args(pairs: List[str]) -> dict:
         key = key.strip().lstrip("-")
         if not sep or not key:
             raise UsageError(f"--slurm-arg '{pair}' is not key=value; write it as e.g. --slurm-arg account=lab.")
+        if key in extra and extra[key] != value.strip():
+            raise UsageError(f"--slurm-arg {key} is given twice ({extra[key]} and {value.strip()}); give it once.")
         extra[key] = value.strip()
     return extra
 

@@ -49,14 +49,13 @@ def command(
     ),
     seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same metrics on CPU). (default: 0)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. (default: auto)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any FitConfig key ([fit] or top level)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any config key: --set key=value (repeatable)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any FitConfig key ([fit] or top level); options and --set override it."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any config key: --set key=value (repeatable); a key that its own option also sets is refused."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
 ) -> None:
-    from emo.config import build_config, parse_set_pairs
+    from emo.config import build_config, merge_overrides
     from emo.fuse.config import FitConfig
 
-    overrides: dict = dict(parse_set_pairs(set_))
     named = dict(
         cache=cache,
         out=out,
@@ -79,7 +78,7 @@ def command(
         device=device,
         overwrite=overwrite or None,
     )
-    overrides.update({k: v for k, v in named.items() if v is not None})
+    overrides = merge_overrides(set_, named, flags={"audio_view_sampling": "--audio-views"})
     resolved = build_config(FitConfig, config, overrides, section="fit")
     from emo.fuse.train import run_fit  # torch loads only once the options are known to be valid
 

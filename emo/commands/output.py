@@ -29,7 +29,18 @@ def make_console(stderr: bool = False, **options: Any):
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty():
         return Console(stderr=stderr, **options)
-    return Console(stderr=stderr, **{"width": LOG_WIDTH, "soft_wrap": True, **options})
+
+    class LogConsole(Console):
+        """A sentence stays one line in a log (soft wrap: grep finds it whole), but a box (a
+        panel, a table) is laid out at the log's width and wraps inside its frame: with soft
+        wrap on, rich would cut a panel's text at the frame instead."""
+
+        def print(self, *objects: Any, **kwargs: Any) -> None:
+            if "soft_wrap" not in kwargs and any(not isinstance(item, str) for item in objects):
+                kwargs["soft_wrap"] = False
+            super().print(*objects, **kwargs)
+
+    return LogConsole(stderr=stderr, **{"width": LOG_WIDTH, "soft_wrap": True, **options})
 
 
 def _duration(seconds: float | None) -> str:

@@ -9,8 +9,9 @@ segments, each with its own frames and audio. Features come from the very encode
 preprocessing that made the run's cache (refused if the weights differ). Writes
 predictions.csv and predictions.jsonl (file, segment, start, end, transcript, emotion, the
 probability of each emotion, and sentiment where trained, modalities used) and a timeline
-PNG per input with several segments into --out; inputs that cannot be read are reported
-and skipped.
+PNG per input with several segments into --out (--overwrite replaces earlier predictions
+there as a whole); inputs that cannot be read are reported and skipped, and the command
+exits 1 when nothing could be predicted.
 Example: emo predict runs/seed clips/ talk.mp4 --out predictions/
 """
 
@@ -49,13 +50,14 @@ def command(
     ),
     device: str = typer.Option("auto", "--device", help="auto (as the cache was made), cpu or cuda.",
                                show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the predictions already in --out."),
 ) -> None:
     from emo.errors import UsageError
     from emo.predict import Predictor, media_files, write_outputs
+    from emo.predict.output import check_out
 
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; pass a folder for the predictions.")
-    media_files(inputs)  # a typo in an input fails before any model loads
+    check_out(out, overwrite)  # like a typo in an input, fails before any model loads
+    media_files(inputs)
     if transcript is not None and not transcript.is_file():
         raise UsageError(f"Transcript {transcript} does not exist; pass a MELD-style CSV, SRT, WebVTT or JSON file.")
     with ProgressView() as view:
@@ -63,8 +65,9 @@ def command(
                                        progress=view)  # fmt: skip
         with predictor:
             result = predictor.predict(inputs, transcript=transcript, segment=segment)
-        files = write_outputs(result, out)
+        files = write_outputs(result, out, overwrite=overwrite)
     print_result(result, files, predictor.heads)
+    result.require_any()  # exit 1 when every input was skipped (the reasons are printed above)
 
 
 def print_result(result, files, heads, console=None) -> None:

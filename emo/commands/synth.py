@@ -13,8 +13,9 @@ from typing import List, Optional
 
 import typer
 
-from emo.config import build_config, parse_set_pairs, save_config
+from emo.config import build_config, merge_overrides, save_config
 from emo.data.synth import BROKEN_KINDS, SynthConfig, generate
+from emo.errors import UsageError
 
 
 def command(
@@ -42,18 +43,14 @@ def command(
     ),
     long_duration: Optional[float] = typer.Option(None, help="Seconds of a too_long clip / audio_longer audio."),
     unlabeled_videos: Optional[int] = typer.Option(None, help="Extra mp4s per clip folder that no CSV row names."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any of the keys above ([synth] or top level)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any config key: --set key=value (repeatable)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any of the keys above ([synth] or top level); options and --set override it."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any config key: --set key=value (repeatable); a key that its own option also sets is refused."),
     force: bool = typer.Option(False, "--force", help="Replace a dataset already in OUT."),
 ) -> None:
     from rich.table import Table
 
     from emo.commands.output import ProgressView, make_console
 
-    overrides: dict = {}
-    if clips is not None:
-        overrides.update(train_clips=clips, dev_clips=max(2, clips // 4), test_clips=max(2, clips // 4))
-    overrides.update(parse_set_pairs(set_))
     named = dict(
         train_clips=train_clips,
         dev_clips=dev_clips,
@@ -74,7 +71,13 @@ def command(
         long_duration=long_duration,
         unlabeled_videos=unlabeled_videos,
     )
-    overrides.update({k: v for k, v in named.items() if v is not None})
+    overrides = merge_overrides(set_, named)
+    if clips is not None:
+        if "train_clips" in overrides:
+            raise UsageError("--clips sets train_clips, and so does --train-clips or --set train_clips; give one.")
+        overrides.update(train_clips=clips)
+        overrides.setdefault("dev_clips", max(2, clips // 4))
+        overrides.setdefault("test_clips", max(2, clips // 4))
     resolved = build_config(SynthConfig, config, overrides, section="synth")
 
     with ProgressView(make_console(stderr=True)) as view:

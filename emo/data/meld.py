@@ -26,6 +26,7 @@ Why it works this way:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -157,6 +158,15 @@ class Utterance:
         return SENTIMENT_INDEX[self.sentiment]
 
 
+def _require_8bit_text(raw: bytes, path: Path) -> None:
+    """Refuse UTF-16/32 and binary files up front: read as cp1252 they would fail later as a missing column."""
+    utf32, utf16 = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE), (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    kind = ("is UTF-32 text" if raw.startswith(utf32) else "is UTF-16 text" if raw.startswith(utf16) else
+            "holds NUL bytes (UTF-16 without a byte-order mark, or not text)" if b"\x00" in raw else "")  # fmt: skip
+    if kind:
+        raise DataError(f"Annotation file {path} {kind}, not UTF-8 or cp1252; save it as UTF-8 (e.g. 'CSV UTF-8').")
+
+
 def _decode_bytes(raw: bytes) -> str:
     try:
         return raw.decode("utf-8-sig")
@@ -194,6 +204,7 @@ def read_annotations(csv_path: str | Path) -> list[Utterance]:
         raw = path.read_bytes()
     except OSError as error:
         raise DataError(f"Annotation file {path} cannot be read: {error.strerror or error}.") from None
+    _require_8bit_text(raw, path)
     text = _decode_bytes(raw)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:

@@ -53,6 +53,7 @@ __all__ = [
 
 MANIFEST_NAME = "synth_manifest.json"
 PROGRESS_TASK = "synth"  # the task id of generate's progress events
+MAX_CLIPS = 1_000_000  # per split: a synthetic dataset exists to try the pipeline, and its plan lives in memory
 
 
 @dataclass
@@ -77,9 +78,18 @@ class SynthConfig:
     unlabeled_videos: int = 0  # extra mp4s per clip folder that no CSV row names
 
     def validate(self) -> None:
-        for name in ("train_clips", "dev_clips", "test_clips", "unlabeled_videos"):
+        from emo.config import require_finite
+
+        require_finite(self)  # inf and nan first: the range checks below are false for nan
+        for name in ("train_clips", "dev_clips", "test_clips", "unlabeled_videos", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Config key '{name}' must be 0 or more, got {getattr(self, name)}.")
+        for name in ("train_clips", "dev_clips", "test_clips", "unlabeled_videos"):
+            if getattr(self, name) > MAX_CLIPS:
+                raise ConfigError(
+                    f"Config key '{name}' must be at most {MAX_CLIPS:,} (MELD has 13,708 utterances), "
+                    f"got {getattr(self, name):,}."
+                )
         if not 0 < self.min_duration <= self.max_duration:
             raise ConfigError(
                 f"Durations must satisfy 0 < min_duration <= max_duration, got {self.min_duration} and {self.max_duration}."
@@ -207,13 +217,14 @@ def generate(
     plans = []
     for split in SPLITS:
         clip_dir = out_dir / CLIP_DIRS[split]
-        clip_dir.mkdir(exist_ok=True)
         clips = plan_split(config, split, out_dir)
         last_dialogue = max((c.dialogue_id for c in clips), default=-1)
         # Unlabeled videos are named like clips of dialogues the CSV does not have.
         unlabeled = [clip_dir / f"dia{last_dialogue + 1 + k}_utt0.mp4" for k in range(config.unlabeled_videos)]
         plans.append((split, clip_dir, clips, unlabeled))
 
+    for _, clip_dir, _, _ in plans:  # every split planned before any folder is made
+        clip_dir.mkdir(exist_ok=True)
     total = sum(len(clips) + len(unlabeled) for _, _, clips, unlabeled in plans)
     emit(progress, TaskStarted(PROGRESS_TASK, f"synthetic clips in {out_dir}", total, unit="clips"))
     done = 0

@@ -38,6 +38,23 @@ OFFLINE_TEXT_MODEL = "all-MiniLM-L6-v2"
 OFFLINE_VISUAL_MODEL = "efficientnet-lite0"
 OFFLINE_MPNET_MODEL = "all-mpnet-base-v2"  # also pip-shipped, as a split archive (emo.extract.pip_models)
 CROPS = ("none", "faces")
+DEFAULT_TEXT_MODEL = "bert-base-uncased"  # the seed design's encoders (the dataclass defaults)
+DEFAULT_VISUAL_MODEL, DEFAULT_VISUAL_PRETRAINED = "ViT-B-32", "openai"
+
+
+def _plain_set_name(modality: str, name: str) -> str:
+    """A `--name` value, if the cache can hold it: it becomes a folder, so ASCII letters, digits,
+    '_', '.' and '-' only (the cache's own rule, `emo.cache.sets.check_set_name`)."""
+    from emo.cache.sets import check_set_name
+
+    try:
+        check_set_name(f"{modality}/{name}")
+    except ValueError:
+        raise ConfigError(
+            f"--name {name!r} cannot name a {modality} feature set: it becomes a folder, so use ASCII letters, "
+            "digits, '_', '.' or '-', starting with a letter or digit (e.g. --name audio=whisper-l6)."
+        ) from None
+    return name
 
 
 @dataclass
@@ -46,11 +63,11 @@ class ExtractConfig:
     cache: Path = Path("cache")  # feature cache folder (created; shared by all splits)
     split: str = "train"  # train, dev, test, or all
     modalities: tuple[str, ...] = MODALITIES  # any subset of text, audio, visual
-    text_model: str = "bert-base-uncased"  # Hugging Face id or local folder (BERT family)
+    text_model: str = DEFAULT_TEXT_MODEL  # Hugging Face id or local folder (BERT family)
     text_max_length: int = 128  # tokens per utterance (context included), truncated beyond
     context: int = 0  # earlier utterances of the dialogue prepended as "speaker: text" turns
-    visual_model: str = "ViT-B-32"  # open_clip architecture name, or efficientnet-lite0
-    visual_pretrained: str = "openai"  # open_clip pretrained tag or a checkpoint file
+    visual_model: str = DEFAULT_VISUAL_MODEL  # open_clip architecture name, or efficientnet-lite0
+    visual_pretrained: str = DEFAULT_VISUAL_PRETRAINED  # open_clip pretrained tag or a checkpoint file
     audio_model: str = "mel"  # mel (log-mel, the seed), whisper-base, egemaps, or a transformers speech id/folder
     audio_layers: str = "last"  # speech-model layers mean-pooled per clip: last, all, or e.g. 6,12
     crop: str = "none"  # none: whole frames; faces: the image encoder sees the most prominent face
@@ -128,7 +145,7 @@ class ExtractConfig:
                     f"--name {text} is ambiguous with {len(self.modalities)} modalities; write it as "
                     "modality=name pairs, e.g. --name audio=whisper-l6,visual=faces."
                 )
-            return {self.modalities[0]: text}
+            return {self.modalities[0]: _plain_set_name(self.modalities[0], text)}
         names = {}
         for piece in text.split(","):
             modality, _, value = piece.partition("=")
@@ -138,8 +155,44 @@ class ExtractConfig:
                     f"--name piece {piece.strip()!r} must be modality=name for one of the extracted modalities "
                     f"({', '.join(self.modalities)})."
                 )
-            names[modality] = value
+            if modality in names and names[modality] != value:
+                raise ConfigError(f"--name names {modality} twice ({names[modality]} and {value}); give one name.")
+            names[modality] = _plain_set_name(modality, value)
         return names
+
+    def check_options_apply(self) -> None:
+        """Refuse options that the chosen encoders would silently ignore (exit 2), rather than
+        writing a set that is not what the command line asked for."""
+        if self.preset == "offline":
+            if "text" in self.modalities and self.text_model not in (DEFAULT_TEXT_MODEL, OFFLINE_TEXT_MODEL):
+                raise ConfigError(
+                    f"--preset offline picks {OFFLINE_TEXT_MODEL} for text, so --text-model {self.text_model} would be "
+                    "ignored; give one of them."
+                )
+            if self.visual_model not in (DEFAULT_VISUAL_MODEL, OFFLINE_VISUAL_MODEL):
+                ignored = f"--visual-model {self.visual_model}"
+            elif self.visual_pretrained not in (DEFAULT_VISUAL_PRETRAINED, ""):
+                ignored = f"--visual-pretrained {self.visual_pretrained}"
+            else:
+                ignored = ""
+            if "visual" in self.modalities and ignored:
+                raise ConfigError(
+                    f"--preset offline picks {OFFLINE_VISUAL_MODEL} for frames, so {ignored} would be ignored; "
+                    "give one of them."
+                )
+        if "audio" not in self.modalities:
+            return
+        audio = str(self.audio_model or "mel")
+        if audio in ("mel", "egemaps") and str(self.audio_layers) not in ("", "last"):
+            raise ConfigError(
+                f"--audio-layers {self.audio_layers} picks layers of a speech model, and --audio-model {audio} has none; "
+                "leave it out or pass a transformers speech model."
+            )
+        if audio != "mel" and self.audio_views:
+            raise ConfigError(
+                f"--audio-views {self.audio_views} makes augmented log-mel copies, which --audio-model {audio} does "
+                "not store; leave it out or extract audio/mel."
+            )
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -151,6 +204,9 @@ class ExtractConfig:
 
     def validate(self) -> None:
         """Reject values that cannot work, each with one sentence naming the key."""
+        from emo.config import require_finite
+
+        require_finite(self)  # inf and nan first: the range checks below are false for nan
         if self.split not in SPLIT_CHOICES:
             raise ConfigError(f"Unknown split '{self.split}'; use one of {', '.join(SPLIT_CHOICES)}.")
         unknown = [m for m in self.modalities if m not in MODALITIES]
@@ -169,6 +225,7 @@ class ExtractConfig:
         if self.crop == "faces" and self.resolved_visual_model[0] == "mediapipe-face":
             raise ConfigError("--crop faces needs an image encoder (efficientnet-lite0 or a CLIP model), not mediapipe-face.")
         self.set_names()
+        self.check_options_apply()
         if self.frame_resize not in FRAME_RESIZE:
             raise ConfigError(f"Unknown frame_resize '{self.frame_resize}'; use exact or ffmpeg.")
         if self.format not in FORMATS:
@@ -195,6 +252,7 @@ class ExtractConfig:
             "workers": self.workers,
             "threads": self.threads,
             "audio_views": self.audio_views,
+            "seed": self.seed,
         }.items():
             if value < 0:
                 raise ConfigError(f"Config key '{key}' must be 0 or more, got {value}.")

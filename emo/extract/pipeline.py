@@ -58,13 +58,16 @@ def run_extract(config: ExtractConfig, progress: ProgressCallback | None = None)
 
     seed_everything(config.seed)  # after the CSVs are read: a bad CSV is reported without loading torch
     device = resolve_device(config.device)
-    finished = _already_extracted(config, splits, device, started, progress)
+    damaged = _announce_damage(config, progress)
+    finished = _already_extracted(config, splits, device, started, progress, damaged)
     if finished is not None:
+        _report_repairs(config, damaged, progress)
         return finished
     stages = Stages()
     previous_threads = _set_encoder_threads(config, needs_clips)
     pool = None
     encoders = []
+    held = None
     summaries: dict[str, SplitSummary] = {}
     try:
         writer = CacheWriter(config.cache, fmt=config.format, config=config.with_preset_resolved(),
@@ -74,6 +77,9 @@ def run_extract(config: ExtractConfig, progress: ProgressCallback | None = None)
             wants_mel = "audio" in config.modalities and config.audio_model == "mel"
             pool = WorkerPool(config.workers, mel_params(config) if wants_mel else None)
         encoders = _load_encoders(config, device, stages, progress)
+        # Before anything is written: another run writing these sets with other settings, or
+        # the same shards, is refused here, naming it (emo.cache.locks).
+        held = writer.lock([e.spec for e in encoders], config.splits, config.num_shards, config.shard_index)
         for encoder in encoders:
             writer.add_set(encoder.spec)  # refuses a same-named set made differently, before any work
         if pool is not None:
@@ -84,14 +90,48 @@ def run_extract(config: ExtractConfig, progress: ProgressCallback | None = None)
             pool.wait_until_warm()
             stages.add("worker start-up", time.perf_counter() - t0)
         for split in splits:
-            summaries[split.name] = _extract_split(config, split, writer, encoders, pool, stages, progress)
+            summaries[split.name] = _extract_split(config, split, writer, encoders, pool, stages, progress, damaged)
     finally:
         if pool is not None:
             pool.shutdown()
+        if held is not None:
+            held.release()
         close_encoders(encoders)
         _restore_threads(previous_threads)
+    _report_repairs(config, damaged, progress)
     return _summary(config, {e.spec.name: writer.set_digests[e.spec.name] for e in encoders}, summaries, stages,
                     started)  # fmt: skip
+
+
+def _announce_damage(config: ExtractConfig, progress: ProgressCallback | None) -> list:
+    """The cache's damaged metadata (`emo.cache.metadata`), said before the run repairs it."""
+    from emo.cache.metadata import metadata_damage
+
+    damaged = metadata_damage(Path(config.cache)) if Path(config.cache).is_dir() else []
+    if damaged:
+        listed = "; ".join(f"{d.file} {d.problem}" for d in damaged)
+        emit(progress, Message(f"{config.cache} has damaged metadata: {listed}; this run rewrites what it extracts, "
+                               "keeping every finished shard that matches its sidecar."))  # fmt: skip
+    return damaged
+
+
+def _repairs(damaged: list, split: str, sets) -> bool:
+    """Whether this run rewrites some of the damage: cache.json, the split's plan or a set of its own."""
+    return any(d.file == "cache.json" or d.file == f"{split}/split.json" or d.set_name in sets for d in damaged)
+
+
+def _report_repairs(config: ExtractConfig, before: list, progress: ProgressCallback | None) -> None:
+    """Which damaged metadata the run rewrote, and what is still damaged (another run's sets)."""
+    from emo.cache.metadata import metadata_damage
+
+    if not before:
+        return
+    left = {d.file: d for d in metadata_damage(Path(config.cache))}
+    repaired = [d.file for d in before if d.file not in left]
+    if repaired:
+        emit(progress, Message(f"Repaired {', '.join(repaired)} in {config.cache}."))
+    for damage in left.values():
+        emit(progress, Message(f"Still damaged: {damage.line}."))
 
 
 def close_encoders(encoders) -> None:
@@ -165,7 +205,7 @@ def _load_encoders(config: ExtractConfig, device, stages: Stages, progress: Prog
     return encoders
 
 
-def _extract_split(config, split, writer, encoders, pool, stages, progress) -> SplitSummary:
+def _extract_split(config, split, writer, encoders, pool, stages, progress, damaged=()) -> SplitSummary:
     """Every pending shard of one split this process owns, then the split's plan."""
     rows = split.utterances
     ranges = shard_ranges(len(rows), config.shard_size)
@@ -178,6 +218,9 @@ def _extract_split(config, split, writer, encoders, pool, stages, progress) -> S
     summary.skipped = len(mine) - len(pending)
     if pending:
         _write_shards(config, split, ranges, pending, writer, encoders, pool, stages, summary, progress)
+    elif _repairs(list(damaged), split.name, writer.sets):  # damaged metadata: say what is kept, not "all is well"
+        emit(progress, Message(f"{split.name}: keeping all {count(len(mine), 'shard')} this process owns (each matches "
+                               "its sidecar and this run's fingerprint)."))  # fmt: skip
     else:
         emit(progress, Message(f"{split.name}: all {count(len(mine), 'shard')} this process owns are already in the cache."))
     summary.complete = _finalize(config, writer, split, len(ranges), summary.unlabeled_videos)
@@ -276,7 +319,7 @@ def _restore_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _already_extracted(config, splits, device, started, progress) -> ExtractSummary | None:
+def _already_extracted(config, splits, device, started, progress, damaged=()) -> ExtractSummary | None:
     """The summary of a run with nothing left to do, or None when there is work (or doubt).
 
     Every shard this process owns being in the cache (row table and every set this run
@@ -322,8 +365,10 @@ def _already_extracted(config, splits, device, started, progress) -> ExtractSumm
         summaries[split.name] = summary
     shards = sum(s.assigned for s in summaries.values())
     names = ", ".join(writer.sets)
+    repairing = any(_repairs(list(damaged), split.name, writer.sets) for split, _, _ in plans)
+    what = "only damaged metadata to rewrite" if repairing else "nothing to do"
     emit(progress, Message(
-        f"nothing to do: {count(shards, 'shard')} of {names} already extracted in {config.cache} "
+        f"{what}: {count(shards, 'shard')} of {names} already extracted in {config.cache} "
         "(fingerprints match; encoders not loaded)."
     ))  # fmt: skip
     return _summary(config, dict(writer.set_digests), summaries, None, started, loaded=False)

@@ -5,8 +5,9 @@ set any cell uses, each cell composing its own choice of them; then every (cell,
 seed) runs the very same trainer as `emo fit` (`emo.fuse.train.fit_splits`) in this
 process and writes the same run folder as `emo fit` under `cells/<cell>/seed-<s>/`, plus
 `result.json` (the cell's dev and test scores), written last. A cell counts as finished
-exactly when its result.json exists, so an interrupted grid loses at most the fit in
-flight (its partial folder is removed) and a re-run trains only what is missing.
+exactly when its result.json exists: a cell's folder is built beside its final name and
+renamed into place whole (`emo.fuse.run_folder`), so an interrupted grid loses at most
+the fit in flight (nothing of it is left) and a re-run trains only what is missing.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from emo.fuse.ablate_report import aggregate, per_seed_rows, write_reports
 from emo.fuse.checkpoint import plain
 from emo.fuse.config import FitConfig, resolve_text_feature
 from emo.fuse.feature_cache import fit_fingerprint, load_raw, resolved_features, select_for_fit
-from emo.fuse.run_folder import run_folder
+from emo.fuse.run_folder import is_finished, run_folder
 from emo.labels import MODALITIES
 from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
 
@@ -63,7 +64,7 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
 def load_done(out: Path, job: Job, digest: str, overwrite: bool) -> dict[str, Any] | None:
     """A finished job's result if it exists and was made the same way; None to (re)train."""
     path = out / job.run_dir / RESULT_NAME
-    if not path.is_file():
+    if not path.is_file() or not is_finished(path.parent):  # an older layout's half-written cell: retrain it
         return None
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
@@ -99,6 +100,8 @@ def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback
     cache_dir, out = Path(ablate.cache), Path(ablate.out)
     if not cache_dir.exists():
         raise UsageError(f"Cache {cache_dir} does not exist; run emo extract first (or emo demo for a synthetic one).")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a folder for the ablation.")
     started = time.perf_counter()
     info = cache_api.open_cache(cache_dir)
     cells, jobs = plan_grid(ablate, base)

@@ -261,6 +261,12 @@ def resolve_configs(
         ablate_toml = {**top, **(ablate_section or {})}
         fit_toml = fit_section or {}
     ablate = build_config(AblateConfig, None, {**(ablate_toml or {}), **ablate_over})
+    varied = [key for key, _ in parse_axes(ablate.grid) if key in fit_over]
+    if varied:  # the axis would silently win over the value given for every cell
+        raise ConfigError(
+            f"--grid varies {varied[0]}, so setting it for every cell too (--set {varied[0]} or its own option) "
+            "would be ignored; give one."
+        )
     base = build_config(FitConfig, None, {**(fit_toml or {}), **fit_over})
     if ablate.cache is None and base.cache is not None:
         ablate.cache = base.cache

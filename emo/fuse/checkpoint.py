@@ -50,7 +50,15 @@ def save_checkpoint(
         "dev_metrics": plain(dev_metrics),
         **plain(extra or {}),
     }
-    return atomic.write_with(path, lambda tmp: torch.save(payload, tmp))
+    return atomic.write_with(path, lambda tmp: _save(payload, tmp))
+
+
+def _save(payload: dict[str, Any], path: Path) -> None:
+    # Through a Python file object, not a file name: torch's own writer reports a full disk
+    # as "unexpected pos 576 vs 534", while this way the OSError (ENOSPC, EFBIG) underneath
+    # stays attached to the error, and `emo.atomic.is_disk_full` can tell the user so.
+    with open(path, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[FusionModel, dict[str, Any]]:
@@ -60,6 +68,13 @@ def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[
     if not run_dir.exists():
         raise UsageError(f"Run directory {run_dir} does not exist.")
     if not path.is_file():
+        from emo.cache.layout import is_cache_folder
+
+        if is_cache_folder(run_dir):  # the cache a run is trained from, given where the run belongs
+            raise UsageError(
+                f"{run_dir} is a feature cache, not a run; give a run folder made by emo fit "
+                f"(`emo fit --cache {run_dir} --out runs/NAME` makes one)."
+            )
         raise UsageError(f"{run_dir} holds no checkpoint ({CHECKPOINT_NAME}); run `emo fit --out {run_dir}` first.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

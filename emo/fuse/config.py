@@ -86,6 +86,9 @@ class FitConfig:
 
     def validate(self) -> None:
         """Reject impossible values with one sentence each, before any work starts."""
+        from emo.config import require_finite
+
+        require_finite(self)  # inf and nan first: every range check below is false for nan
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown or not self.modalities:
             raise ConfigError(
@@ -113,12 +116,20 @@ class FitConfig:
             raise ConfigError("batch_size must be at least 2 because the early-fusion head uses batch norm.")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive; got {self.lr}.")
-        for key in ("modality_dropout", "frame_keep", "plateau_factor"):
-            value = getattr(self, key)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{key} must be between 0 and 1; got {value}.")
-        if self.mel_crop_frames < 0 or self.threads < 0:
-            raise ConfigError("mel_crop_frames and threads must not be negative.")
+        # dropping every modality or keeping no frame means nothing; ReduceLROnPlateau refuses a factor >= 1
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ConfigError(f"modality_dropout must be at least 0 and below 1; got {self.modality_dropout}.")
+        if not 0.0 < self.frame_keep <= 1.0:
+            raise ConfigError(f"frame_keep must be above 0 and at most 1; got {self.frame_keep}.")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ConfigError(f"plateau_factor must be above 0 and below 1; got {self.plateau_factor}.")
+        not_negative = ("weight_decay", "grad_clip", "plateau_patience", "freq_masks", "freq_mask_width", "time_masks",
+                        "time_mask_width", "mel_crop_frames", "threads", "seed")  # fmt: skip
+        for key in not_negative:
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must not be negative; got {getattr(self, key)}.")
+        if self.seed >= 2**32:  # numpy's seed range
+            raise ConfigError(f"seed must be below {2**32}; got {self.seed}.")
         if self.dialogue_batch_size < 2:
             raise ConfigError(f"dialogue_batch_size must be at least 2; got {self.dialogue_batch_size}.")
         if self.context_model == "none" and self.speaker_embedding != "none":
@@ -128,6 +139,28 @@ class FitConfig:
         parse_features(self.features)  # syntax only: the names are checked against the cache
         if self.train_split == self.dev_split:
             raise ConfigError(f"train_split and dev_split are both '{self.train_split}'; model selection needs a held-out split.")
+
+    def check_options_apply(self) -> None:
+        """For one fit (`emo fit`): refuse options its modalities would silently ignore. Not part
+        of `validate`, because an ablation's cells share one base config across modality
+        subsets, where a text-only cell rightly ignores the audio options."""
+        from emo.fuse.feature_sets import parse_features
+
+        unused = [m for m in parse_features(self.features) if m not in self.modalities]
+        if unused:
+            raise ConfigError(
+                f"--features chooses {unused[0]} sets, but --modalities is {','.join(self.modalities)}; add {unused[0]} "
+                f"to --modalities or leave it out of --features."
+            )
+        if "audio" not in self.modalities:
+            for key, flag in (("spec_augment", "--spec-augment"), ("audio_view_sampling", "--audio-views")):
+                if getattr(self, key):
+                    raise ConfigError(f"{flag} works on audio, but --modalities is {','.join(self.modalities)}; "
+                                      "add audio or leave it out.")  # fmt: skip
+        if self.context_model == "none" and self.context_direction != "both":
+            raise ConfigError(
+                f"context_direction {self.context_direction} needs a context model; pass --context-model gru or transformer."
+            )
 
 
 # Sentence encoders are trained for mean pooling and their CLS vector is not; BERT-style

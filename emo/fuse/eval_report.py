@@ -8,8 +8,10 @@ same answer). Two different caches that share a folder name and fingerprint (say
 `/data1/cache` and `/data2/cache`) get `-2`, `-3`, ... so neither hides the other.
 
 Numbers: the JSON keeps fractions in [0, 1] (for programs); the Markdown, like the
-terminal, shows percent with the metric's name (for people). Every file is written
-atomically (`emo.atomic`), the JSON last, so a report whose JSON exists is complete.
+terminal, shows percent with the metric's name (for people). The files are written under
+temporary names and renamed into place together (`emo.atomic.atomic_paths`), the JSON
+last, so a failed write (a full disk) leaves the folder as it was, and a report whose JSON
+exists is complete.
 """
 
 from __future__ import annotations
@@ -84,15 +86,16 @@ def write_report(report: dict[str, Any], run_dir: Path, predictions: list[dict[s
         paths["predictions_csv"] = run_dir / f"{stem}-predictions.csv"
         paths["predictions_jsonl"] = run_dir / f"{stem}-predictions.jsonl"
     report["files"] = {kind: str(path) for kind, path in paths.items()}
-    if predictions is not None:
-        write_predictions(predictions, paths["predictions_csv"], paths["predictions_jsonl"])
-    for head, metrics in report["metrics"].items():
-        title = f"{head} on {report['split']}: weighted F1 {percent(metrics['weighted_f1'])}"
-        atomic.write_with(
-            paths[f"confusion_{head}"], lambda tmp: plot_confusion(metrics["confusion"], metrics["labels"], tmp, title)
-        )
-    atomic.write_text(paths["markdown"], markdown_report(report))
-    atomic.write_json(paths["json"], report, indent=2)
+    order = [kind for kind in paths if kind != "json"] + ["json"]  # the JSON lands last
+    with atomic.atomic_paths({kind: paths[kind] for kind in order}) as temp:
+        if predictions is not None:
+            write_predictions(predictions, temp["predictions_csv"], temp["predictions_jsonl"])
+        for head, metrics in report["metrics"].items():
+            title = f"{head} on {report['split']}: weighted F1 {percent(metrics['weighted_f1'])}"
+            atomic.write_with(temp[f"confusion_{head}"],
+                              lambda tmp: plot_confusion(metrics["confusion"], metrics["labels"], tmp, title))
+        atomic.write_text(temp["markdown"], markdown_report(report))
+        atomic.write_json(temp["json"], report, indent=2)
     return paths
 
 

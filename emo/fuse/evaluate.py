@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from emo import atomic
 from emo.cache.fingerprint import fingerprint_digest
 from emo.device import resolve_device
 from emo.errors import CacheError, UsageError, require_path
@@ -29,6 +30,7 @@ from emo.fuse.eval_report import DEFINITIONS, write_report
 from emo.fuse.feature_cache import require_run_sets
 from emo.fuse.feature_sets import describe_fingerprint_difference, format_features
 from emo.fuse.predictions import eval_rows, model_split, utterance_texts
+from emo.fuse.run_folder import require_finished
 from emo.fuse.train import load_features
 
 
@@ -69,6 +71,7 @@ def run_eval(
     from emo.cache import open_cache
 
     run_dir = Path(run_dir)
+    require_finished(run_dir)
     torch_device = resolve_device(device)
     model, payload = load_checkpoint(run_dir, torch_device)
     cache_path = resolve_cache(payload, run_dir, Path(cache) if cache is not None else None)
@@ -100,7 +103,9 @@ def run_eval(
     texts = row_texts(features) or utterance_texts(cache_path / "config.toml", split)
     rows = eval_rows(logits, features, modalities, data.present.cpu().numpy(), texts)
     if write:
-        paths = write_report(report, run_dir, predictions=rows)
+        folder = run_dir if run_dir.is_dir() else run_dir.parent
+        with atomic.disk_full_as_error(folder):  # the report's files land together or not at all
+            paths = write_report(report, folder, predictions=rows)
         report["files"] = {kind: str(path) for kind, path in paths.items()}
     report["predictions"] = rows  # not in the JSON report: one row per utterance, in its own files
     return report

@@ -56,10 +56,34 @@ def set_names(selections: Mapping[str, Sequence[str]] | Iterable[Mapping[str, Se
     return names
 
 
+def refuse_damaged(info: Any, requested: Mapping[str, Sequence[str]], modalities: Sequence[str]) -> None:
+    """One sentence when the run would read a damaged set (`CacheInfo.damaged_sets`): one it
+    names, or any of a modality whose default it takes - that set may have been the default,
+    and training on another instead would be a silent wrong answer."""
+    from emo.fuse.feature_sets import full_name
+
+    damaged = dict(getattr(info, "damaged_sets", None) or {})
+    for modality in (m for m in modalities if m in {n.partition("/")[0] for n in damaged}):
+        names = [full_name(modality, n) for n in requested.get(modality, [])]
+        if names:
+            hit = next((n for n in names if n in damaged), None)
+            if hit is not None:
+                raise CacheError(damaged[hit].sentence)
+            continue
+        name, damage = next((n, d) for n, d in damaged.items() if n.partition("/")[0] == modality)
+        raise CacheError(
+            f"Feature cache {damage.root} is damaged: {damage.file} {damage.problem}, so the default {modality} "
+            f"feature set cannot be decided (it may be {name}); {damage.repair}, or choose another {modality} set "
+            "with --features."
+        )
+
+
 def select_for_fit(info: Any, features: str, modalities: Sequence[str],
                    cache: Path | str | None = None) -> Selection | None:
     """The sets a fit with `features` trains on, resolved against the cache (None: a cache
-    without sets, loaded by modality as before; `--features` then has nothing to choose)."""
+    without sets, loaded by modality as before; `--features` then has nothing to choose).
+    A damaged set the run would read is refused (`refuse_damaged`), never replaced."""
+    refuse_damaged(info, parse_features(features), modalities)
     sets = cache_sets(info)
     if not sets:
         if parse_features(features):
@@ -144,6 +168,7 @@ def require_run_sets(payload: dict[str, Any], info: Any, cache: Path | str, run_
             )
         return None
     sets, trained = cache_sets(info), payload["fingerprint"]["sets"]
+    refuse_damaged(info, selection, list(selection))
     for name in set_names(selection):
         if name not in sets:
             raise CacheError(

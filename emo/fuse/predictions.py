@@ -106,10 +106,12 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def write_predictions(rows: Sequence[dict[str, Any]], csv_path: Path, jsonl_path: Path) -> dict[str, Path]:
-    """Write `rows` as CSV and JSONL (both atomically); returns {"csv": path, "jsonl": path}."""
+def write_predictions(rows: Sequence[dict[str, Any]], csv_path: Path, jsonl_path: Path,
+                      header: Sequence[str] = ()) -> dict[str, Path]:  # fmt: skip
+    """Write `rows` as CSV and JSONL (both atomically); returns {"csv": path, "jsonl": path}.
+    `header`: the CSV's columns when there are no rows, so an empty result is still a table."""
     flat = [flat_row(r) for r in rows]
-    columns: list[str] = []
+    columns: list[str] = [] if flat else list(header)
     for r in flat:
         columns += [k for k in r if k not in columns]
     buffer = io.StringIO()

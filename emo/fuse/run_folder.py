@@ -6,22 +6,25 @@
     RUN/curves.png      loss and dev metrics per epoch
     RUN/summary.json    written last: its presence means the run finished
 
-`run_folder` creates the folder only when training is about to start and removes what
-this run wrote if it fails or is interrupted, so a failed command leaves nothing behind
-and a finished run is exactly the folder that holds summary.json.
+`run_folder` builds the run in a hidden folder beside RUN (`.RUN.tmp-HOST-PID`, the name
+`emo.atomic` gives every temporary, so a later fit removes what a killed one left) and
+renames it into place only when summary.json is written. So a folder named RUN is always
+a finished run: a failed or interrupted fit (Ctrl-C, SIGKILL, a full disk, a diverged
+loss) leaves nothing, and `--overwrite` keeps the old run until the new one is complete.
+Readers (`emo eval`, `emo predict`) refuse a folder that lacks summary.json or model.pt
+(`require_finished`): runs from before this layout, killed mid-fit, look like that.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from emo import atomic
 from emo.config import config_to_dict, save_config
-from emo.errors import UsageError
+from emo.errors import EmoError, UsageError
 from emo.fuse.checkpoint import CHECKPOINT_NAME, save_checkpoint
 
 if TYPE_CHECKING:
@@ -36,37 +39,61 @@ RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, CURVES_NAME, SUMMARY_NAME, CONFIG_NA
 
 
 def holds_run(folder: Path) -> bool:
-    """True when `folder` has a run's checkpoint or metrics (finished or not)."""
-    return (Path(folder) / CHECKPOINT_NAME).exists() or (Path(folder) / METRICS_NAME).exists()
+    """True when `folder` has any of a run's files (finished or not); a feature cache (which
+    has a config.toml too) never does, so it is neither read nor replaced as a run."""
+    from emo.cache.layout import is_cache_folder
+
+    return not is_cache_folder(folder) and any((Path(folder) / name).exists() for name in RUN_FILES)
 
 
 def is_finished(folder: Path) -> bool:
     return (Path(folder) / SUMMARY_NAME).is_file() and (Path(folder) / CHECKPOINT_NAME).is_file()
 
 
-def remove_run_files(folder: Path) -> None:
-    for name in RUN_FILES:
-        (Path(folder) / name).unlink(missing_ok=True)
+def require_finished(run_dir: Path) -> None:
+    """One sentence for a folder that a fit started but never finished (exit 1).
+
+    Folders that hold no run at all are left to `load_checkpoint`'s own sentences."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and holds_run(run_dir) and not is_finished(run_dir):
+        missing = " or ".join(name for name in (SUMMARY_NAME, CHECKPOINT_NAME) if not (run_dir / name).is_file())
+        raise EmoError(
+            f"{run_dir} is not a finished run (it has no {missing}: its emo fit was interrupted or failed); "
+            "run emo fit again, with --overwrite to replace it."
+        )
+
+
+def is_run_file(name: str) -> bool:
+    """A file a run folder holds: the run's own, its eval reports, an ablation cell's
+    result.json, or a temporary of one of these."""
+    name = atomic.final_name(name)
+    return name in RUN_FILES or name == "result.json" or name.startswith("eval-")
+
+
+def check_destination(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an --out that is a file, holds a run (without `overwrite`)
+    or holds anything else: a fit replaces a run folder whole, so never a folder of other files."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a folder for the run.")
+    others = sorted(p.name for p in out.iterdir() if not is_run_file(p.name)) if out.is_dir() else []
+    if others:
+        raise UsageError(f"{out} holds other files than a run ({', '.join(others[:3])}); "
+                         f"choose a new or empty folder for --out.")  # fmt: skip
+    if holds_run(out) and not overwrite:
+        what = "a run" if is_finished(out) else "an unfinished run"
+        raise UsageError(f"{out} already holds {what}; choose another --out or pass --overwrite.")
 
 
 @contextlib.contextmanager
 def run_folder(out: Path, overwrite: bool) -> Iterator[Path]:
-    """The run folder for one fit; on any failure (Ctrl-C included) what it wrote is removed."""
+    """Yield the hidden folder one fit writes into; it becomes `out` only when the block
+    succeeds (an earlier run there is replaced then). On any failure (Ctrl-C included) it
+    is removed, and a full disk becomes one sentence (`DiskFullError`)."""
     out = Path(out)
-    if holds_run(out):
-        if not overwrite:
-            raise UsageError(f"{out} already holds a run; choose another --out or pass --overwrite.")
-        remove_run_files(out)
-    existed = out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        yield out
-    except BaseException:
-        if existed:
-            remove_run_files(out)
-        else:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    check_destination(out, overwrite)
+    with atomic.disk_full_as_error(out), atomic.atomic_folder(out) as building:
+        yield building
 
 
 class RunWriter:

@@ -14,6 +14,7 @@ epoch's metrics row); this module never prints.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import torch
 from emo.cache.features import SplitFeatures
 from emo.cache.fingerprint import fingerprint_digest
 from emo.device import resolve_device, seed_everything
-from emo.errors import CacheError, UsageError
+from emo.errors import CacheError, EmoError, UsageError
 from emo.fuse.augment import augment_batch
 from emo.fuse.checkpoint import plain
 from emo.fuse.config import FitConfig, resolve_text_feature
@@ -115,6 +116,7 @@ def run_fit(config: FitConfig, progress: ProgressCallback | None = None) -> FitR
     failed command leaves nothing behind.
     """
     config.validate()
+    config.check_options_apply()
     if config.cache is None:
         raise UsageError("No cache given; pass --cache DIR (a folder written by emo extract).")
     if config.out is None:
@@ -131,8 +133,10 @@ def run_fit(config: FitConfig, progress: ProgressCallback | None = None) -> FitR
     check_compatible(train, config.modalities, resolve_text_feature(config.text_feature, train.fingerprint))
     dev = load_features(Path(config.cache), config.dev_split, config.modalities, selection)
     load_seconds = time.perf_counter() - started
-    with run_folder(Path(config.out), config.overwrite) as out:
-        return fit_splits(config, train, dev, out_dir=out, progress=progress, load_seconds=load_seconds)
+    out = Path(config.out)
+    with run_folder(out, config.overwrite) as building:  # becomes `out` once the run is complete
+        result = fit_splits(config, train, dev, out_dir=building, progress=progress, load_seconds=load_seconds)
+    return dataclasses.replace(result, run_dir=out, checkpoint=out / Path(result.checkpoint).name)
 
 
 def fit_splits(
@@ -250,6 +254,16 @@ class FitRecipe:
         for index in epoch_batches(train_set.lengths(), config.batch_size, self.order_rng, config.length_bucketing):
             yield index.to(device), None
 
+    def require_finite(self, epoch: int, loss: float) -> None:
+        """Stop a fit whose loss stopped being a number: its weights are lost for good, and a
+        run saved from them would predict `nan` for everything while looking finished."""
+        if not math.isfinite(loss):
+            clip = f"--set grad_clip=1.0 (now {self.config.grad_clip:g})" if self.config.grad_clip <= 0 else ""
+            raise EmoError(
+                f"Training diverged at epoch {epoch} (loss is {loss}); lower --lr (now {self.config.lr:g})"
+                + (f" or clip gradients with {clip}" if clip else "") + " and run emo fit again."
+            )
+
     def evaluate(self, split: TensorSplit) -> dict[str, Any]:
         return score(predict(self.model, split, self.config.eval_batch_size, precision=self.config.precision), split)
 
@@ -267,7 +281,9 @@ class FitRecipe:
             epoch_started = time.perf_counter()
             train_loss = self.train_epoch()
             train_seconds = time.perf_counter() - epoch_started
+            self.require_finite(epoch, train_loss)
             dev_scores = self.evaluate(self.dev_set)
+            self.require_finite(epoch, dev_scores[self.main]["loss"])
             current = dev_scores[self.main]["weighted_f1"]
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step(current)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from emo.errors import UsageError
+from emo.errors import DataError, UsageError
 from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
 from emo.units import count
 
@@ -28,6 +28,7 @@ AUTO_SEGMENT_S = 30.0  # inputs longer than this are split at the recogniser's s
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
                   ".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma")  # fmt: skip
 LONGEST_INPUT_S = 6 * 3600.0  # decoded for recognition at most (a film is shorter)
+MIN_MEDIA_S = 0.1  # an utterance shorter than this is not predicted
 
 
 @dataclass
@@ -75,6 +76,17 @@ class PredictResult:
     seconds: dict[str, float] = field(default_factory=dict)  # where the time went, by stage
     inputs: list[str] = field(default_factory=list)
     audio_seconds: float = 0.0  # total length of the predicted inputs
+    heads: tuple[str, ...] = ("emotion",)  # the run's heads: the columns a prediction has
+
+    def require_any(self) -> None:
+        """One sentence (exit 1) when not one utterance was predicted: every input was
+        skipped, for the reasons in `problems`."""
+        if not self.segments:
+            n = len(self.inputs)
+            raise DataError(
+                f"Nothing was predicted: {'the input was' if n == 1 else f'all {n} inputs were'} skipped "
+                f"(reasons above); pass video or audio files with at least {MIN_MEDIA_S} s of media."
+            )
 
     def for_file(self, file: str | Path) -> list[SegmentPrediction]:
         return [s for s in self.segments if s.file == str(file)]
@@ -119,9 +131,14 @@ class Predictor:
                  progress: ProgressCallback | None = None) -> "Predictor":
         """Load `run_dir`'s checkpoint and the encoders of the cache it was trained on."""
         from emo.fuse.checkpoint import load_checkpoint
+        from emo.fuse.run_folder import require_finished
         from emo.predict.encode import FeatureMaker, recipe_cache, set_recipes
 
+        from emo.predict.asr import check_language
+
         run_dir = Path(run_dir)
+        language = check_language(language)  # a typo fails here, not after the encoders load
+        require_finished(run_dir)
         model, payload = load_checkpoint(run_dir, "cpu")
         folder = recipe_cache(payload, run_dir, Path(cache) if cache is not None else None)
         recipes = set_recipes(payload, run_dir, folder, tuple(model.config.modalities))
@@ -164,7 +181,7 @@ class Predictor:
             inputs = [inputs]
         files = media_files(inputs)
         cues = read_transcript(transcript) if transcript is not None else None
-        result = PredictResult(inputs=[str(f) for f in files])
+        result = PredictResult(inputs=[str(f) for f in files], heads=self.heads)
         stages: dict[str, float] = {}
         emit(self.progress, TaskStarted("predict:plan", "transcribe and segment", len(files), "files"))
         segments = []
@@ -177,7 +194,8 @@ class Predictor:
         emit(self.progress, TaskFinished("predict:plan", count(len(segments), "utterance")))
         if segments:
             result.segments, damaged = self._predict_segments(segments, stages)
-            result.problems += damaged
+            known = {(p.file, p.reason) for p in result.problems}
+            result.problems += [p for p in damaged if (p.file, p.reason) not in known]
         result.seconds = {k: round(v, 4) for k, v in stages.items()}
         return result
 

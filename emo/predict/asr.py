@@ -76,6 +76,23 @@ def resolve_model(name: str | None) -> str:
         raise UsageError(f"Whisper model '{name}' could not be fetched ({type(error).__name__}); check the name.") from None
 
 
+def check_language(language: str | None) -> str | None:
+    """`language` as Whisper writes it (lower case), or None for auto-detection; one sentence
+    listing Whisper's codes when it knows no such language (checked before any model loads)."""
+    if language is None or language.strip().lower() in ("", "auto"):
+        return None
+    code = language.strip().lower()
+    try:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES as codes
+    except ImportError:  # no speech recognition installed: Recognizer says so if it is needed
+        return code
+    if code not in codes:
+        raise UsageError(
+            f"Language {language!r} is not one Whisper knows; pass auto or one of its codes: {', '.join(codes)}."
+        )
+    return code
+
+
 class Recognizer:
     """A loaded faster-whisper model; `transcribe` turns 16 kHz mono audio into segments."""
 
@@ -93,7 +110,7 @@ class Recognizer:
                                       cpu_threads=threads or (os.cpu_count() or 1))  # fmt: skip
         except (RuntimeError, ValueError, OSError) as error:
             raise UsageError(f"ASR model {self.path} cannot be loaded ({str(error).splitlines()[0]}).") from None
-        self.language = None if language in (None, "", "auto") else language
+        self.language = check_language(language)
         self.beam_size = beam_size
 
     def transcribe(self, audio: np.ndarray, vad: bool = True) -> list[AsrSegment]:

@@ -7,6 +7,7 @@
   found with the recogniser's voice-activity filter, is an utterance of its own.
 - A file that cannot be opened is skipped and reported; a file without an audio stream or
   without speech is still predicted from what it has (frames, silence) and reported too.
+  Each input gets one outcome: a file too short to predict is reported as skipped only.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import math
 import time
 from pathlib import Path
 
-from emo.predict.api import AUTO_SEGMENT_S, LONGEST_INPUT_S, MEDIA_SUFFIXES, InputProblem
+from emo.predict.api import AUTO_SEGMENT_S, LONGEST_INPUT_S, MEDIA_SUFFIXES, MIN_MEDIA_S, InputProblem
 from emo.predict.encode import Segment
 
-MIN_SEGMENT_S = 0.1
+MIN_SEGMENT_S = MIN_MEDIA_S
 
 
 def _add(stages: dict[str, float], name: str, started: float) -> None:
@@ -86,8 +87,8 @@ def plan_segments(predictor, index: int, path: Path, transcript, segment: bool |
         if end - start < MIN_SEGMENT_S:
             continue
         segments.append(Segment(index, len(segments), path, start, float(end), text, speaker))
-    if not segments:
-        problems.append(InputProblem(name, "empty", f"{path} is shorter than {MIN_SEGMENT_S} s: nothing to predict."))
+    if not segments:  # one input, one outcome: skipped, not also "predicted without audio"
+        problems = [InputProblem(name, "empty", f"{path} is shorter than {MIN_SEGMENT_S} s: nothing to predict.")]
     return segments, problems, float(duration or 0.0)
 
 

@@ -176,18 +176,37 @@ def run_demo(config: DemoConfig, progress: ProgressCallback | None = None) -> De
     return result
 
 
+def emo_command() -> str:
+    """How the user can type `emo` right now: `emo` when the shell finds this installation's
+    script on PATH, else its path (`.venv/bin/emo` after the quick start without activating
+    the venv), so a printed hint works when pasted as it is."""
+    import os
+    import sys
+
+    script = Path(sys.prefix) / "bin" / "emo"
+    found = shutil.which("emo")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "emo"
+    if not script.exists():
+        return "emo"
+    try:
+        return os.path.relpath(script) if script.resolve().is_relative_to(Path.cwd().resolve()) else str(script)
+    except ValueError:
+        return str(script)
+
+
 def next_steps(config: DemoConfig) -> list[str]:
     """Commands worth trying after the demo. Every one works offline: the demo's own folders
     need nothing else, and extraction always names the pip-shipped encoders."""
-    out = config.out
+    out, emo = config.out, emo_command()
     cache, fit_dir = out / "cache", out / "runs" / "fit"
     return [
-        f"emo cache info {cache}",
-        f"emo eval --run {fit_dir} --split dev",
-        f"emo fit --cache {cache} --out {out / 'runs' / 'text-audio'} --modalities text,audio --lr {config.lr:g} "
+        f"{emo} cache info {cache}",
+        f"{emo} eval --run {fit_dir} --split dev",
+        f"{emo} fit --cache {cache} --out {out / 'runs' / 'text-audio'} --modalities text,audio --lr {config.lr:g} "
         f"--epochs {config.epochs}",
-        "emo extract --split all --data-root MELD.Raw --cache cache/meld-offline --preset offline "
-        "(your MELD copy, no network needed), then emo fit --cache cache/meld-offline --out runs/meld",
+        f"{emo} extract --split all --data-root MELD.Raw --cache cache/meld-offline --preset offline "
+        f"(your MELD copy, no network needed), then {emo} fit --cache cache/meld-offline --out runs/meld",
     ]
 
 

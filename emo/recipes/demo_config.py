@@ -61,6 +61,9 @@ class DemoConfig:
 
     def validate(self) -> None:
         """Every sub-config is built and checked here, so a bad value fails before any work."""
+        from emo.config import require_finite
+
+        require_finite(self)
         minimum = {"train_clips": 20, "dev_clips": 5, "test_clips": 5}
         for key, least in minimum.items():
             if getattr(self, key) < least:

@@ -39,7 +39,7 @@ from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, 
 from emo.units import count
 
 LAUNCHER_DIR = "slurm"  # inside the cache; emo.cache.layout.LAUNCHER_DIRS reserves the name
-RECORD = "launch.json"
+RECORD = "launch.json"  # = emo.cache.layout.LAUNCH_RECORD: emo fit names the job when it refuses the cache
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "STAGE_OUT")
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
