@@ -42,24 +42,41 @@ def write_cache(root: Path, sizes: dict[str, int]) -> float:
 
     started = time.perf_counter()
     splits = [
-        make_synthetic_split(n, split, seed=i, text_dim=768, visual_dim=512, frames=16, mean_mel_frames=360,
-                             max_mel_frames=1000)
+        make_synthetic_split(
+            n, split, seed=i, text_dim=768, visual_dim=512, frames=16, mean_mel_frames=360, max_mel_frames=1000
+        )
         for i, (split, n) in enumerate(sizes.items())
-    ]  # fmt: skip
+    ]
     write_synthetic_cache(root, splits, shard_rows=1024)
     return time.perf_counter() - started
 
 
 def emo(*args: str) -> None:
     """One `emo` command as a user runs it: its own process, output to a log."""
-    subprocess.run([sys.executable, "-m", "emo", *args], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "emo", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def run_ablate(cache: Path, out: Path, epochs: int, seeds: int) -> tuple[float, dict[str, list[float]]]:
     started = time.perf_counter()
-    emo("ablate", "--cache", str(cache), "--out", str(out), "--modalities", "all-subsets", "--fusion", "ensemble",
-        "--seeds", str(seeds), "--epochs", str(epochs), "--device", "cpu")  # fmt: skip
+    emo(
+        "ablate",
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--modalities",
+        "all-subsets",
+        "--fusion",
+        "ensemble",
+        "--seeds",
+        str(seeds),
+        "--epochs",
+        str(epochs),
+        "--device",
+        "cpu",
+    )
     seconds = time.perf_counter() - started
     scores: dict[str, list[float]] = {}
     for result in sorted((out / "cells").rglob("result.json")):
@@ -74,8 +91,23 @@ def run_sequential(cache: Path, out: Path, epochs: int, seeds: int) -> tuple[flo
     for subset in SUBSETS:
         for seed in range(seeds):
             run = out / f"{subset}-seed{seed}"
-            emo("fit", "--cache", str(cache), "--out", str(run), "--modalities", subset.replace("+", ","),
-                "--fusion", "ensemble", "--epochs", str(epochs), "--seed", str(seed), "--device", "cpu")  # fmt: skip
+            emo(
+                "fit",
+                "--cache",
+                str(cache),
+                "--out",
+                str(run),
+                "--modalities",
+                subset.replace("+", ","),
+                "--fusion",
+                "ensemble",
+                "--epochs",
+                str(epochs),
+                "--seed",
+                str(seed),
+                "--device",
+                "cpu",
+            )
             emo("eval", "--run", str(run), "--split", "test", "--device", "cpu")
             report = sorted(run.glob("eval*test*.json"))[-1]
             scores.setdefault(subset, []).append(json.loads(report.read_text())["headline"]["weighted_f1"])
@@ -95,10 +127,14 @@ def main() -> None:
     cache = args.cache or work / "cache"
     try:
         if not (cache / "manifest.json").is_file():
-            print(f"wrote a synthetic cache of {sizes} clips (real shapes) in {write_cache(cache, sizes):.0f} s: {cache}")
+            print(
+                f"wrote a synthetic cache of {sizes} clips (real shapes) in {write_cache(cache, sizes):.0f} s: {cache}"
+            )
         fits = len(SUBSETS) * args.seeds
-        print(f"grid: {len(SUBSETS)} modality subsets x {args.seeds} seeds = {fits} fits, ensemble fusion, {epochs} "
-              f"epoch(s) each, on the CPU; splits {sizes}; load average at start {os.getloadavg()[0]:.2f}")
+        print(
+            f"grid: {len(SUBSETS)} modality subsets x {args.seeds} seeds = {fits} fits, ensemble fusion, {epochs} "
+            f"epoch(s) each, on the CPU; splits {sizes}; load average at start {os.getloadavg()[0]:.2f}"
+        )
         ablate_s, ablate_scores = run_ablate(cache, work / "ablate", epochs, args.seeds)
         print(f"emo ablate (one process, each split loaded once): {ablate_s:.1f} s")
         seq_s, seq_scores = run_sequential(cache, work / "seq", epochs, args.seeds)

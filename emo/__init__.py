@@ -21,8 +21,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # CLI fast, while `from emo import Predictor` or `emo.load_split(...)` just work.
 _LAZY = {
     "Predictor": ("emo.predict.api", "Predictor"),
-    "load_split": ("emo.cache.loader", "load_split"),
-    "open_cache": ("emo.cache.reader", "open_cache"),
+    "load_split": ("emo.cache.load", "load_split"),
+    "open_cache": ("emo.cache.describe", "open_cache"),
     "run_fit": ("emo.fuse.train", "run_fit"),
     "run_eval": ("emo.fuse.evaluate", "run_eval"),
 }

@@ -248,7 +248,7 @@ def sweep_folder_leftovers(path: Path | str) -> None:
     building, aside = f".{path.name}.tmp-{this_host()}-", f".{path.name}.old.tmp-{this_host()}-"
     for child in path.parent.iterdir():
         prefix = next((p for p in (building, aside) if child.name.startswith(p)), None)
-        pid = child.name[len(prefix):] if prefix else ""
+        pid = child.name[len(prefix) :] if prefix else ""
         if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
             continue
         if prefix == aside and not os.path.lexists(path):

@@ -24,7 +24,7 @@ from typing import Any
 import typer
 
 from emo import __version__
-from emo.commands import ablate, cache, demo, evaluate, extract, fit, predict, synth
+from emo.commands import ablate, cache, demo, encoders, evaluate, extract, fit, predict, synth
 from emo.atomic import disk_full_sentence, is_disk_full
 from emo.errors import EmoError
 
@@ -51,6 +51,7 @@ class Terminated(KeyboardInterrupt):
     runs, so temporaries are removed, writer locks released and an unfinished fit's folder
     deleted, instead of the process vanishing with its work half-written."""
 
+
 app = typer.Typer(
     name="emo",
     help="Multimodal emotion recognition: extract frozen features once, train small heads fast.",
@@ -60,7 +61,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings=CONTEXT_SETTINGS,
 )
-
 
 
 def verb_help(doc: str | None) -> str:
@@ -78,6 +78,7 @@ def verb_help(doc: str | None) -> str:
 
 app.command("synth", help=verb_help(synth.__doc__))(synth.command)
 app.command("extract", help=verb_help(extract.__doc__))(extract.command)
+app.command("encoders", help=verb_help(encoders.__doc__))(encoders.command)
 app.command("fit", help=verb_help(fit.__doc__))(fit.command)
 app.command("eval", help=verb_help(evaluate.__doc__))(evaluate.command)
 app.command("ablate", help=verb_help(ablate.__doc__))(ablate.command)

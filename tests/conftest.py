@@ -20,9 +20,7 @@ def repo_root() -> Path:
 
 
 # Said by every real-data skip, so a clone that is not beside shared/ learns how to run them.
-REAL_DATA_HINT = (
-    "set EMO_SHARED_DATA=/path/to/shared/data (the folder holding meld/ and clips/) to run it"
-)
+REAL_DATA_HINT = "set EMO_SHARED_DATA=/path/to/shared/data (the folder holding meld/ and clips/) to run it"
 REAL_DATA_SKIP = "real-data test skipped"
 
 

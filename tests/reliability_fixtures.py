@@ -135,8 +135,14 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     return rows[0], rows[1:]
 
 
-def synthetic_feature_cache(root: Path, splits=("train", "dev", "test"), fingerprint=None, fmt: str = "h5",
-                            shard_rows: int = 32, sizes=(96, 40, 40)) -> Path:
+def synthetic_feature_cache(
+    root: Path,
+    splits=("train", "dev", "test"),
+    fingerprint=None,
+    fmt: str = "h5",
+    shard_rows: int = 32,
+    sizes=(96, 40, 40),
+) -> Path:
     """A small learnable cache written through emo.cache (no media, no encoders)."""
     from synthetic_features import SYNTHETIC_FINGERPRINT, make_synthetic_split, write_synthetic_cache
 
@@ -150,26 +156,74 @@ def synthetic_feature_cache(root: Path, splits=("train", "dev", "test"), fingerp
 
 
 def extract_args(
-    data_root: Path, cache: Path, tiny_bert: Path, tiny_clip, *extra: str, split: str = "train",
-    shard_size: int = 4, workers: int = 0, fmt: str = "h5",
+    data_root: Path,
+    cache: Path,
+    tiny_bert: Path,
+    tiny_clip,
+    *extra: str,
+    split: str = "train",
+    shard_size: int = 4,
+    workers: int = 0,
+    fmt: str = "h5",
 ) -> list[str]:
     """`emo extract` on the tiny encoders (tests/extract_fixtures.py); see `extract_config`."""
     return [
-        "extract", "--split", split, "--data-root", str(data_root), "--cache", str(cache),
-        "--text-model", str(tiny_bert), "--visual-model", str(tiny_clip[0]),
-        "--visual-pretrained", str(tiny_clip[1]), "--frames", "2", "--shard-size", str(shard_size),
-        "--batch-size", "8", "--workers", str(workers), "--device", "cpu", "--max-duration", "2",
-        "--format", fmt, *extra,
-    ]  # fmt: skip
+        "extract",
+        "--split",
+        split,
+        "--data-root",
+        str(data_root),
+        "--cache",
+        str(cache),
+        "--text-model",
+        str(tiny_bert),
+        "--visual-model",
+        str(tiny_clip[0]),
+        "--visual-pretrained",
+        str(tiny_clip[1]),
+        "--frames",
+        "2",
+        "--shard-size",
+        str(shard_size),
+        "--batch-size",
+        "8",
+        "--workers",
+        str(workers),
+        "--device",
+        "cpu",
+        "--max-duration",
+        "2",
+        "--format",
+        fmt,
+        *extra,
+    ]
 
 
-def extract_config(data_root: Path, cache: Path, tiny_bert: Path, tiny_clip, split: str = "train",
-                   shard_size: int = 4, workers: int = 0, fmt: str = "h5"):
+def extract_config(
+    data_root: Path,
+    cache: Path,
+    tiny_bert: Path,
+    tiny_clip,
+    split: str = "train",
+    shard_size: int = 4,
+    workers: int = 0,
+    fmt: str = "h5",
+):
     """The ExtractConfig that `extract_args` with the same arguments resolves to."""
     from emo.extract.config import ExtractConfig
 
     return ExtractConfig(
-        data_root=data_root, cache=cache, split=split, text_model=str(tiny_bert),
-        visual_model=str(tiny_clip[0]), visual_pretrained=str(tiny_clip[1]), frames=2,
-        shard_size=shard_size, batch_size=8, workers=workers, device="cpu", max_duration=2.0, format=fmt,
-    )  # fmt: skip
+        data_root=data_root,
+        cache=cache,
+        split=split,
+        text_model=str(tiny_bert),
+        visual_model=str(tiny_clip[0]),
+        visual_pretrained=str(tiny_clip[1]),
+        frames=2,
+        shard_size=shard_size,
+        batch_size=8,
+        workers=workers,
+        device="cpu",
+        max_duration=2.0,
+        format=fmt,
+    )

@@ -1,10 +1,13 @@
-"""Learnable synthetic `SplitFeatures`, for tests and benchmarks that need no media.
+"""Learnable synthetic model inputs (`ModelInputs`), for tests and benchmarks that need no media.
 
 Each modality carries its class as a fixed per-class prototype plus noise, but only for a
 share (`reliability`) of clips - the rest show a random class - so every modality alone
 beats chance, no single one is perfect, and fusing them helps, as on MELD. Prototypes
 come from `world_seed`, so train/dev/test splits made with different `seed`s share them.
 Class frequencies default to MELD's train split, so weighted F1 behaves as it does there.
+
+`to_feature_sets` turns such a split into the `LoadedSplit` a cache would load (what
+`fit_splits` takes); `write_synthetic_cache` writes splits as a cache.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from emo.cache.features import SplitFeatures
+from emo.cache.load import LoadedSplit
+from emo.fuse.inputs import ModelInputs
 from emo.labels import EMOTIONS, MODALITIES, SENTIMENTS
 
 # MELD train counts in emo.labels.EMOTIONS order (neutral, joy, surprise, anger, sadness, disgust, fear).
@@ -49,7 +53,7 @@ def make_synthetic_split(
     class_counts: tuple[int, ...] = MELD_TRAIN_COUNTS,
     fingerprint: dict[str, Any] | None = None,
     mean_dialogue: float = 9.6,
-) -> SplitFeatures:
+) -> ModelInputs:
     """A split of `n` clips with MELD-like labels and learnable, partly-missing features,
     grouped into dialogues of MELD-like lengths (mean `mean_dialogue` utterances)."""
     world = np.random.default_rng(world_seed)
@@ -75,7 +79,7 @@ def make_synthetic_split(
 
     has = {m: (presence() if m in modalities else np.zeros(n, dtype=bool)) for m in MODALITIES}
     dialogue_id, utterance_id = dialogue_ids(n, mean_dialogue, seed)
-    out = SplitFeatures(
+    out = ModelInputs(
         split=split,
         fingerprint=dict(fingerprint or SYNTHETIC_FINGERPRINT),
         dialogue_id=dialogue_id,
@@ -146,8 +150,14 @@ def dialogue_ids(n: int, mean: float, seed: int = 0) -> tuple[np.ndarray, np.nda
     return dialogue, utterance
 
 
-def make_reaction_split(dialogues: int, split: str = "train", seed: int = 0, text_dim: int = 32,
-                        reaction_share: float = 0.5, world_seed: int = 99) -> SplitFeatures:
+def make_reaction_split(
+    dialogues: int,
+    split: str = "train",
+    seed: int = 0,
+    text_dim: int = 32,
+    reaction_share: float = 0.5,
+    world_seed: int = 99,
+) -> ModelInputs:
     """Text-only dialogues in which some turns are reactions ("Really?", "Oh my God.").
 
     An ordinary turn's text shows its own emotion (a class prototype plus noise). A
@@ -177,7 +187,7 @@ def make_reaction_split(dialogues: int, split: str = "train", seed: int = 0, tex
     reaction = np.asarray([r[3] for r in rows], dtype=bool)
     text = prototypes[emotion] + rng.standard_normal((n, text_dim), dtype=np.float32) * 0.5
     text[reaction] = really + rng.standard_normal((int(reaction.sum()), text_dim), dtype=np.float32) * 0.5
-    out = SplitFeatures(
+    out = ModelInputs(
         split=split,
         fingerprint=dict(SYNTHETIC_FINGERPRINT),
         dialogue_id=np.asarray([r[0] for r in rows], dtype=np.int32),
@@ -196,7 +206,7 @@ def make_reaction_split(dialogues: int, split: str = "train", seed: int = 0, tex
     return out
 
 
-def split_rows(features: SplitFeatures, start: int, stop: int) -> dict[str, Any]:
+def split_rows(features: ModelInputs, start: int, stop: int) -> dict[str, Any]:
     """Rows [start, stop) as one cache shard's columns (mel re-based to the shard)."""
     rows: dict[str, Any] = {
         "dialogue_id": features.dialogue_id[start:stop],
@@ -230,11 +240,13 @@ def split_rows(features: SplitFeatures, start: int, stop: int) -> dict[str, Any]
     return rows
 
 
-def write_synthetic_cache(root, splits: list[SplitFeatures], fmt: str = "h5", shard_rows: int = 2048) -> Any:
-    """Write splits through `emo.cache.CacheWriter`, as `emo extract` would; returns the CacheInfo."""
-    from emo.cache import CacheWriter, open_cache
+def write_synthetic_cache(root, splits: list[ModelInputs], fmt: str = "h5", shard_rows: int = 2048) -> Any:
+    """Write splits through `emo.cache.CacheWriter` as the seed's three sets (`cache_writing.V1Writer`),
+    shard by shard as `emo extract` would; returns the CacheInfo."""
+    from cache_writing import V1Writer
+    from emo.cache import open_cache
 
-    writer = CacheWriter(root, splits[0].fingerprint, fmt=fmt, overwrite=True)
+    writer = V1Writer(root, splits[0].fingerprint, fmt=fmt, overwrite=True)
     for features in splits:
         shards = 0
         for shards, start in enumerate(range(0, len(features), shard_rows), start=1):
@@ -244,10 +256,15 @@ def write_synthetic_cache(root, splits: list[SplitFeatures], fmt: str = "h5", sh
     return open_cache(root)
 
 
-def to_feature_sets(features: SplitFeatures, text: str = "text/synthetic-text", audio: str = "audio/mel",
-                    visual: str = "visual/synthetic-visual") -> SplitFeatures:
-    """A legacy synthetic split as a version-2 cache loads one: the row table plus one raw
-    feature set per modality it holds (`sets`), the per-modality fields left empty."""
+def to_feature_sets(
+    features: ModelInputs,
+    text: str = "text/synthetic-text",
+    audio: str = "audio/mel",
+    visual: str = "visual/synthetic-visual",
+) -> LoadedSplit:
+    """A synthetic split as a cache loads one: the row table plus one raw feature set per
+    modality it holds; the row table's fingerprint is the split's own (so splits made with
+    another fingerprint stay told apart), its extra (`reaction`, say) is kept."""
     from emo.cache.sets import LoadedSet
 
     n = len(features)
@@ -255,23 +272,62 @@ def to_feature_sets(features: SplitFeatures, text: str = "text/synthetic-text", 
 
     def loaded(name: str, kind: str, dim: int, present, arrays, truncated=no_truncation) -> LoadedSet:
         fingerprint = {"encoder": "synthetic", "set": name, "kind": kind}
-        return LoadedSet(name=name, kind=kind, dim=dim, encoder="synthetic", fingerprint=fingerprint, digest=name,
-                         present=np.asarray(present, dtype=bool), truncated=truncated, arrays=arrays)
+        return LoadedSet(
+            name=name,
+            kind=kind,
+            dim=dim,
+            encoder="synthetic",
+            fingerprint=fingerprint,
+            digest=name,
+            present=np.asarray(present, dtype=bool),
+            truncated=truncated,
+            arrays=arrays,
+        )
 
     sets: dict[str, Any] = {}
     if features.text_cls is not None:
-        sets[text] = loaded(text, "vector", features.text_cls.shape[1], features.has_text,
-                            {"cls": features.text_cls, "mean": features.text_mean})
+        sets[text] = loaded(
+            text,
+            "vector",
+            features.text_cls.shape[1],
+            features.has_text,
+            {"cls": features.text_cls, "mean": features.text_mean},
+        )
     if features.mel is not None:
-        sets[audio] = loaded(audio, "sequence", features.mel.shape[1], features.has_audio,
-                             {"values": features.mel, "index": features.mel_index}, np.asarray(features.truncated))
+        sets[audio] = loaded(
+            audio,
+            "sequence",
+            features.mel.shape[1],
+            features.has_audio,
+            {"values": features.mel, "index": features.mel_index},
+            np.asarray(features.truncated),
+        )
     if features.visual is not None:
-        sets[visual] = loaded(visual, "frames", features.visual.shape[2], features.has_visual,
-                              {"values": features.visual, "mask": features.visual_mask})
-    none = np.zeros(n, dtype=bool)
-    return SplitFeatures(
-        split=features.split, fingerprint={"rows": "synthetic"}, dialogue_id=features.dialogue_id,
-        utterance_id=features.utterance_id, emotion=features.emotion, sentiment=features.sentiment,
-        speaker=list(features.speaker), has_text=none, has_audio=none.copy(), has_visual=none.copy(),
-        truncated=no_truncation, failure=[""] * n, text=[""] * n, sets=sets,
+        sets[visual] = loaded(
+            visual,
+            "frames",
+            features.visual.shape[2],
+            features.has_visual,
+            {"values": features.visual, "mask": features.visual_mask},
+        )
+    return LoadedSplit(
+        split=features.split,
+        fingerprint=dict(features.fingerprint),
+        dialogue_id=features.dialogue_id,
+        utterance_id=features.utterance_id,
+        emotion=features.emotion,
+        sentiment=features.sentiment,
+        speaker=list(features.speaker),
+        text=list(features.text or [""] * n),
+        sets=sets,
+        extra=dict(features.extra),
     )
+
+
+def default_inputs(split: LoadedSplit) -> ModelInputs:
+    """A loaded split's model inputs from each modality's first loaded set: what a fit
+    without `--features` trains on, and the arrays extraction tests check."""
+    from emo.fuse.feature_sets import default_sets
+    from emo.fuse.inputs import compose
+
+    return compose(split, {modality: [name] for modality, name in default_sets(split.sets).items()})

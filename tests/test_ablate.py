@@ -139,8 +139,18 @@ def test_ablate_cell_equals_emo_fit(small_cache, tmp_path):
 
     out = tmp_path / "grid"
     options = dict(epochs=3, lr=1e-3, seed=5, modality_dropout=0.2, spec_augment=True, class_weights="balanced")
-    ablate, base = resolve_configs(None, dict(cache=small_cache, out=out, seeds=1, modalities="text+audio+visual",
-                                              fusion="ensemble", device="cpu", **options))
+    ablate, base = resolve_configs(
+        None,
+        dict(
+            cache=small_cache,
+            out=out,
+            seeds=1,
+            modalities="text+audio+visual",
+            fusion="ensemble",
+            device="cpu",
+            **options,
+        ),
+    )
     grid = run_ablate(ablate, base)
     cell_dir = out / "cells" / "text+audio+visual__ensemble" / "seed-5"
     fit = run_fit(FitConfig(cache=small_cache, out=tmp_path / "fit", device="cpu", **options))
@@ -157,6 +167,63 @@ def test_ablate_cell_equals_emo_fit(small_cache, tmp_path):
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+def spy_everywhere(monkeypatch, name: str, key=lambda *args, **kwargs: None) -> list:
+    """Count calls of function `name` wherever an `emo.fuse` module holds it (it is imported
+    by name into several), recording `key(*args)` per call."""
+    import sys
+
+    calls: list = []
+    for module in [m for n, m in sys.modules.items() if n.startswith("emo.fuse")]:
+        real = getattr(module, name, None)
+        if callable(real) and getattr(real, "__module__", "").startswith("emo."):
+
+            def counted(*args, _real=real, **kwargs):
+                calls.append(key(*args, **kwargs))
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_each_fit_validates_chooses_and_checks_once(small_cache, tmp_path, monkeypatch):
+    """One fact, computed once: `emo fit` and every `emo ablate` cell validate their config
+    once, choose their feature sets once, and compose and check each split once (a fit
+    validated twice and checked its train split three times; a cell chose its sets twice)."""
+    import emo.fuse.ablate  # noqa: F401 - every module that imports these by name is loaded first
+    import emo.fuse.feature_cache  # noqa: F401
+    import emo.fuse.train
+    from emo.fuse.config import FitConfig
+
+    validated: list = []
+    real_validate = FitConfig.validate
+    monkeypatch.setattr(FitConfig, "validate", lambda self: (validated.append(self.seed), real_validate(self))[1])
+    chosen = spy_everywhere(monkeypatch, "resolve_features")
+    composed = spy_everywhere(monkeypatch, "compose", lambda split, *a, **k: split.split)
+    checked = spy_everywhere(monkeypatch, "check_compatible", lambda split, *a, **k: split.split)
+
+    emo.fuse.train.run_fit(FitConfig(cache=small_cache, out=tmp_path / "fit", device="cpu", epochs=1))
+    assert (len(validated), len(chosen)) == (1, 1)
+    assert sorted(composed) == sorted(checked) == ["dev", "train"]
+
+    ablate, base = resolve_configs(
+        None,
+        dict(
+            cache=small_cache,
+            out=tmp_path / "grid",
+            seeds=2,
+            epochs=1,
+            modalities="text,text+audio",
+            fusion="late",
+            device="cpu",
+        ),
+    )
+    validated.clear(), chosen.clear(), composed.clear(), checked.clear()
+    run_ablate(ablate, base)
+    fits = 4  # 2 cells x 2 seeds: the base config once, then each fit's config once (when it is built)
+    assert len(validated) == 1 + fits and len(chosen) == 1 + fits  # (+1: the base config's, for the report)
+    assert sorted(composed) == sorted(checked) == sorted(["train", "dev", "test"] * fits)
+
+
 def test_interrupted_cell_leaves_nothing_and_resumes(small_cache, tmp_path, monkeypatch):
     """A fit that dies mid-cell removes its partial run folder; finished cells stay, and a
     re-run trains only the missing one."""
@@ -165,7 +232,7 @@ def test_interrupted_cell_leaves_nothing_and_resumes(small_cache, tmp_path, monk
     out = tmp_path / "grid"
     values = dict(cache=small_cache, out=out, seeds=1, modalities="text,audio", fusion="late", epochs=1)
     calls = {"n": 0}
-    original = train.FitRecipe.train_epoch
+    original = train.Trainer.train_epoch
 
     def dies_on_second_fit(self):
         calls["n"] += 1
@@ -173,13 +240,13 @@ def test_interrupted_cell_leaves_nothing_and_resumes(small_cache, tmp_path, monk
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(train.FitRecipe, "train_epoch", dies_on_second_fit)
+    monkeypatch.setattr(train.Trainer, "train_epoch", dies_on_second_fit)
     ablate, base = resolve_configs(None, values)
     with pytest.raises(KeyboardInterrupt):
         run_ablate(ablate, base)
     assert (out / "cells" / "text__late" / "seed-0" / "result.json").is_file()
     assert not (out / "cells" / "audio__late" / "seed-0").exists()
-    monkeypatch.setattr(train.FitRecipe, "train_epoch", original)
+    monkeypatch.setattr(train.Trainer, "train_epoch", original)
     ablate, base = resolve_configs(None, values)
     again = run_ablate(ablate, base)
     assert (again.trained, again.skipped) == (1, 1)
@@ -192,8 +259,23 @@ def test_cli_runs_a_grid_and_reports_bad_keys(small_cache, tmp_path):
 
     out = tmp_path / "cli"
     runner = CliRunner()
-    args = ["ablate", "--cache", str(small_cache), "--out", str(out), "--modalities", "text,text+audio",
-            "--fusion", "late", "--seeds", "1", "--epochs", "1", "--grid", "class_weights=none,balanced"]
+    args = [
+        "ablate",
+        "--cache",
+        str(small_cache),
+        "--out",
+        str(out),
+        "--modalities",
+        "text,text+audio",
+        "--fusion",
+        "late",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--grid",
+        "class_weights=none,balanced",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "results.json").read_text())

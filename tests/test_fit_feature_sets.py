@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from emo.cache.features import SplitFeatures
+from emo.cache.load import LoadedSplit
 from emo.cache.fingerprint import fingerprint_digest
 from emo.cache.sets import LoadedSet
 from emo.errors import CacheError, ConfigError, UsageError
@@ -23,13 +23,13 @@ from emo.fuse.config import FitConfig, resolve_text_feature
 from emo.fuse.feature_cache import require_run_sets
 from emo.fuse.feature_sets import (
     UnknownFeatureSetError,
-    compose,
     describe_fingerprint_difference,
     format_features,
     parse_features,
     require_same_fingerprint,
     resolve_features,
 )
+from emo.fuse.inputs import ModelInputs, compose
 from synthetic_features import make_synthetic_split, to_feature_sets, write_synthetic_cache
 
 SPEECH = "audio/whisper-base"
@@ -42,20 +42,33 @@ def one_sentence(message: str) -> bool:
 
 def loaded(name, kind, arrays, present, fingerprint=None, failures=None, truncated=None) -> LoadedSet:
     present = np.asarray(present, dtype=bool)
-    return LoadedSet(name=name, kind=kind, dim=0, encoder=name, fingerprint=fingerprint or {"encoder": name},
-                     digest=name, present=present, arrays=arrays, failures=failures or [],
-                     truncated=np.zeros(len(present), bool) if truncated is None else np.asarray(truncated))  # fmt: skip
+    return LoadedSet(
+        name=name,
+        kind=kind,
+        dim=0,
+        encoder=name,
+        fingerprint=fingerprint or {"encoder": name},
+        digest=name,
+        present=present,
+        arrays=arrays,
+        failures=failures or [],
+        truncated=np.zeros(len(present), bool) if truncated is None else np.asarray(truncated),
+    )
 
 
-def raw_split(sets: dict, n: int) -> SplitFeatures:
-    """A version-2 split of `n` rows holding `sets`, its per-modality fields empty."""
-    none = np.zeros(n, dtype=bool)
-    return SplitFeatures(
-        split="train", fingerprint={"rows": 1}, dialogue_id=np.arange(n, dtype=np.int32),
-        utterance_id=np.zeros(n, dtype=np.int32), emotion=np.zeros(n, dtype=np.int64),
-        sentiment=np.zeros(n, dtype=np.int64), speaker=["a"] * n, has_text=none, has_audio=none, has_visual=none,
-        truncated=none, failure=[""] * n, sets=sets,
-    )  # fmt: skip
+def raw_split(sets: dict, n: int) -> LoadedSplit:
+    """A loaded split of `n` rows holding `sets`."""
+    return LoadedSplit(
+        split="train",
+        fingerprint={"rows": 1},
+        dialogue_id=np.arange(n, dtype=np.int32),
+        utterance_id=np.zeros(n, dtype=np.int32),
+        emotion=np.zeros(n, dtype=np.int64),
+        sentiment=np.zeros(n, dtype=np.int64),
+        speaker=["a"] * n,
+        text=[""] * n,
+        sets=sets,
+    )
 
 
 def speech_values(features, dim: int = 12, reliability: float = 0.8, world_seed: int = 5):
@@ -81,7 +94,9 @@ def with_speech(features, kind: str = "vector", frames: int = 3):
     else:
         rng = np.random.default_rng(3)
         mask = (np.arange(frames)[None, :] < rng.integers(1, frames + 1, len(values))[:, None]) & present[:, None]
-        stacked = values[:, None, :].astype(np.float32) + rng.standard_normal((len(values), frames, values.shape[1])) * 0.3
+        stacked = (
+            values[:, None, :].astype(np.float32) + rng.standard_normal((len(values), frames, values.shape[1])) * 0.3
+        )
         arrays = {"values": np.where(mask[..., None], stacked, 0).astype(np.float16), "mask": mask}
     features.sets[SPEECH] = loaded(SPEECH, kind, arrays, present, {"encoder": "openai/whisper-base", "layer": -1})
     return features
@@ -104,8 +119,9 @@ def test_parse_features_short_and_full_names():
     assert FitConfig().features == ""
 
 
-@pytest.mark.parametrize("bad", ["smell=x", "audio", "audio=", "audio=text/x", "audio=mel,audio=w", "audio=mel+mel",
-                                 "audio=a/b"])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad", ["smell=x", "audio", "audio=", "audio=text/x", "audio=mel,audio=w", "audio=mel+mel", "audio=a/b"]
+)
 def test_parse_features_refuses_bad_syntax_in_one_sentence(bad):
     with pytest.raises(ConfigError) as caught:
         parse_features(bad)
@@ -118,8 +134,13 @@ def test_resolve_features_defaults_unknown_names_and_missing_modalities():
     kinds = {"text/minilm": "vector", "audio/mel": "sequence", SPEECH: "frames", "visual/effnet": "frames"}
     available = {name: SimpleNamespace(name=name, kind=kind) for name, kind in kinds.items()}
     defaults = {"text": "text/minilm", "audio": "audio/mel", "visual": "visual/effnet"}
-    assert resolve_features({}, available, defaults, ("text", "audio")) == {"text": ["text/minilm"], "audio": ["audio/mel"]}
-    chosen = resolve_features(parse_features("visual=effnet,audio=mel+whisper-base"), available, defaults, ("audio", "text"))
+    assert resolve_features({}, available, defaults, ("text", "audio")) == {
+        "text": ["text/minilm"],
+        "audio": ["audio/mel"],
+    }
+    chosen = resolve_features(
+        parse_features("visual=effnet,audio=mel+whisper-base"), available, defaults, ("audio", "text")
+    )
     assert chosen == {"text": ["text/minilm"], "audio": ["audio/mel", SPEECH]}  # visual is not in the run
     with pytest.raises(UnknownFeatureSetError) as caught:
         resolve_features(parse_features("audio=wav2vec2"), available, defaults, ("audio",), cache="cache/meld")
@@ -155,8 +176,10 @@ def test_frames_sets_are_pooled_each_over_its_own_mask_and_concatenated():
     assert not both.visual[2:, 0, :2].any()
     expected = np.concatenate([a_values[0, :2].astype(np.float32).mean(0), b_values[0, :1].astype(np.float32).mean(0)])
     np.testing.assert_allclose(both.visual[0, 0, :5].astype(np.float32), expected, atol=2e-3)
-    np.testing.assert_allclose(both.visual[1, 0, 2:5].astype(np.float32), b_values[1].astype(np.float32).mean(0), atol=2e-3)
-    assert both.sets == {} and both.mel is None and both.text_cls is None
+    np.testing.assert_allclose(
+        both.visual[1, 0, 2:5].astype(np.float32), b_values[1].astype(np.float32).mean(0), atol=2e-3
+    )
+    assert isinstance(both, ModelInputs) and both.mel is None and both.text_cls is None
     one = compose(split, {"visual": ["visual/effnet"]})  # one frames set: as extracted (frame sampling works)
     assert one.visual is a_values and one.visual.shape == (4, 3, 2)
     assert one.visual_mask.tolist() == (a_mask & np.array([1, 1, 1, 0], bool)[:, None]).tolist()
@@ -166,10 +189,9 @@ def test_frames_sets_are_pooled_each_over_its_own_mask_and_concatenated():
 def test_text_vector_sets_concatenate_cls_mean_and_values():
     cls, mean, values = (np.full((3, d), v, np.float16) for d, v in ((4, 1), (4, 2), (2, 3)))
     sets = {
-        "text/minilm": loaded("text/minilm", "vector", {"cls": cls, "mean": mean}, [1, 1, 0],
-                              {"text_pooling": "mean"}),
+        "text/minilm": loaded("text/minilm", "vector", {"cls": cls, "mean": mean}, [1, 1, 0], {"text_pooling": "mean"}),
         "text/hand": loaded("text/hand", "vector", {"values": values}, [1, 0, 1]),
-    }  # fmt: skip
+    }
     out = compose(raw_split(sets, 3), {"text": ["text/minilm", "text/hand"]})
     assert out.text_cls.shape == out.text_mean.shape == (3, 6)
     assert out.text_cls[0].tolist() == [1] * 4 + [3] * 2 and out.text_mean[0].tolist() == [2] * 4 + [3] * 2
@@ -181,11 +203,14 @@ def test_text_vector_sets_concatenate_cls_mean_and_values():
 def test_mel_and_speech_vector_feed_both_audio_inputs():
     base = to_feature_sets(make_synthetic_split(40, "train", seed=1, modalities=("audio",), **SMALL))
     mel = base.sets["audio/mel"]
-    mel.failures = [{"dialogue_id": int(base.dialogue_id[0]), "utterance_id": int(base.utterance_id[0]),
-                     "reason": "audio_decode"}]  # fmt: skip
+    mel.failures = [
+        {"dialogue_id": int(base.dialogue_id[0]), "utterance_id": int(base.utterance_id[0]), "reason": "audio_decode"}
+    ]
     with_speech(base, kind="frames")
-    base.sets[SPEECH].failures = [dict(mel.failures[0]), {"dialogue_id": int(base.dialogue_id[1]),
-                                                          "utterance_id": int(base.utterance_id[1]), "reason": "empty"}]
+    base.sets[SPEECH].failures = [
+        dict(mel.failures[0]),
+        {"dialogue_id": int(base.dialogue_id[1]), "utterance_id": int(base.utterance_id[1]), "reason": "empty"},
+    ]
     base.sets[SPEECH].truncated = np.arange(40) == 5
     out = compose(base, {"audio": ["audio/mel", SPEECH]})
     assert out.mel is mel.arrays["values"] and out.mel_index is mel.arrays["index"]
@@ -201,7 +226,7 @@ def test_mel_and_speech_vector_feed_both_audio_inputs():
     # the model sums the mel CNN's and the speech projection in one audio slot
     import torch
 
-    from emo.fuse.data import TensorSplit
+    from emo.fuse.tensors import TensorSplit
     from emo.fuse.model import FusionModel, ModelConfig
 
     data = TensorSplit(out, ("audio",), "cpu", max_mel_frames=48)
@@ -213,7 +238,9 @@ def test_mel_and_speech_vector_feed_both_audio_inputs():
 
 
 def test_composite_fingerprint_covers_exactly_the_sets_trained_on():
-    base = with_speech(to_feature_sets(make_synthetic_split(30, "train", seed=1, modalities=("text", "audio"), **SMALL)))
+    base = with_speech(
+        to_feature_sets(make_synthetic_split(30, "train", seed=1, modalities=("text", "audio"), **SMALL))
+    )
     choice = {"text": ["text/synthetic-text"], "audio": [SPEECH]}
     first = compose(base, choice).fingerprint
     assert set(first) >= {"rows", "features", "sets"} and list(first["sets"]) == ["text/synthetic-text", SPEECH]
@@ -227,8 +254,6 @@ def test_composite_fingerprint_covers_exactly_the_sets_trained_on():
     with pytest.raises(CacheError, match="audio/whisper-base: layer") as caught:
         require_same_fingerprint(first, second, "The 'dev' split")
     assert one_sentence(str(caught.value))
-    legacy = make_synthetic_split(10, "train", seed=1, **SMALL)
-    assert compose(legacy, choice) is legacy  # a split built the old way passes through
     assert resolve_text_feature("auto", {"features": {"text": ["text/all-MiniLM-L6-v2"]}, "sets": {}}) == "mean"
     assert resolve_text_feature("auto", {"features": {"text": ["text/bert-base-uncased"]}, "sets": {}}) == "cls"
 
@@ -240,20 +265,29 @@ def test_composite_fingerprint_covers_exactly_the_sets_trained_on():
 def speech_splits():
     made = []
     for n, name, seed in ((700, "train", 1), (250, "dev", 2)):
-        made.append(with_speech(to_feature_sets(make_synthetic_split(n, name, seed=seed, modalities=("text",), **SMALL))))
+        made.append(
+            with_speech(to_feature_sets(make_synthetic_split(n, name, seed=seed, modalities=("text",), **SMALL)))
+        )
     return made
 
 
 def test_fit_on_a_speech_vector_set_learns_and_reloads(speech_splits, tmp_path):
     from emo.fuse.checkpoint import load_checkpoint, plain
-    from emo.fuse.engine import score
+    from emo.fuse.scoring import score
     from emo.fuse.metrics import majority_baseline
-    from emo.fuse.predictions import model_split, predict_features
+    from emo.fuse.predictions import model_inputs, model_split, predict_features
     from emo.fuse.train import fit_splits
 
     train, dev = speech_splits
-    config = FitConfig(modalities=("audio",), features="audio=whisper-base", epochs=6, lr=3e-3, proj_dim=32,
-                       device="cpu", fusion="late")  # fmt: skip
+    config = FitConfig(
+        modalities=("audio",),
+        features="audio=whisper-base",
+        epochs=6,
+        lr=3e-3,
+        proj_dim=32,
+        device="cpu",
+        fusion="late",
+    )
     result = fit_splits(config, train, dev, out_dir=tmp_path / "run")
     assert result.config.features == "audio=audio/whisper-base"
     assert (result.model.config.audio_mel, result.model.config.audio_dim) == (False, 12)
@@ -265,7 +299,8 @@ def test_fit_on_a_speech_vector_set_learns_and_reloads(speech_splits, tmp_path):
     assert payload["fingerprint_digest"] == fingerprint_digest(plain(payload["fingerprint"]))
     assert 'features = "audio=audio/whisper-base"' in (tmp_path / "run" / "config.toml").read_text()
     logits, present = predict_features(model, payload, dev, "cpu")  # raw sets, composed as in training
-    again = score(logits, model_split(model, payload, dev, "cpu"))["emotion"]["weighted_f1"]
+    inputs = model_inputs(payload, dev, model.config.modalities)
+    again = score(logits, model_split(model, payload, inputs, "cpu"))["emotion"]["weighted_f1"]
     assert again == pytest.approx(result.best_dev["emotion"]["weighted_f1"], abs=1e-6)
     assert present.shape == (len(dev), 1)
 
@@ -303,13 +338,17 @@ def test_checkpoints_from_before_speech_vectors_load_unchanged():
 def test_fit_on_mel_plus_speech_and_default_sets(speech_splits):
     from emo.fuse.train import fit_splits
 
-    train = with_speech(to_feature_sets(make_synthetic_split(120, "train", seed=1, modalities=("text", "audio"), **SMALL)))
+    train = with_speech(
+        to_feature_sets(make_synthetic_split(120, "train", seed=1, modalities=("text", "audio"), **SMALL))
+    )
     dev = with_speech(to_feature_sets(make_synthetic_split(40, "dev", seed=2, modalities=("text", "audio"), **SMALL)))
     quick = dict(epochs=1, device="cpu", proj_dim=16, max_mel_frames=48)
     both = fit_splits(FitConfig(modalities=("text", "audio"), features="audio=mel+whisper-base", **quick), train, dev)
     assert both.config.features == "text=text/synthetic-text,audio=audio/mel+audio/whisper-base"
     assert both.model.encoders.audio is not None and both.model.encoders.audio_vector is not None
-    plain = fit_splits(FitConfig(modalities=("text", "audio"), **quick), train, dev)  # the default sets: the seed design
+    plain = fit_splits(
+        FitConfig(modalities=("text", "audio"), **quick), train, dev
+    )  # the default sets: the seed design
     assert plain.config.features == "text=text/synthetic-text,audio=audio/mel"
     assert plain.model.encoders.audio_vector is None and plain.model.config.audio_dim == 0
 
@@ -323,7 +362,9 @@ def add_speech_set(root: Path, splits, shard_rows: int) -> None:
     from emo.cache.sets import SetSpec
 
     writer = CacheWriter(root)
-    writer.add_set(SetSpec(SPEECH, "vector", 12, "openai/whisper-base", {"encoder": "openai/whisper-base", "layer": -1}))
+    writer.add_set(
+        SetSpec(SPEECH, "vector", 12, "openai/whisper-base", {"encoder": "openai/whisper-base", "layer": -1})
+    )
     for features in splits:
         values, present = speech_values(features)
         n, shards = len(features), 0
@@ -337,8 +378,10 @@ def add_speech_set(root: Path, splits, shard_rows: int) -> None:
 @pytest.fixture(scope="module")
 def speech_cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sets") / "cache"
-    splits = [make_synthetic_split(n, s, seed=i, modalities=("text", "audio"), **SMALL)
-              for i, (n, s) in enumerate(((300, "train"), (100, "dev"), (100, "test")))]  # fmt: skip
+    splits = [
+        make_synthetic_split(n, s, seed=i, modalities=("text", "audio"), **SMALL)
+        for i, (n, s) in enumerate(((300, "train"), (100, "dev"), (100, "test")))
+    ]
     write_synthetic_cache(root, splits, shard_rows=128)
     add_speech_set(root, splits, shard_rows=128)
     return root
@@ -350,8 +393,15 @@ def test_fit_and_eval_from_a_cache_with_a_speech_set(speech_cache, tmp_path):
     from emo.fuse.train import run_fit
 
     assert SPEECH in open_cache(speech_cache).sets
-    config = FitConfig(cache=speech_cache, out=tmp_path / "run", modalities=("text", "audio"),
-                       features="audio=whisper-base", epochs=2, device="cpu", proj_dim=16)  # fmt: skip
+    config = FitConfig(
+        cache=speech_cache,
+        out=tmp_path / "run",
+        modalities=("text", "audio"),
+        features="audio=whisper-base",
+        epochs=2,
+        device="cpu",
+        proj_dim=16,
+    )
     result = run_fit(config)
     assert result.config.features == "text=text/synthetic,audio=audio/whisper-base"
     report = run_eval(tmp_path / "run", split="test", write=False)
@@ -371,18 +421,24 @@ def test_ablate_grid_over_feature_sets_parses_and_names_cells():
     for bad in ("features=audio=mel", "features.smell=a", "features.audio=a/b"):
         with pytest.raises(ConfigError):
             parse_axes((bad,))
-    ablate = AblateConfig(modalities=("text", "audio", "text+audio"), grid=("features.audio=mel,whisper-base",), seeds=1)
+    ablate = AblateConfig(
+        modalities=("text", "audio", "text+audio"), grid=("features.audio=mel,whisper-base",), seeds=1
+    )
     cells, jobs = plan_grid(ablate, FitConfig(features="text=a"))
     assert [c.label for c in cells] == [
-        "text / ensemble", "audio / ensemble, audio=mel", "audio / ensemble, audio=whisper-base",
-        "text+audio / ensemble, audio=mel", "text+audio / ensemble, audio=whisper-base",
-    ]  # fmt: skip  (the text-only cell does not vary with the audio axis)
+        "text / ensemble",
+        "audio / ensemble, audio=mel",
+        "audio / ensemble, audio=whisper-base",
+        "text+audio / ensemble, audio=mel",
+        "text+audio / ensemble, audio=whisper-base",
+    ]  # the text-only cell does not vary with the audio axis
     assert cells[2].key == "audio__ensemble__audio=whisper-base"
     mel, speech = "text=text/a,audio=audio/mel", "text=text/a,audio=audio/whisper-base"
     assert [j.config.features for j in jobs] == ["text=a", mel, speech, mel, speech]
     base = FitConfig(features="text=text/a,audio=audio/mel")
-    trimodal = plan_grid(AblateConfig(modalities=("text+audio+visual",), grid=("features.audio=mel,whisper-base",),
-                                      seeds=1), base)[0]  # fmt: skip
+    trimodal = plan_grid(
+        AblateConfig(modalities=("text+audio+visual",), grid=("features.audio=mel,whisper-base",), seeds=1), base
+    )[0]
     assert [is_seed_design(c, base) for c in trimodal] == [True, False]
 
 
@@ -399,13 +455,24 @@ def test_ablate_loads_every_set_once_and_composes_per_cell(speech_cache, tmp_pat
         return real(root, split, *args, **kwargs)
 
     monkeypatch.setattr(cache_api, "load_split", spy)
-    values = dict(cache=speech_cache, out=tmp_path / "grid", modalities="audio", seeds=1, epochs=1, device="cpu",
-                  grid=["features.audio=mel,whisper-base"], test_split="", proj_dim=16)  # fmt: skip
+    values = dict(
+        cache=speech_cache,
+        out=tmp_path / "grid",
+        modalities="audio",
+        seeds=1,
+        epochs=1,
+        device="cpu",
+        grid=["features.audio=mel,whisper-base"],
+        test_split="",
+        proj_dim=16,
+    )
     result = run_ablate(*resolve_configs(None, values))
     assert result.trained == 2
     assert sorted(calls) == [("dev", ("audio/mel", SPEECH)), ("train", ("audio/mel", SPEECH))]  # once per split
     assert [(r["label"], r["features.audio"]) for r in result.rows] == [
-        ("audio / ensemble, audio=mel", "mel"), ("audio / ensemble, audio=whisper-base", "whisper-base")]
+        ("audio / ensemble, audio=mel", "mel"),
+        ("audio / ensemble, audio=whisper-base", "whisper-base"),
+    ]
     assert "features.audio" in result.paths["markdown"].read_text()
     cell = tmp_path / "grid" / "cells" / "audio__ensemble__audio=whisper-base" / "seed-0"
     assert 'features = "audio=audio/whisper-base"' in (cell / "config.toml").read_text()

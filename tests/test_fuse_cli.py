@@ -39,8 +39,23 @@ def trained(tmp_path_factory):
     run = root / "runs" / "base"
     result = CliRunner().invoke(
         app(),
-        ["fit", "--cache", str(cache), "--out", str(run), "--epochs", "4", "--lr", "2e-3", "--device", "cpu",
-         "--set", "max_mel_frames=120", "--set", "modality_dropout=0.1"],
+        [
+            "fit",
+            "--cache",
+            str(cache),
+            "--out",
+            str(run),
+            "--epochs",
+            "4",
+            "--lr",
+            "2e-3",
+            "--device",
+            "cpu",
+            "--set",
+            "max_mel_frames=120",
+            "--set",
+            "modality_dropout=0.1",
+        ],
     )
     assert result.exit_code == 0, (result.output, result.exception)
     return root, cache, run, result.output
@@ -109,7 +124,9 @@ def test_eval_refuses_a_cache_with_another_fingerprint(trained):
     result = CliRunner().invoke(app(), ["eval", "--run", str(run), "--cache", str(changed)])
     assert isinstance(result.exception, CacheError)
     message = str(result.exception)
-    assert "text/synthetic" in message and "different encoders" in message and "text_pooling ('mean' vs None)" in message
+    assert (
+        "text/synthetic" in message and "different encoders" in message and "text_pooling ('mean' vs None)" in message
+    )
     assert len(re.findall(r"\.\s", message + " ")) == 1
 
 
@@ -123,16 +140,31 @@ def test_eval_refuses_a_run_without_checkpoint(tmp_path, trained):
 def test_fit_refuses_missing_modality_and_existing_run(trained, tmp_path):
     root, cache, run, _ = trained
     text_only = tmp_path / "text_cache"
-    write_synthetic_cache(text_only, [
-        make_synthetic_split(40, "train", seed=1, modalities=("text",), **SHAPES),
-        make_synthetic_split(20, "dev", seed=2, modalities=("text",), **SHAPES),
-    ])
+    write_synthetic_cache(
+        text_only,
+        [
+            make_synthetic_split(40, "train", seed=1, modalities=("text",), **SHAPES),
+            make_synthetic_split(20, "dev", seed=2, modalities=("text",), **SHAPES),
+        ],
+    )
     result = CliRunner().invoke(app(), ["fit", "--cache", str(text_only), "--out", str(tmp_path / "r")])
     assert isinstance(result.exception, CacheError) and "audio" in str(result.exception)
     result = CliRunner().invoke(app(), ["fit", "--cache", str(cache), "--out", str(run)])
     assert isinstance(result.exception, UsageError) and "--overwrite" in str(result.exception)
     result = CliRunner().invoke(
-        app(), ["fit", "--cache", str(text_only), "--out", str(tmp_path / "t"), "--modalities", "text",
-                "--epochs", "1", "--device", "cpu"]
+        app(),
+        [
+            "fit",
+            "--cache",
+            str(text_only),
+            "--out",
+            str(tmp_path / "t"),
+            "--modalities",
+            "text",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+        ],
     )
     assert result.exit_code == 0, (result.output, result.exception)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from emo.fuse.augment import modality_dropout, random_crop, sample_frames, spec_augment
-from emo.fuse.data import TensorSplit, epoch_batches
+from emo.fuse.tensors import TensorSplit, epoch_batches
 from emo.fuse.model import EarlyFusion, FusionModel, LateFusion, MelCNN, ModelConfig
 from synthetic_features import make_synthetic_split
 

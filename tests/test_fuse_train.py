@@ -1,4 +1,4 @@
-"""Training from in-memory SplitFeatures: it learns, it is reproducible, it refuses mismatches."""
+"""Training from splits in memory (`fit_splits`): it learns, it is reproducible, it refuses mismatches."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from emo.errors import CacheError, UsageError
 from emo.fuse.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from emo.fuse.config import FitConfig
 from emo.fuse.metrics import majority_baseline
-from synthetic_features import make_synthetic_split
+from synthetic_features import make_synthetic_split, to_feature_sets
 from emo.fuse.train import fit_splits
 from emo.labels import EMOTIONS
 
@@ -25,7 +25,7 @@ SHAPES = dict(text_dim=32, visual_dim=16, frames=4, mean_mel_frames=40, max_mel_
 def splits():
     train = make_synthetic_split(700, "train", seed=1, **SHAPES)
     dev = make_synthetic_split(300, "dev", seed=2, **SHAPES)
-    return train, dev
+    return to_feature_sets(train), to_feature_sets(dev)  # as a cache loads them
 
 
 def quick(**overrides) -> FitConfig:
@@ -46,11 +46,14 @@ def test_short_fit_learns_well_above_majority_baseline(splits, tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, 7))
     assert (tmp_path / "curves.png").stat().st_size > 1000
     again = build_config(FitConfig, tmp_path / "config.toml", section="fit")
-    # the saved config records what was used: 'auto' pooling resolved for this encoder
-    assert again == quick().copy_with(text_feature="cls")
+    # the saved config records what was used: 'auto' pooling resolved for this encoder, each modality's set
+    used = "text=text/synthetic-text,audio=audio/mel,visual=visual/synthetic-visual"
+    assert again == quick().copy_with(text_feature="cls", features=used) == result.config
     payload = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert payload["epoch"] == result.best_epoch
-    assert payload["fingerprint"] == train.fingerprint
+    assert payload["fingerprint"]["rows"] == train.fingerprint and list(payload["fingerprint"]["sets"]) == list(
+        train.sets
+    )
     model, _ = load_checkpoint(tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), result.model.state_dict().values()))
 
@@ -77,8 +80,8 @@ def test_same_seed_same_metrics_and_other_seed_differs(splits):
 
 
 def test_every_option_trains(tmp_path):
-    train = make_synthetic_split(200, "train", seed=1, audio_views=3, **SHAPES)
-    dev = make_synthetic_split(80, "dev", seed=2, **SHAPES)
+    train = to_feature_sets(make_synthetic_split(200, "train", seed=1, audio_views=3, **SHAPES))
+    dev = to_feature_sets(make_synthetic_split(80, "dev", seed=2, **SHAPES))
     config = quick(
         epochs=2,
         task="both",
@@ -101,12 +104,12 @@ def test_every_option_trains(tmp_path):
 
 def test_cache_config_mismatches_are_one_sentence_errors(splits, tmp_path):
     train, dev = splits
-    text_only = make_synthetic_split(100, "train", seed=1, modalities=("text",), **SHAPES)
-    with pytest.raises(CacheError, match="holds no audio or visual features"):
+    text_only = to_feature_sets(make_synthetic_split(100, "train", seed=1, modalities=("text",), **SHAPES))
+    with pytest.raises(CacheError, match="holds no audio features"):
         fit_splits(quick(), text_only, dev)
     with pytest.raises(UsageError, match="several audio views"):
         fit_splits(quick(audio_view_sampling=True), train, dev)
-    other = make_synthetic_split(100, "dev", seed=2, fingerprint={"text_encoder": "other"}, **SHAPES)
+    other = to_feature_sets(make_synthetic_split(100, "dev", seed=2, fingerprint={"text_encoder": "other"}, **SHAPES))
     with pytest.raises(CacheError, match="different encoders"):
         fit_splits(quick(), train, other)
     from emo.errors import ConfigError
@@ -159,7 +162,7 @@ def test_fit_that_fails_midway_removes_what_it_wrote(splits, tmp_path, monkeypat
     def broken(self):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(train.FitRecipe, "train_epoch", broken)
+    monkeypatch.setattr(train.Trainer, "train_epoch", broken)
     with pytest.raises(RuntimeError):
         with run_folder(tmp_path / "run", overwrite=False) as out:
             fit_splits(quick(), *splits, out_dir=out)

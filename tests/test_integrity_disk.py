@@ -27,11 +27,30 @@ PER_FILE_KIB = 24  # the file-size-limit fallback fails each file above this ins
 
 
 def extract(data_root: Path, cache: Path, fmt: str, workers: int = 0, preexec=None) -> Result:
-    args = ("extract", "--split", "train", "--data-root", data_root, "--cache", cache, "--format", fmt,
-            "--modalities", "audio", "--workers", workers, "--shard-size", "4", "--max-duration", "3",
-            "--device", "cpu")  # fmt: skip
-    done = subprocess.run(emo_argv(*args), env=child_env(), capture_output=True, text=True, timeout=300,
-                          preexec_fn=preexec)  # fmt: skip
+    args = (
+        "extract",
+        "--split",
+        "train",
+        "--data-root",
+        data_root,
+        "--cache",
+        cache,
+        "--format",
+        fmt,
+        "--modalities",
+        "audio",
+        "--workers",
+        workers,
+        "--shard-size",
+        "4",
+        "--max-duration",
+        "3",
+        "--device",
+        "cpu",
+    )
+    done = subprocess.run(
+        emo_argv(*args), env=child_env(), capture_output=True, text=True, timeout=300, preexec_fn=preexec
+    )
     return Result(tuple(map(str, args)), done.returncode, done.stdout, done.stderr)
 
 
@@ -116,13 +135,21 @@ def test_full_disk_stops_extract_in_one_sentence_and_rerun_equals_uninterrupted(
 def _rows_and_set(n: int = 4):
     from emo.cache import SetSpec
 
-    rows = {"dialogue_id": np.arange(n, dtype=np.int32), "utterance_id": np.zeros(n, np.int32),
-            "emotion": np.arange(n, dtype=np.int64) % 7, "sentiment": np.arange(n, dtype=np.int64) % 3,
-            "speaker": [f"s{i}" for i in range(n)], "text": [f"line {i}" for i in range(n)]}  # fmt: skip
+    rows = {
+        "dialogue_id": np.arange(n, dtype=np.int32),
+        "utterance_id": np.zeros(n, np.int32),
+        "emotion": np.arange(n, dtype=np.int64) % 7,
+        "sentiment": np.arange(n, dtype=np.int64) % 3,
+        "speaker": [f"s{i}" for i in range(n)],
+        "text": [f"line {i}" for i in range(n)],
+    }
     spec = SetSpec("text/toy", "vector", 8, "toy-encoder", {"model": "toy"}, arrays=("mean",))
     rng = np.random.default_rng(0)
-    arrays = {"mean": rng.standard_normal((n, 8)).astype(np.float16), "present": np.ones(n, bool),
-              "truncated": np.zeros(n, bool)}  # fmt: skip
+    arrays = {
+        "mean": rng.standard_normal((n, 8)).astype(np.float16),
+        "present": np.ones(n, bool),
+        "truncated": np.zeros(n, bool),
+    }
     return rows, spec, arrays
 
 
@@ -138,7 +165,9 @@ def test_a_shard_that_reads_back_wrong_never_gets_its_final_name(tmp_path, fmt, 
     real_write = storage.write_arrays
 
     def write_zeros(path, fmt_, values, *args, **kwargs):
-        real_write(path, fmt_, {k: (np.zeros_like(v) if k == "mean" else v) for k, v in values.items()}, *args, **kwargs)
+        real_write(
+            path, fmt_, {k: (np.zeros_like(v) if k == "mean" else v) for k, v in values.items()}, *args, **kwargs
+        )
 
     monkeypatch.setattr(storage, "write_arrays", write_zeros)
     for index in (1, 0):  # a new shard, and a rewrite of a finished one (overwrite)
@@ -189,7 +218,9 @@ def test_every_file_of_the_cache_reports_a_full_disk_and_resumes(tmp_path):
             assert message.startswith(f"Disk full while writing {root}") and message.endswith("command again.")
             named.add(Path(message.split(" while writing ")[1].split(";")[0]).name)
             for data in shard_files(root) if root.is_dir() else []:
-                sidecar = json.loads((data.parent / layout.sidecar_name(layout.parse_shard_name(data.name)[0])).read_text())
+                sidecar = json.loads(
+                    (data.parent / layout.sidecar_name(layout.parse_shard_name(data.name)[0])).read_text()
+                )
                 assert sidecar["files"][""]["sha256"] == layout.sha256_file(data), data
             assert not (temporaries(root) if root.is_dir() else [])
             disk.grow()

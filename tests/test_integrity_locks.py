@@ -144,8 +144,9 @@ def test_another_machines_lock_lives_while_refreshed(tmp_path):
     theirs = folder / "node7-4242-abc123.lock"
     scope = {"splits": ["train"], "num_shards": 1, "shard_index": 0}
     started = "2026-01-01T00:00:00+00:00"
-    locks._create(theirs, {"what": SET, "host": "node7", "pid": 4242, "started": started, "digest": "theirs",
-                           "scope": scope})  # fmt: skip
+    locks._create(
+        theirs, {"what": SET, "host": "node7", "pid": 4242, "started": started, "digest": "theirs", "scope": scope}
+    )
     with pytest.raises(CacheError, match=r"process 4242 on node7 since 2026-01-01T00:00:00\+00:00 \(train, every"):
         locks.acquire(root, {SET: "mine"}, locks.Scope(("train",)))
     old = time.time() - locks.STALE_S - 5  # its heartbeat stopped: the machine or the process died
@@ -170,11 +171,20 @@ def test_lock_files_are_invisible_to_everything_that_lists_a_cache(tmp_path):
         assert writer._held is held
         assert not (root / "cache.json").exists() and cache_status(root).locks  # nothing written yet
         writer.add_set(spec)
-        rows = {"dialogue_id": np.arange(3, dtype=np.int32), "utterance_id": np.zeros(3, np.int32),
-                "emotion": np.zeros(3, np.int64), "sentiment": np.zeros(3, np.int64), "speaker": ["a"] * 3,
-                "text": ["x"] * 3}  # fmt: skip
-        writer.write_set("train", SET, 0, {"values": np.ones((3, 4), np.float16), "present": np.ones(3, bool),
-                                           "truncated": np.zeros(3, bool)})  # fmt: skip
+        rows = {
+            "dialogue_id": np.arange(3, dtype=np.int32),
+            "utterance_id": np.zeros(3, np.int32),
+            "emotion": np.zeros(3, np.int64),
+            "sentiment": np.zeros(3, np.int64),
+            "speaker": ["a"] * 3,
+            "text": ["x"] * 3,
+        }
+        writer.write_set(
+            "train",
+            SET,
+            0,
+            {"values": np.ones((3, 4), np.float16), "present": np.ones(3, bool), "truncated": np.zeros(3, bool)},
+        )
         writer.write_rows("train", 0, rows)
         writer.finalize("train", total_rows=3, expected_shards=1)
         assert verify_cache(root) == [] and open_cache(root).splits["train"].complete
@@ -182,8 +192,9 @@ def test_lock_files_are_invisible_to_everything_that_lists_a_cache(tmp_path):
         status = cache_status(root)
         assert status.complete and {h["what"] for h in status.locks} == {SET, "rows"}
         assert all(h["pid"] == os.getpid() and h["live"] for h in status.locks)
-        shown = subprocess.run([sys.executable, "-m", "emo", "cache", "status", str(root)], capture_output=True,
-                               text=True, timeout=120)  # fmt: skip
+        shown = subprocess.run(
+            [sys.executable, "-m", "emo", "cache", "status", str(root)], capture_output=True, text=True, timeout=120
+        )
         assert f"writer lock audio/mel: process {os.getpid()} on {this_host()} since" in shown.stdout, shown
         assert json.loads(json.dumps(status.to_dict()))["locks"]
     assert cache_status(root).locks == [] and not (root / locks.LOCKS_DIR).exists()
@@ -196,9 +207,28 @@ def test_lock_files_are_invisible_to_everything_that_lists_a_cache(tmp_path):
 def extract_argv(data_root: Path, cache: Path, *extra: str) -> list[str]:
     from reliability_fixtures import emo_argv
 
-    return emo_argv("extract", "--split", "all", "--data-root", data_root, "--cache", cache, "--modalities", "audio",
-                    "--workers", "0", "--shard-size", "4", "--max-duration", "3", "--audio-views", "2",
-                    "--device", "cpu", *extra)  # fmt: skip
+    return emo_argv(
+        "extract",
+        "--split",
+        "all",
+        "--data-root",
+        data_root,
+        "--cache",
+        cache,
+        "--modalities",
+        "audio",
+        "--workers",
+        "0",
+        "--shard-size",
+        "4",
+        "--max-duration",
+        "3",
+        "--audio-views",
+        "2",
+        "--device",
+        "cpu",
+        *extra,
+    )
 
 
 def run_together(*argvs: list[str], cache: Path) -> tuple[list[subprocess.CompletedProcess], int]:
@@ -206,14 +236,18 @@ def run_together(*argvs: list[str], cache: Path) -> tuple[list[subprocess.Comple
     set's lock seen at one time (polled every 20 ms: proof that they really overlapped)."""
     from reliability_fixtures import child_env
 
-    processes = [subprocess.Popen(argv, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for argv in argvs]  # fmt: skip
+    processes = [
+        subprocess.Popen(argv, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for argv in argvs
+    ]
     most = 0
     while any(p.poll() is None for p in processes):
         most = max(most, sum(1 for h in locks.holders(cache) if h.get("what") == SET and h["live"]))
         time.sleep(0.02)
     outputs = [p.communicate(timeout=300) for p in processes]
-    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(processes, outputs)], most
+    return [
+        subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(processes, outputs)
+    ], most
 
 
 def emo_ok(*args) -> subprocess.CompletedProcess:

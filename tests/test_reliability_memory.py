@@ -28,9 +28,9 @@ MB = 1 << 20
 PROBE = r"""
 import json, sys
 import numpy as np
-from emo.extract.decode import decode_clip
-from emo.extract.prepare import ClipJob, prepare_clip
-from emo.extract.mel import MelParams
+from emo.extract.media.decode import decode_clip
+from emo.extract.pipeline.prepare import ClipJob, prepare_clip
+from emo.extract.media.mel import MelParams
 
 path, limit, through = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 def peak():
@@ -90,8 +90,11 @@ def clips(tmp_path_factory):
 def probe(path, limit: float, through: str = "decode") -> dict:
     result = subprocess.run(
         [sys.executable, "-c", PROBE, str(path), str(limit), through],
-        env=child_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -101,13 +101,21 @@ def _rows(n: int, seed: int) -> list[list[str]]:
     rows = []
     for i, (dialogue, utterance) in enumerate(keys):
         start = rng.randrange(0, 3600 * 1000)
-        rows.append([
-            str(i + 1), rng.choice(["Hi.", "Oh, my God!", "Pivot, pivot…", "It’s “fine”.", "Line\nbreak"]),
-            rng.choice(["Ross", "Rachel", "Mr. Heckles"]), rng.choice(EMOTIONS), rng.choice(SENTIMENTS),
-            str(dialogue), str(utterance), str(rng.randint(1, 10)), str(rng.randint(1, 25)),
-            f"{start // 3600000:02d}:{start // 60000 % 60:02d}:{start // 1000 % 60:02d},{start % 1000:03d}",
-            f"{start // 3600000}:{start // 60000 % 60:02d}:{start // 1000 % 60:02d},{start % 1000:03d}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                str(i + 1),
+                rng.choice(["Hi.", "Oh, my God!", "Pivot, pivot…", "It’s “fine”.", "Line\nbreak"]),
+                rng.choice(["Ross", "Rachel", "Mr. Heckles"]),
+                rng.choice(EMOTIONS),
+                rng.choice(SENTIMENTS),
+                str(dialogue),
+                str(utterance),
+                str(rng.randint(1, 10)),
+                str(rng.randint(1, 25)),
+                f"{start // 3600000:02d}:{start // 60000 % 60:02d}:{start // 1000 % 60:02d},{start % 1000:03d}",
+                f"{start // 3600000}:{start // 60000 % 60:02d}:{start // 1000 % 60:02d},{start % 1000:03d}",
+            ]
+        )
     return rows
 
 
@@ -141,8 +149,9 @@ def test_any_bytes_give_utterances_or_one_data_error(tmp_path, raw):
 def test_one_damaged_cell_is_named_by_row_and_column(tmp_path, seed, n, data):
     rows = _rows(n, seed)
     r = data.draw(st.integers(0, n - 1), label="row")
-    c = data.draw(st.sampled_from([i for i, name in enumerate(COLUMNS) if name not in ("Utterance", "Speaker")]),
-                  label="column")  # fmt: skip
+    c = data.draw(
+        st.sampled_from([i for i, name in enumerate(COLUMNS) if name not in ("Utterance", "Speaker")]), label="column"
+    )
     value = data.draw(st.text(max_size=12).filter(lambda v: "\x00" not in v), label="value")
     original = rows[r][c]
     rows[r][c] = value

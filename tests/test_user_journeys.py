@@ -12,17 +12,18 @@ from emo.cli import app, run
 from emo.commands.output import LOG_WIDTH, ProgressView, make_console
 from emo.progress import TaskAdvanced, TaskFinished, TaskStarted
 from emo.units import count_units, index_ranges
-from synthetic_features import make_synthetic_split, split_rows
+from synthetic_features import make_synthetic_split, split_rows, to_feature_sets
 
 
 def write_partial_cache(root, skip_shard: int | None = None, finalize: bool = True, shard_rows: int = 8):
     """A train split of 3 shards written as `emo extract` would, one shard left out (another
     --shard-index's) or the split plan never written (an interrupted run)."""
-    from emo.cache import CacheWriter
+    from cache_writing import V1Writer
 
-    features = make_synthetic_split(24, text_dim=8, visual_dim=8, frames=2, n_mels=4, mean_mel_frames=5,
-                                    max_mel_frames=8)  # fmt: skip
-    writer = CacheWriter(root, features.fingerprint, fmt="h5")
+    features = make_synthetic_split(
+        24, text_dim=8, visual_dim=8, frames=2, n_mels=4, mean_mel_frames=5, max_mel_frames=8
+    )
+    writer = V1Writer(root, features.fingerprint, fmt="h5")
     for index, start in enumerate(range(0, len(features), shard_rows)):
         if index != skip_shard:
             writer.write_shard("train", index, split_rows(features, start, start + shard_rows))
@@ -66,8 +67,11 @@ def test_a_dataset_folder_as_cache_is_a_usage_error_that_says_what_to_run(tmp_pa
     data = tmp_path / "MELD.Raw"
     data.mkdir()
     (data / "train_sent_emo.csv").write_text("Sr No.,Utterance\n")
-    for argv in (["cache", "info", str(data)], ["cache", "status", str(data)],
-                 ["fit", "--cache", str(data), "--out", str(tmp_path / "run")]):  # fmt: skip
+    for argv in (
+        ["cache", "info", str(data)],
+        ["cache", "status", str(data)],
+        ["fit", "--cache", str(data), "--out", str(tmp_path / "run")],
+    ):
         assert run(app, argv) == 2
         line = one_sentence(capsys.readouterr().err)
         assert "dataset folder" in line and f"--data-root {data}" in line
@@ -100,9 +104,13 @@ def test_status_after_an_interrupted_extract_says_how_to_finish(tmp_path, capsys
 def test_a_segment_without_words_is_predicted_without_text():
     from emo.predict.encode import hide_missing_words
 
-    features = make_synthetic_split(3, text_dim=4, visual_dim=4, frames=2, n_mels=4, mean_mel_frames=5,
-                                    max_mel_frames=8, missing=0.0)  # fmt: skip
-    features.has_text[:] = True
+    features = to_feature_sets(
+        make_synthetic_split(
+            3, text_dim=4, visual_dim=4, frames=2, n_mels=4, mean_mel_frames=5, max_mel_frames=8, missing=0.0
+        )
+    )
+    (text,) = (s for s in features.sets.values() if s.modality == "text")
+    text.present[:] = True
     hide_missing_words(features, ["hello there", "", "  "])
-    assert features.has_text.tolist() == [True, False, False]
-    assert not np.any(features.text_cls[1:]) and not np.any(features.text_mean[1:]) and np.any(features.text_cls[0])
+    assert text.present.tolist() == [True, False, False]
+    assert not np.any(text.arrays["cls"][1:]) and not np.any(text.arrays["mean"][1:]) and np.any(text.arrays["cls"][0])

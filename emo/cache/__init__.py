@@ -17,21 +17,20 @@ Writing (one process per `--shard-index`, or one for all)::
     writer.finalize("train", total_rows=len(utterances), expected_shards=num_shards,
                     ignored_videos=len(unlabeled))
 
-`write_shard("train", index, columns, failures, stats)` takes ready-made version-1 style
-columns instead (for tests and benchmarks that fabricate caches).
+`write_rows` and `write_set` write one shard of the row table or of one set from ready-made
+columns (`emo.cache.schema`), which is how `emo cache upgrade` converts an older cache.
 
-Reading::
+Reading (a `LoadedSplit`: the row table plus each set's arrays, as stored)::
 
-    features = load_split(cache_dir, "train", sets=["text/all-MiniLM-L6-v2", "audio/mel"])
+    split = load_split(cache_dir, "train", sets=["text/all-MiniLM-L6-v2", "audio/mel"])
 """
 
 from emo.cache.clips import ClipFailure, ClipRecord
-from emo.cache.features import SplitFeatures
 from emo.cache.fingerprint import fingerprint_digest, require_same
 from emo.cache.manifest import MissingCacheError, OldCacheError
 from emo.cache.metadata import DamagedMetadataError
-from emo.cache.loader import load_split
-from emo.cache.reader import CacheInfo, SetInfo, ShardInfo, SplitInfo, UnknownSplitError, open_cache, set_config_path
+from emo.cache.load import LoadedSplit, load_split
+from emo.cache.describe import CacheInfo, SetInfo, ShardInfo, SplitInfo, UnknownSplitError, open_cache, set_config_path
 from emo.cache.schema import SCHEMA_VERSION
 from emo.cache.sets import KINDS, LoadedSet, SetSpec
 from emo.cache.status import CacheStatus, SplitStatus, cache_status
@@ -48,12 +47,12 @@ __all__ = [
     "ClipRecord",
     "DamagedMetadataError",
     "LoadedSet",
+    "LoadedSplit",
     "MissingCacheError",
     "OldCacheError",
     "SetInfo",
     "SetSpec",
     "ShardInfo",
-    "SplitFeatures",
     "SplitInfo",
     "SplitStatus",
     "UnknownSplitError",

@@ -148,13 +148,14 @@ def _sequence_columns(values: list[Any], spec: SetSpec, present: np.ndarray) -> 
     return {"values": flat, "index": index}
 
 
-def features_from_clips(clips: Sequence[ClipRecord], specs: Sequence[SetSpec], fingerprint: dict[str, Any],
-                        split: str = "predict"):
-    """The `SplitFeatures` that a shard of these clips would load back as, without writing it:
+def features_from_clips(
+    clips: Sequence[ClipRecord], specs: Sequence[SetSpec], fingerprint: dict[str, Any], split: str = "predict"
+):
+    """The `LoadedSplit` that a shard of these clips would load back as, without writing it:
     the same columns and float16 rounding, for code that scores freshly encoded clips
     (`emo predict`) exactly as the heads see a cache."""
-    from emo.cache.features import SplitFeatures
-    from emo.cache.records import set_digest
+    from emo.cache.load import LoadedSplit
+    from emo.cache.digests import set_digest
     from emo.cache.sets import LoadedSet
 
     rows = build_row_columns(clips)
@@ -163,12 +164,15 @@ def features_from_clips(clips: Sequence[ClipRecord], specs: Sequence[SetSpec], f
         columns, failures = build_set_columns(clips, spec)
         present, truncated = columns.pop("present"), columns.pop("truncated")
         sets[spec.name] = LoadedSet(
-            name=spec.name, kind=spec.kind, dim=spec.dim, encoder=spec.encoder, fingerprint=dict(spec.fingerprint),
-            digest=set_digest(spec), present=present, truncated=truncated, arrays=columns, failures=failures,
-        )  # fmt: skip
-    n = len(clips)
-    none = np.zeros(n, dtype=bool)
-    return SplitFeatures(
-        split=split, fingerprint=dict(fingerprint), has_text=none, has_audio=none.copy(), has_visual=none.copy(),
-        truncated=np.array([c.truncated for c in clips], dtype=bool), failure=[""] * n, sets=sets, **rows,
-    )  # fmt: skip
+            name=spec.name,
+            kind=spec.kind,
+            dim=spec.dim,
+            encoder=spec.encoder,
+            fingerprint=dict(spec.fingerprint),
+            digest=set_digest(spec),
+            present=present,
+            truncated=truncated,
+            arrays=columns,
+            failures=failures,
+        )
+    return LoadedSplit(split=split, fingerprint=dict(fingerprint), sets=sets, **rows)

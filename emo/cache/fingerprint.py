@@ -35,6 +35,5 @@ def require_same(expected: dict[str, Any], found: dict[str, Any], what: str) -> 
     """Raise one clear sentence when two fingerprints differ."""
     if fingerprint_digest(expected) != fingerprint_digest(found):
         raise CacheError(
-            f"{what} was made with different encoders or preprocessing: "
-            f"{describe_difference(expected, found)}."
+            f"{what} was made with different encoders or preprocessing: {describe_difference(expected, found)}."
         )

@@ -11,7 +11,8 @@
     CACHE/sets/<modality>/<name>/config.toml          the extract config that made it
     CACHE/sets/<modality>/<name>/<split>/shard-*      its shards and sidecars (+ failures),
                                                       numbered like the row table's
-    CACHE/slurm/                      a launcher's job files and per-task logs (never a split)
+    CACHE/slurm/                      a launcher's job files and per-task logs (never a split;
+                                      marked as such, `emo.cache.launches`)
 
 A set's shard k holds the same rows as the row table's shard k, so sets are added,
 replaced or removed (`emo cache rm --set`) without touching any other file.
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from emo.atomic import this_host
+from emo.cache.launches import LEGACY_DIRS, is_launcher_dir
 
 CACHE_FILE = "cache.json"
 MANIFEST_FILE = "manifest.json"
@@ -46,12 +48,6 @@ SPLIT_FILE = "split.json"
 SET_FILE = "set.json"
 SETS_DIR = "sets"
 FORMATS = ("h5", "zarr")
-# Folders a launcher (`emo extract --launcher slurm`) keeps its job files and logs in, inside
-# the cache so they sit on the same shared filesystem as the shards. Never a split; a cache
-# folder holding only these is still an empty cache.
-LAUNCHER_DIRS = ("slurm",)
-# The last launch into the cache (`emo.extract.launch.slurm` writes it: job id, tasks, logs).
-LAUNCH_RECORD = f"{LAUNCHER_DIRS[0]}/launch.json"
 
 
 def is_cache_folder(path: Path | str) -> bool:
@@ -59,16 +55,6 @@ def is_cache_folder(path: Path | str) -> bool:
     who passed a cache where a run folder belongs which is which."""
     return (Path(path) / CACHE_FILE).is_file()
 
-
-def launched_job(root: Path | str) -> str | None:
-    """The job id of the last launch into the cache at `root`, or None. Only the launcher can
-    ask the queue whether it still runs; the cache uses it to name the job in its advice."""
-    try:
-        record = json.loads((Path(root) / LAUNCH_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    job = record.get("job_id") if isinstance(record, dict) else None
-    return str(job) if job not in (None, "") else None
 
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.(h5|zarr|json)$")
 _TEMP_RE = re.compile(r"^\.shard-(\d{5,})\..*\.tmp-(.+)-(\d+)$")
@@ -78,7 +64,7 @@ _HASH_BLOCK = 8 << 20
 
 def check_split_name(split: str) -> str:
     """Split names become folder names, so they must be plain (no slashes, no dot-files)."""
-    if not _SPLIT_NAME_RE.match(split) or split in (CACHE_FILE, MANIFEST_FILE, CONFIG_FILE, SETS_DIR, *LAUNCHER_DIRS):
+    if not _SPLIT_NAME_RE.match(split) or split in (CACHE_FILE, MANIFEST_FILE, CONFIG_FILE, SETS_DIR, *LEGACY_DIRS):
         raise ValueError(f"invalid split name {split!r}")
     return split
 
@@ -227,7 +213,9 @@ def wipe_cache(root: Path) -> None:
         if child.is_dir() and not name.startswith(".") and name != SETS_DIR:
             entries = list(child.iterdir())
             ours = all(
-                parse_shard_name(p.name) or parse_temp_name(p.name) or p.name == SPLIT_FILE
+                parse_shard_name(p.name)
+                or parse_temp_name(p.name)
+                or p.name == SPLIT_FILE
                 or p.name.startswith(f".{SPLIT_FILE}")
                 for p in entries
             )
@@ -239,9 +227,9 @@ def clean_dead_temps(root: Path) -> None:
     """Delete temporaries left by killed processes on this machine; never a live one."""
     host = this_host()
     folders = [root] + [
-        p for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and p.name not in LAUNCHER_DIRS
-        and p.name != SETS_DIR
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not is_launcher_dir(p) and p.name != SETS_DIR
     ]
     sets_root = root / SETS_DIR
     if sets_root.is_dir():

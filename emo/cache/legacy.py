@@ -4,7 +4,7 @@ row table plus the seed's three feature sets.
 A version-1 shard held the labels and every modality's features side by side (fixed
 columns `text_cls`, `text_mean`, `visual`, `mel`, ...) under one cache-wide fingerprint.
 The same translation serves two callers: `emo cache upgrade` (old shards on disk) and
-`CacheWriter.write_shard` (tests and benchmarks that fabricate caches column by column).
+`tests/cache_writing.py`'s `V1Writer` (tests and benchmarks that fabricate caches).
 Each seed set's fingerprint is the slice of the old fingerprint that made its numbers,
 exactly what `emo extract` records for the same encoder today, so an upgraded cache and a
 fresh extraction agree and a later `emo extract` adds sets to an upgraded cache.

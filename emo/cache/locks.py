@@ -172,8 +172,14 @@ def _register(root: Path, what: str | None, digest: str, scope: Scope) -> Path:
                 if refusal:
                     raise CacheError(refusal)
             path = folder / f"{this_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.lock"
-            record = {"what": "rows" if what is None else what, "host": this_host(), "pid": os.getpid(),
-                      "started": _now(), "digest": digest, "scope": scope.to_dict()}  # fmt: skip
+            record = {
+                "what": "rows" if what is None else what,
+                "host": this_host(),
+                "pid": os.getpid(),
+                "started": _now(),
+                "digest": digest,
+                "scope": scope.to_dict(),
+            }
             _create(path, record)
             if still_mine():
                 return path
@@ -184,13 +190,14 @@ def _register(root: Path, what: str | None, digest: str, scope: Scope) -> Path:
 def _refusal(root: Path, what: str | None, holder: dict[str, Any], digest: str, scope: Scope) -> str | None:
     """The sentence refusing a writer of `what` while `holder` lives, or None if they can share."""
     theirs = Scope.from_dict(holder.get("scope") or {})
-    who = (f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('started')} "
-           f"({_scope_words(theirs)})")  # fmt: skip
+    who = f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('started')} ({_scope_words(theirs)})"
     status = f"see `emo cache status {root}`"
     if holder.get("digest") != digest:
         hint = "or choose another --name" if what is not None else "or use another --cache"
-        return (f"{_what(what, cap=True)} in {root} is being written with other settings by {who}; "
-                f"wait for it to finish {hint} ({status}).")  # fmt: skip
+        return (
+            f"{_what(what, cap=True)} in {root} is being written with other settings by {who}; "
+            f"wait for it to finish {hint} ({status})."
+        )
     if theirs.overlaps(scope):
         return f"{_what(what, cap=True)} in {root} is already being written by {who}; wait for it to finish ({status})."
     return None
@@ -233,8 +240,10 @@ def describe(holder: Mapping[str, Any]) -> str:
     scope = Scope.from_dict(holder.get("scope") or {})
     state = "" if holder.get("live") else " - dead, the next run takes it over"
     what = "row table" if holder.get("what") == "rows" else holder.get("what", "?")
-    return (f"{what}: process {holder.get('pid')} on {holder.get('host')} since "
-            f"{holder.get('started')} ({_scope_words(scope)}){state}")  # fmt: skip
+    return (
+        f"{what}: process {holder.get('pid')} on {holder.get('host')} since "
+        f"{holder.get('started')} ({_scope_words(scope)}){state}"
+    )
 
 
 # -- files -----------------------------------------------------------------------------------

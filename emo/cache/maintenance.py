@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from emo import atomic
 from emo.cache import layout, locks, storage
+from emo.cache.launches import is_launcher_dir
 from emo.cache.legacy import V1_COLUMNS, split_v1_columns
 from emo.cache.manifest import list_splits, read_cache_meta, read_sidecar, scan_sets, write_manifest
 from emo.cache.metadata import load_sealed
@@ -51,7 +52,9 @@ def resolve_set_name(root: Path, sets: dict[str, Any], name: str) -> str:
         return matches[0]
     held = ", ".join(sets) or "none"
     if len(matches) > 1:
-        raise UsageError(f"Several feature sets in {root} are called {name} ({', '.join(matches)}); give the full name.")
+        raise UsageError(
+            f"Several feature sets in {root} are called {name} ({', '.join(matches)}); give the full name."
+        )
     raise UsageError(f"Feature cache {root} has no feature set {name}; it holds: {held}.")
 
 
@@ -90,17 +93,18 @@ def upgrade_cache(root: str | Path, on_shard: Callable[[str], None] | None = Non
     fmt, digest, fingerprint = meta["format"], meta["fingerprint_digest"], meta.get("fingerprint", {})
     building = root.parent / atomic.temp_name(root.name + ".upgrade")
     layout.remove_path(building)
-    writer = CacheWriter(building, fingerprint, fmt=fmt, config=_old_config(root))
+    writer = CacheWriter(building, fmt=fmt, config=_old_config(root))
     try:
         for split_dir in sorted(p for p in root.iterdir() if _is_v1_split(p)):
-            report.splits[split_dir.name] = _upgrade_split(split_dir, writer, fmt, digest, fingerprint, report, on_shard)
+            report.splits[split_dir.name] = _upgrade_split(
+                split_dir, writer, fmt, digest, fingerprint, report, on_shard
+            )
     except BaseException:
         layout.remove_path(building)
         raise
     report.sets = sorted(writer.sets)
-    for name in layout.LAUNCHER_DIRS:
-        if (root / name).is_dir():
-            os.replace(root / name, building / name)
+    for folder in [p for p in root.iterdir() if p.is_dir() and is_launcher_dir(p)]:
+        os.replace(folder, building / folder.name)
     old = root.parent / atomic.temp_name(root.name + ".v1")
     os.replace(root, old)
     os.replace(building, root)
@@ -110,8 +114,11 @@ def upgrade_cache(root: str | Path, on_shard: Callable[[str], None] | None = Non
 
 
 def _is_v1_split(path: Path) -> bool:
-    return path.is_dir() and not path.name.startswith(".") and path.name not in layout.LAUNCHER_DIRS and (
-        (path / layout.SPLIT_FILE).exists() or any(layout.parse_shard_name(p.name) for p in path.iterdir())
+    return (
+        path.is_dir()
+        and not path.name.startswith(".")
+        and not is_launcher_dir(path)
+        and ((path / layout.SPLIT_FILE).exists() or any(layout.parse_shard_name(p.name) for p in path.iterdir()))
     )
 
 
@@ -163,8 +170,13 @@ def _upgrade_split(split_dir, writer, fmt, digest, fingerprint, report, on_shard
             on_shard(f"{split}/{sidecar['file']}")
     plan = layout.read_json(split_dir / layout.SPLIT_FILE) if (split_dir / layout.SPLIT_FILE).is_file() else {}
     if plan:
-        writer.finalize(split, total_rows=plan.get("total_rows"), ignored_videos=plan.get("ignored_videos", 0),
-                        extra=plan.get("extra"), expected_shards=plan.get("expected_shards"))  # fmt: skip
+        writer.finalize(
+            split,
+            total_rows=plan.get("total_rows"),
+            ignored_videos=plan.get("ignored_videos", 0),
+            extra=plan.get("extra"),
+            expected_shards=plan.get("expected_shards"),
+        )
     return rows
 
 

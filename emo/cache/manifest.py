@@ -18,8 +18,20 @@ from typing import Any
 from emo import atomic
 from emo.cache import layout
 from emo.cache.metadata import (  # noqa: F401 - re-exported: the readers' and writer's one place to import from
-    DamagedMetadataError, MissingCacheError, NotACacheError, OldCacheError, default_sets, existing_cache_meta,
-    list_sets, load_sealed, now_iso, plan_and_damage, read_cache_meta, read_plan, scan_sets, upgrade_hint,
+    DamagedMetadataError,
+    MissingCacheError,
+    NotACacheError,
+    OldCacheError,
+    default_sets,
+    existing_cache_meta,
+    list_sets,
+    load_sealed,
+    now_iso,
+    plan_and_damage,
+    read_cache_meta,
+    read_plan,
+    scan_sets,
+    upgrade_hint,
 )
 from emo.cache.metadata import split_names as list_splits
 from emo.cache.schema import SCHEMA_VERSION
@@ -35,7 +47,17 @@ def read_sidecar(split_dir: Path, index: int) -> dict[str, Any] | None:
     return data if problem is None and isinstance(data, dict) else None
 
 
-_SIDECAR_KEYS = {"schema_version", "format", "fingerprint_digest", "shard_index", "file", "rows", "arrays", "files", "sha256"}
+_SIDECAR_KEYS = {
+    "schema_version",
+    "format",
+    "fingerprint_digest",
+    "shard_index",
+    "file",
+    "rows",
+    "arrays",
+    "files",
+    "sha256",
+}
 
 
 def sidecar_problem(split_dir: Path, sidecar: dict[str, Any] | None, fmt: str, digest: str) -> str | None:
@@ -87,8 +109,13 @@ def misaligned_shards(row_shards: list[dict[str, Any]], set_shards: list[dict[st
     bad = []
     for shard in set_shards:
         rows = by_index.get(shard["shard_index"])
-        same = rows is not None and int(rows["rows"]) == int(shard["rows"]) and (
-            shard.get("first_key") in (None, rows.get("first_key")) and shard.get("last_key") in (None, rows.get("last_key"))
+        same = (
+            rows is not None
+            and int(rows["rows"]) == int(shard["rows"])
+            and (
+                shard.get("first_key") in (None, rows.get("first_key"))
+                and shard.get("last_key") in (None, rows.get("last_key"))
+            )
         )
         if not same:
             bad.append(int(shard["shard_index"]))
@@ -175,8 +202,9 @@ def merge_failures(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
             known = [m for m in str(merged[key].get("modality", "")).split("+") if m]
             known += [m for m in str(f.get("modality", "")).split("+") if m and m not in known]
             # Modalities in their usual order; anything else a record names ("all") kept after them.
-            merged[key]["modality"] = "+".join([m for m in MODALITIES if m in known] +
-                                               [m for m in known if m not in MODALITIES])  # fmt: skip
+            merged[key]["modality"] = "+".join(
+                [m for m in MODALITIES if m in known] + [m for m in known if m not in MODALITIES]
+            )
         else:
             merged[key] = dict(f)
     return list(merged.values())
@@ -203,8 +231,9 @@ def build_manifest(root: Path) -> dict[str, Any]:
         }
     for name, summary in manifest_splits.items():
         # The split's failures: every set's records, one per clip and reason.
-        items = merge_failures([f for m in manifest_sets.values() if name in m["splits"]
-                                for f in m["splits"][name]["failures"]["items"]])  # fmt: skip
+        items = merge_failures(
+            [f for m in manifest_sets.values() if name in m["splits"] for f in m["splits"][name]["failures"]["items"]]
+        )
         summary["failures"] = failure_summary(items)
     every = list(manifest_splits.values()) + [s for m in manifest_sets.values() for s in m["splits"].values()]
     return {
@@ -213,7 +242,9 @@ def build_manifest(root: Path) -> dict[str, Any]:
         "splits": manifest_splits,
         "sets": manifest_sets,
         # Metadata that cannot be trusted (emo.cache.metadata), by file: what `emo cache verify` reports.
-        "damaged": {d.file: d.line for d in [s["damage"] for s in scans.values() if s["damage"]] + list(damaged.values())},
+        "damaged": {
+            d.file: d.line for d in [s["damage"] for s in scans.values() if s["damage"]] + list(damaged.values())
+        },
         "totals": {
             "rows": sum(s["rows"] for s in manifest_splits.values()),
             "sets": len(manifest_sets),

@@ -30,20 +30,24 @@ carry the SHA-256 of their data, which `emo cache verify` recomputes.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emo import atomic
 from emo.cache import layout
+from emo.cache.launches import is_launcher_dir, last_launch
 from emo.cache.schema import SCHEMA_VERSION
+from emo.cache.sealed import (  # noqa: F401 - re-exported: readers import the seal from here
+    DIGEST_KEY,
+    DIGEST_PROBLEM,
+    content_digest,
+    load_sealed,
+    sealed,
+    write_sealed,
+)
 from emo.errors import CacheError, UsageError
 from emo.labels import MODALITIES
 
-DIGEST_KEY = "digest"
-DIGEST_PROBLEM = "does not match its digest (it was edited or damaged after emo wrote it)"
 _SET_KEYS = {"name": str, "modality": str, "kind": str, "dim": int, "fingerprint_digest": str}
 
 
@@ -66,55 +70,6 @@ class DamagedMetadataError(CacheError):
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-# --- the seal ------------------------------------------------------------------------------
-
-
-def content_digest(content: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of `content` without its own digest field."""
-    rest = {k: v for k, v in content.items() if k != DIGEST_KEY}
-    blob = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def sealed(content: dict[str, Any]) -> dict[str, Any]:
-    """`content` as JSON will hold it, plus its digest (any old digest is replaced)."""
-    plain = json.loads(json.dumps({k: v for k, v in content.items() if k != DIGEST_KEY}, default=str))
-    return {**plain, DIGEST_KEY: content_digest(plain)}
-
-
-def write_sealed(path: Path, content: dict[str, Any]) -> dict[str, Any]:
-    """The one way emo writes cache.json, split.json and set.json: sealed, atomically, durably."""
-    data = sealed(content)
-    atomic.write_json(path, data, durable=True)
-    return {k: v for k, v in data.items() if k != DIGEST_KEY}
-
-
-def load_sealed(path: Path) -> tuple[dict[str, Any] | None, str | None, bool]:
-    """(content without its digest, what is wrong with the file or None, whether it is sealed)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None, "is missing", False
-    except UnicodeDecodeError:
-        return None, "is not valid JSON (its bytes were overwritten)", False
-    except OSError as error:
-        return None, f"cannot be read ({error.strerror or error})", False
-    if not text.strip():
-        return None, "is empty", False
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None, "is not valid JSON (it was truncated or overwritten)", False
-    if not isinstance(data, dict):
-        return None, "is not a JSON object", False
-    if DIGEST_KEY not in data:
-        return data, None, False
-    recorded = data.pop(DIGEST_KEY)
-    if recorded != content_digest(data):
-        return None, DIGEST_PROBLEM, True
-    return data, None, True
 
 
 # --- damage, in words ----------------------------------------------------------------------
@@ -150,20 +105,39 @@ class Damage:
 
 
 def cache_damage(root: Path, problem: str) -> Damage:
-    return Damage(Path(root), layout.CACHE_FILE, problem, "",
-                  "re-run the same `emo extract` into this cache to rewrite it (finished shards are kept)")  # fmt: skip
+    return Damage(
+        Path(root),
+        layout.CACHE_FILE,
+        problem,
+        "",
+        "re-run the same `emo extract` into this cache to rewrite it (finished shards are kept)",
+    )
 
 
 def split_damage(root: Path, split: str, problem: str) -> Damage:
-    return Damage(Path(root), f"{split}/{layout.SPLIT_FILE}", problem, f"split '{split}'",
-                  f"re-run the same `emo extract --split {split}` to rewrite it (finished shards are kept)")  # fmt: skip
+    return Damage(
+        Path(root),
+        f"{split}/{layout.SPLIT_FILE}",
+        problem,
+        f"split '{split}'",
+        f"re-run the same `emo extract --split {split}` to rewrite it (finished shards are kept)",
+    )
 
 
 def set_damage(root: Path, name: str, problem: str) -> Damage:
     folder = f"{layout.SETS_DIR}/{name}"
-    options = f" (its options are in {folder}/{layout.CONFIG_FILE})" if (Path(root) / folder / layout.CONFIG_FILE).is_file() else ""
-    return Damage(Path(root), f"{folder}/{layout.SET_FILE}", problem, f"feature set {name}",
-                  f"re-run the `emo extract` that made it{options} to rewrite it (its finished shards are kept)")  # fmt: skip
+    options = (
+        f" (its options are in {folder}/{layout.CONFIG_FILE})"
+        if (Path(root) / folder / layout.CONFIG_FILE).is_file()
+        else ""
+    )
+    return Damage(
+        Path(root),
+        f"{folder}/{layout.SET_FILE}",
+        problem,
+        f"feature set {name}",
+        f"re-run the `emo extract` that made it{options} to rewrite it (its finished shards are kept)",
+    )
 
 
 # --- cache.json ----------------------------------------------------------------------------
@@ -192,10 +166,10 @@ def read_cache_meta(root: Path) -> dict[str, Any]:
         raise NotACacheError(f"Feature cache {root} is a file, not a cache folder; pass the folder emo extract wrote.")
     meta_path = root / layout.CACHE_FILE
     if not meta_path.is_file():
-        job = layout.launched_job(root)
-        if job is not None and not existing_content(root):  # launched, no shard written yet: unfinished, exit 1
+        launch = last_launch(root)
+        if launch is not None and not existing_content(root):  # launched, no shard written yet: unfinished, exit 1
             raise CacheError(
-                f"Feature cache {root} is incomplete: SLURM job {job} was launched into it and has not written a "
+                f"Feature cache {root} is incomplete: {launch['title']} was launched into it and has not written a "
                 f"shard yet; follow it with `emo cache status {root}` and run this command once the cache is complete."
             )
         csvs = _annotation_csvs(root)
@@ -242,7 +216,7 @@ def existing_cache_meta(root: Path) -> dict[str, Any] | None:
 
 def existing_content(root: Path) -> list[str]:
     """What a folder holds besides hidden files and launcher folders: a cache not started yet holds nothing."""
-    return [p.name for p in Path(root).iterdir() if not p.name.startswith(".") and p.name not in layout.LAUNCHER_DIRS]
+    return [p.name for p in Path(root).iterdir() if not p.name.startswith(".") and not is_launcher_dir(p)]
 
 
 # --- split.json ----------------------------------------------------------------------------
@@ -275,9 +249,12 @@ def set_folders(root: Path) -> list[Path]:
     if not base.is_dir():
         return []
     return [
-        folder for modality in sorted(base.iterdir()) if modality.is_dir() and modality.name in MODALITIES
-        for folder in sorted(modality.iterdir()) if folder.is_dir() and not folder.name.startswith(".")
-    ]  # fmt: skip
+        folder
+        for modality in sorted(base.iterdir())
+        if modality.is_dir() and modality.name in MODALITIES
+        for folder in sorted(modality.iterdir())
+        if folder.is_dir() and not folder.name.startswith(".")
+    ]
 
 
 def _has_shards(folder: Path) -> bool:
@@ -343,10 +320,7 @@ def split_names(root: Path) -> list[str]:
     """Folders of `root` that hold a split plan, a sidecar or a shard."""
     splits = []
     for child in sorted(Path(root).iterdir()):
-        if (
-            not child.is_dir() or child.name.startswith(".") or child.name in layout.LAUNCHER_DIRS
-            or child.name == layout.SETS_DIR
-        ):
+        if not child.is_dir() or child.name.startswith(".") or is_launcher_dir(child) or child.name == layout.SETS_DIR:
             continue
         if (child / layout.SPLIT_FILE).exists() or any(layout.parse_shard_name(p.name) for p in child.iterdir()):
             splits.append(child.name)

@@ -1,14 +1,13 @@
-"""What the writer records besides arrays: digests of sets and rows, failure records, config.toml.
+"""What the writer records besides arrays: cache.json, set.json, failure records, config.toml.
 
 Kept apart from `emo.cache.writer` so that the shard-writing logic there stays readable;
 `emo cache upgrade` uses the same helpers, so an upgraded cache records exactly what a
-fresh extraction would.
+fresh extraction would. What identifies a set or a shard's rows is `emo.cache.digests`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,12 @@ import numpy as np
 
 from emo import atomic
 from emo.cache import layout
+from emo.cache.fingerprint import fingerprint_digest
 from emo.cache.manifest import now_iso, read_cache_meta
 from emo.cache.metadata import write_sealed
-from emo.cache.fingerprint import fingerprint_digest
 from emo.cache.schema import SCHEMA_VERSION
 from emo.cache.sets import SetSpec
 from emo.errors import CacheError
-
-# The row table's fingerprint: the rows are the annotations themselves, checked row by row
-# (`rows_sha256` in every sidecar), so only the layout version can make two caches differ.
-ROWS_FINGERPRINT: dict[str, Any] = {"cache_schema": SCHEMA_VERSION, "rows": "ids, labels, speaker, text"}
 
 
 def create_cache(root: Path, fmt: str, fingerprint: dict[str, Any], config: Any) -> dict[str, Any]:
@@ -37,7 +32,9 @@ def create_cache(root: Path, fmt: str, fingerprint: dict[str, Any], config: Any)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CacheError(f"Cannot create the feature cache {root} ({error.strerror or error}); choose another --cache.") from None
+        raise CacheError(
+            f"Cannot create the feature cache {root} ({error.strerror or error}); choose another --cache."
+        ) from None
     meta = {
         "schema_version": SCHEMA_VERSION,
         "format": fmt,
@@ -52,34 +49,10 @@ def create_cache(root: Path, fmt: str, fingerprint: dict[str, Any], config: Any)
     return read_cache_meta(root)
 
 
-def set_digest(spec: SetSpec) -> str:
-    """A set's identity: its name, kind, dim and everything that made its numbers."""
-    return fingerprint_digest(json.loads(json.dumps(spec.describe(), default=str)))
-
-
 def set_meta(spec: SetSpec, digest: str, created: str) -> dict[str, Any]:
     """set.json's content (sealed by `emo.cache.metadata.write_sealed`): what a reader
     needs to know about a set, its digest and when it was created (which orders the sets)."""
     return {**spec.describe(), "fingerprint_digest": digest, "schema_version": SCHEMA_VERSION, "created": created}
-
-
-def rows_sha256(columns: dict[str, Any]) -> str:
-    """A digest of a row-table shard's annotations (ids, labels, speakers), so a later run
-    can tell whether its CSVs are the ones the cache was built from."""
-    digest = hashlib.sha256()
-    for name in ("dialogue_id", "utterance_id", "emotion", "sentiment"):
-        digest.update(np.ascontiguousarray(np.asarray(columns[name], dtype=np.int64)).tobytes())
-    digest.update("\x1f".join(str(v) for v in columns.get("speaker", [])).encode())
-    return digest.hexdigest()
-
-
-def texts_sha256(columns: dict[str, Any]) -> str | None:
-    """A digest of the shard's utterance texts; None when it holds none (a cache upgraded
-    from version 1, which stored no text, cannot be checked on them)."""
-    texts = [str(v) for v in columns.get("text", [])]
-    if not any(texts):
-        return None
-    return hashlib.sha256("\x1f".join(texts).encode()).hexdigest()
 
 
 def json_safe(value: Any) -> Any:

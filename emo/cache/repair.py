@@ -27,8 +27,15 @@ from typing import Any
 from emo.cache import layout
 from emo.cache.fingerprint import fingerprint_digest
 from emo.cache.metadata import (
-    DamagedMetadataError, damaged_sets, existing_cache_meta, load_sealed, now_iso, set_folders, split_names,
-    unsealed_files, write_sealed,
+    DamagedMetadataError,
+    damaged_sets,
+    existing_cache_meta,
+    load_sealed,
+    now_iso,
+    set_folders,
+    split_names,
+    unsealed_files,
+    write_sealed,
 )
 from emo.cache.schema import SCHEMA_VERSION
 from emo.cache.sets import SetSpec
@@ -49,7 +56,9 @@ def _sidecars(folder: Path) -> list[dict[str, Any]]:
 
 def _folder_sidecars(folder: Path) -> list[dict[str, Any]]:
     """The sidecars of every split of a set's folder."""
-    return [s for split in sorted(folder.iterdir()) if split.is_dir() for s in _sidecars(split)] if folder.is_dir() else []
+    return (
+        [s for split in sorted(folder.iterdir()) if split.is_dir() for s in _sidecars(split)] if folder.is_dir() else []
+    )
 
 
 def repaired_cache_meta(root: Path, fmt: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
@@ -72,8 +81,12 @@ def repaired_cache_meta(root: Path, fmt: str, fingerprint: dict[str, Any]) -> di
     if formats <= {fmt} and digests <= {digest}:
         return create_cache(root, fmt, fingerprint, None)
     found = sorted(str(f) for f in formats if f != fmt) or [fmt]
-    return {"schema_version": SCHEMA_VERSION, "format": found[0], "fingerprint": {},
-            "fingerprint_digest": sorted(str(d) for d in digests - {digest} or {digest})[0]}  # fmt: skip
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "format": found[0],
+        "fingerprint": {},
+        "fingerprint_digest": sorted(str(d) for d in digests - {digest} or {digest})[0],
+    }
 
 
 def repair_set_meta(root: Path, spec: SetSpec, digest: str, overwrite: bool, config: Any = None) -> bool:

@@ -16,7 +16,7 @@ Every set also stores `present` bool [N] (the row has this set's features; False
 its media failed or held nothing to encode) and `truncated` bool [N] (the clip was cut).
 
 `SetSpec` is what a writer needs to know about a set; `LoadedSet` is one set of one split
-in memory, as `emo.cache.load_split` returns it inside `SplitFeatures.sets`.
+in memory, as `emo.cache.load_split` returns it inside `LoadedSplit.sets`.
 """
 
 from __future__ import annotations
@@ -106,9 +106,16 @@ class SetSpec:
 
 def spec_from_meta(meta: dict[str, Any]) -> SetSpec:
     """The SetSpec a set.json describes (the inverse of `SetSpec.describe`)."""
-    return SetSpec(meta["name"], meta["kind"], int(meta["dim"]), str(meta.get("encoder", "")),
-                   meta.get("fingerprint", {}), tuple(meta.get("arrays") or ("values",)),
-                   int(meta.get("frames") or 0), int(meta.get("views") or 1))  # fmt: skip
+    return SetSpec(
+        meta["name"],
+        meta["kind"],
+        int(meta["dim"]),
+        str(meta.get("encoder", "")),
+        meta.get("fingerprint", {}),
+        tuple(meta.get("arrays") or ("values",)),
+        int(meta.get("frames") or 0),
+        int(meta.get("views") or 1),
+    )
 
 
 @dataclass

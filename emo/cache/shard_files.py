@@ -39,7 +39,12 @@ Describe = Callable[[dict[str, dict[str, Any]], dict[str, float]], dict[str, Any
 
 
 def write_shard_files(
-    folder: Path, shard_index: int, fmt: str, arrays: dict[str, Any], attrs: dict[str, Any], compression: str,
+    folder: Path,
+    shard_index: int,
+    fmt: str,
+    arrays: dict[str, Any],
+    attrs: dict[str, Any],
+    compression: str,
     describe: Describe,
 ) -> dict[str, Any]:
     """Write one shard's data and sidecar into `folder` (steps 1-5 above); returns the sidecar

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from emo import atomic
 from emo.cache import layout
+from emo.cache.launches import is_launcher_dir, last_launch
 from emo.cache.locks import holders
 from emo.cache.manifest import list_sets, list_splits, read_cache_meta, scan_set_split, scan_split
 
@@ -95,7 +96,7 @@ def cache_status(root: str | Path, expected: Mapping[str, int] | None = None) ->
 def _not_started(root: Path) -> bool:
     if not root.is_dir():
         return False
-    return all(child.name.startswith(".") or child.name in layout.LAUNCHER_DIRS for child in root.iterdir())
+    return all(child.name.startswith(".") or is_launcher_dir(child) for child in root.iterdir())
 
 
 def _unstarted_split(name: str, count: int) -> SplitStatus:
@@ -166,16 +167,17 @@ def finish_advice(root: str | Path, split: str) -> str:
     root = Path(root)
     folders = [root / split, *sorted((root / layout.SETS_DIR).glob(f"*/*/{split}"))]
     live = sorted(set().union(*(_temporaries(folder)[0] for folder in folders)))
-    job = layout.launched_job(root)
+    launch = last_launch(root)
+    job = launch["title"] if launch else None  # e.g. "SLURM job 12"
     if live:
         shown = ", ".join(str(k) for k in live[:6]) + (f" and {len(live) - 6} more" if len(live) > 6 else "")
         return (
-            f"{f'SLURM job {job}' if job else 'an emo extract'} is still writing it (shards {shown} in progress); "
+            f"{job or 'an emo extract'} is still writing it (shards {shown} in progress); "
             f"wait for it to end, follow it with `emo cache status {root}`, and run this command again"
         )
     if job:
         return (
-            f"SLURM job {job} was launched into it: while that runs, follow it with `emo cache status {root}` and "
+            f"{job} was launched into it: while that runs, follow it with `emo cache status {root}` and "
             "run this command once it has ended; if it ended unfinished, run its emo extract command again "
             "(it redoes only the missing shards)"
         )

@@ -164,7 +164,9 @@ def _read_h5(path: Path, columns: dict[str, Column], outputs: dict[str, Any], ro
                 target[...] = ds[...]
 
 
-def _read_zarr(path: Path, columns: dict[str, Column], outputs: dict[str, Any], row_start: int, flat_start: int) -> None:
+def _read_zarr(
+    path: Path, columns: dict[str, Column], outputs: dict[str, Any], row_start: int, flat_start: int
+) -> None:
     import zarr
 
     group = zarr.open_group(str(path), mode="r")
@@ -193,8 +195,11 @@ def read_back_problem(path: Path, fmt: str, arrays: dict[str, Any]) -> str | Non
 
         with h5py.File(path, "r", locking=False) as f:
             names = list(f.keys())
-            stored = {name: (f[name].asstr()[()].tolist() if isinstance(arrays.get(name), list) else f[name][()])
-                      for name in names if name in arrays}  # fmt: skip
+            stored = {
+                name: (f[name].asstr()[()].tolist() if isinstance(arrays.get(name), list) else f[name][()])
+                for name in names
+                if name in arrays
+            }
     else:
         import zarr
 

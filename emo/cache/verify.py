@@ -24,7 +24,13 @@ import numpy as np
 
 from emo.cache import layout, storage
 from emo.cache.manifest import (
-    list_splits, misaligned_shards, read_cache_meta, read_sidecar, scan_set_split, scan_sets, scan_split,
+    list_splits,
+    misaligned_shards,
+    read_cache_meta,
+    read_sidecar,
+    scan_set_split,
+    scan_sets,
+    scan_split,
 )
 from emo.cache.schema import ROW_COLUMNS
 
@@ -106,7 +112,11 @@ def verify_cache(root: str | Path, on_shard: Callable[[str, int], None] | None =
 def _damaged_set_shards(folder: Path, on_shard) -> list[str]:
     """Checksums of a damaged set's shards, from their sidecars alone (its set.json cannot say more)."""
     problems = []
-    indices = sorted({p[0] for p in (layout.parse_shard_name(c.name) for c in folder.iterdir()) if p}) if folder.is_dir() else []
+    indices = (
+        sorted({p[0] for p in (layout.parse_shard_name(c.name) for c in folder.iterdir()) if p})
+        if folder.is_dir()
+        else []
+    )
     for index in indices:
         sidecar = read_sidecar(folder, index)
         if not sidecar or not sidecar.get("file") or not isinstance(sidecar.get("files"), dict):

@@ -12,8 +12,8 @@ shards or the same set with other settings. Adding a set never opens another set
 Two ways in: `write_clips` takes per-clip results (`emo.cache.clips.ClipRecord`) and
 builds the shards' columns itself, which is how extraction writes, so the packing of
 ragged sequences, presence flags and failure records lives next to the reader that
-relies on it; `write_shard` takes ready-made version-1 style columns (tests and
-benchmarks that fabricate caches without media) and files them as the seed's sets.
+relies on it; `write_set` and `write_rows` take one shard's ready-made columns (how
+`emo cache upgrade` files an older cache's shards).
 
 Nothing reaches the disk before there is something to keep: with `defer_create=True` the
 constructor only checks that an existing cache is compatible, and the cache folder,
@@ -39,14 +39,11 @@ import numpy as np
 from emo.cache import layout, locks, storage
 from emo.cache.clips import ClipRecord, build_row_columns, build_set_columns
 from emo.cache.fingerprint import describe_difference, fingerprint_digest
-from emo.cache.legacy import split_v1_columns
 from emo.cache.manifest import list_sets, now_iso, read_plan, read_sidecar, sidecar_problem, write_manifest
 from emo.cache.metadata import NotACacheError, write_sealed
 from emo.cache.repair import repair_set_meta, repaired_cache_meta
-from emo.cache.records import (
-    ROWS_FINGERPRINT, clean_failure, create_cache, json_safe, rows_sha256, save_config, set_digest, set_meta,
-    texts_sha256,
-)
+from emo.cache.digests import ROWS_FINGERPRINT, rows_sha256, set_digest, texts_sha256
+from emo.cache.records import clean_failure, create_cache, json_safe, save_config, set_meta
 from emo.cache.schema import SCHEMA_VERSION, describe_arrays, normalize_rows, normalize_set
 from emo.cache.shard_files import reports_disk_full, write_shard_files
 from emo.cache.sets import SetSpec
@@ -56,18 +53,15 @@ from emo.errors import CacheError, ConfigError
 class CacheWriter:
     """Create or reopen the cache at `root` for writing row tables and feature sets.
 
-    `legacy_fingerprint` is only for `write_shard`'s version-1 style columns: the
-    cache-wide fingerprint the seed's sets are named and fingerprinted from. `config` (a
-    config dataclass or a plain dict) is saved as `config.toml` (and beside each set this
-    writer creates). `compression` is "none" (default, fastest to load) or "fast" (HDF5
-    LZF / Zarr Blosc-LZ4; see bench/cache_load.py). `defer_create=True` checks an existing
+    `config` (a config dataclass or a plain dict) is saved as `config.toml` (and beside
+    each set this writer creates). `compression` is "none" (default, fastest to load) or
+    "fast" (HDF5 LZF / Zarr Blosc-LZ4; see bench/cache_load.py). `defer_create=True` checks an existing
     cache now but creates it only when the first shard or split plan is written.
     """
 
     def __init__(
         self,
         root: str | Path,
-        legacy_fingerprint: dict[str, Any] | None = None,
         fmt: str = "h5",
         config: Any = None,
         overwrite: bool = False,
@@ -81,7 +75,6 @@ class CacheWriter:
         self.root = Path(root)
         self.fingerprint = dict(ROWS_FINGERPRINT)
         self.digest = fingerprint_digest(self.fingerprint)
-        self.legacy_fingerprint = json.loads(json.dumps(legacy_fingerprint or {}, default=str))
         self.fmt = fmt
         self.overwrite = overwrite
         self.compression = compression
@@ -154,7 +147,9 @@ class CacheWriter:
         existing = list_sets(self.root).get(spec.name) if self.root.is_dir() else None
         if existing is not None and existing.get("fingerprint_digest") != digest:
             if not self.overwrite:
-                old = {k: existing.get(k) for k in ("kind", "dim", "arrays", "frames", "views", "encoder", "fingerprint")}
+                old = {
+                    k: existing.get(k) for k in ("kind", "dim", "arrays", "frames", "views", "encoder", "fingerprint")
+                }
                 new = {k: v for k, v in spec.describe().items() if k in old}
                 raise CacheError(
                     f"Feature set {spec.name} in {self.root} was made differently "
@@ -272,7 +267,9 @@ class CacheWriter:
         failures = [clean_failure(f) for f in (failures or [])]
         self._set_ready(name)
         # The row table's shard, when it is finished and stays (with overwrite, it is rewritten after).
-        rows_side = read_sidecar(self.split_dir(split), int(shard_index)) if self.part_done(split, shard_index) else None
+        rows_side = (
+            read_sidecar(self.split_dir(split), int(shard_index)) if self.part_done(split, shard_index) else None
+        )
         n = len(arrays["present"])
         if rows_side is not None and int(rows_side.get("rows", -1)) != n:
             raise ValueError(f"{name} shard {shard_index} has {n} rows, the row table's has {rows_side.get('rows')}")
@@ -284,55 +281,44 @@ class CacheWriter:
         }
         return self._write_part(split, name, int(shard_index), arrays, failures, stats, extra, self.set_digests[name])
 
-    def write_shard(
-        self,
-        split: str,
-        shard_index: int,
-        rows: dict[str, Any],
-        failures: list[dict[str, Any]] | None = None,
-        stats: dict[str, Any] | None = None,
-    ) -> None:
-        """Write one shard given version-1 style columns (`emo.cache.legacy.V1_COLUMNS`:
-        labels plus `text_cls`/`text_mean`, `visual`/`visual_mask`, `mel`/`mel_index`):
-        the row table plus the seed's sets, named and fingerprinted from the writer's
-        `legacy_fingerprint`. For tests and benchmarks that fabricate caches."""
-        row_columns, sets = split_v1_columns(rows, self.legacy_fingerprint, list(failures or []))
-        for spec, _, _ in sets:
-            if spec.name not in self.sets:
-                self.add_set(spec)
-        ids = list(zip(np.asarray(row_columns["dialogue_id"]).tolist(), np.asarray(row_columns["utterance_id"]).tolist()))
-        keys = (list(ids[0]), list(ids[-1])) if ids else None
-        for spec, arrays, set_failures in sets:  # sets first, the row table last (see write_clips)
-            self.write_set(split, spec.name, shard_index, arrays, set_failures, stats, keys=keys)
-        self.write_rows(split, shard_index, row_columns, stats)
-
     def _write_part(self, split, set_name, shard_index, arrays, failures, stats, extra, digest) -> dict[str, Any]:
         """One shard and its sidecar, verified on disk before either gets its name (`emo.cache.shard_files`)."""
         if shard_index < 0:
             raise ValueError("shard_index must be >= 0")
-        attrs = {"emo_schema_version": SCHEMA_VERSION, "fingerprint_digest": digest, "split": split,
-                 "shard_index": shard_index, "set": set_name or ""}  # fmt: skip
+        attrs = {
+            "emo_schema_version": SCHEMA_VERSION,
+            "fingerprint_digest": digest,
+            "split": split,
+            "shard_index": shard_index,
+            "set": set_name or "",
+        }
 
         def describe(files: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
             sidecar: dict[str, Any] = {
-                "schema_version": SCHEMA_VERSION, "format": self.fmt, "fingerprint_digest": digest, "split": split,
-                "shard_index": shard_index, "file": layout.shard_data_name(shard_index, self.fmt),
+                "schema_version": SCHEMA_VERSION,
+                "format": self.fmt,
+                "fingerprint_digest": digest,
+                "split": split,
+                "shard_index": shard_index,
+                "file": layout.shard_data_name(shard_index, self.fmt),
                 "rows": len(arrays["present"] if set_name else arrays["emotion"]),
-            }  # fmt: skip
+            }
             if set_name is None:
                 keys = list(zip(arrays["dialogue_id"].tolist(), arrays["utterance_id"].tolist()))
                 sidecar["first_key"] = list(keys[0]) if keys else None
                 sidecar["last_key"] = list(keys[-1]) if keys else None
             sidecar.update(extra)
-            sidecar.update({
-                "arrays": describe_arrays(arrays),
-                "compression": self.compression,
-                "files": files,
-                "sha256": layout.combined_sha256(files),
-                "failures": failures,
-                "stats": dict(stats or {}, **timings),
-                "written": now_iso(),
-            })  # fmt: skip
+            sidecar.update(
+                {
+                    "arrays": describe_arrays(arrays),
+                    "compression": self.compression,
+                    "files": files,
+                    "sha256": layout.combined_sha256(files),
+                    "failures": failures,
+                    "stats": dict(stats or {}, **timings),
+                    "written": now_iso(),
+                }
+            )
             return sidecar
 
         if self._held is not None:
@@ -379,5 +365,3 @@ class CacheWriter:
         plan["updated"] = now_iso()
         write_sealed(split_dir / layout.SPLIT_FILE, plan)
         return write_manifest(self.root)
-
-

@@ -21,26 +21,36 @@ from typing import List, Optional
 import typer
 
 from emo.commands.output import ProgressView, make_console
+from emo.fuse.heads import fusion_help
 
 
 def command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache written by emo extract."),
     out: Optional[Path] = typer.Option(None, "--out", help="Ablation directory to write (e.g. runs/ablate-NAME)."),
     modalities: Optional[str] = typer.Option(
-        None, help="all-subsets (the 7 non-empty subsets) or subsets like text,text+audio,text+audio+visual. (default: all-subsets)"
+        None,
+        help="all-subsets (the 7 non-empty subsets) or subsets like text,text+audio,text+audio+visual. (default: all-subsets)",
     ),
-    fusion: Optional[str] = typer.Option(None, help="Fusion modes to compare: any of early,late,ensemble. (default: ensemble)"),
+    fusion: Optional[str] = typer.Option(
+        None, help=f"Fusion heads to compare, comma-separated: {fusion_help('and/or')}. (default: ensemble)"
+    ),
     seeds: Optional[int] = typer.Option(None, help="Seeds per cell; mean ± std is reported. (default: 3)"),
     grid: Optional[List[str]] = typer.Option(
-        None, "--grid", help="Extra axis over any fit option, e.g. class_weights=none,meld, context_model=none,gru or features.audio=mel,whisper-base (repeatable)."
+        None,
+        "--grid",
+        help="Extra axis over any fit option, e.g. class_weights=none,meld, context_model=none,gru or features.audio=mel,whisper-base (repeatable).",
     ),
     epochs: Optional[int] = typer.Option(None, help="Training epochs of every cell. (default: 15)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. (default: auto)"),
     config: Optional[Path] = typer.Option(
-        None, "--config", help="TOML with [ablate] (grid) and [fit] (base fit options) sections; options and --set override it."
+        None,
+        "--config",
+        help="TOML with [ablate] (grid) and [fit] (base fit options) sections; options and --set override it.",
     ),
     set_: Optional[List[str]] = typer.Option(
-        None, "--set", help="Override an ablate or fit key: --set key=value (repeatable); a key that its own option also sets, or that --grid varies, is refused."
+        None,
+        "--set",
+        help="Override an ablate or fit key: --set key=value (repeatable); a key that its own option also sets, or that --grid varies, is refused.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain cells saved with different options."),
 ) -> None:

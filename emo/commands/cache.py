@@ -90,8 +90,16 @@ def info(
             for split, part in item.splits.items()
         )
         label = item.name + (" (default)" if item.name in defaults else "")
-        sets.add_row(label, item.modality, item.kind, str(item.dim), item.encoder, present or "none",
-                     _size(item.bytes), item.digest)  # fmt: skip
+        sets.add_row(
+            label,
+            item.modality,
+            item.kind,
+            str(item.dim),
+            item.encoder,
+            present or "none",
+            _size(item.bytes),
+            item.digest,
+        )
     for name in cache.damaged_sets:  # shown, never hidden: its set.json cannot be trusted
         sets.add_row(f"{name} (damaged)", name.partition("/")[0], "?", "?", "?", "unknown", "?", "?")
     console.print(sets)
@@ -163,10 +171,10 @@ def status(
     from emo.cache.layout import finish_hint
     from emo.cache.locks import describe as describe_lock
     from emo.errors import require_path
-    from emo.extract.launch.slurm import read_record
+    from emo.cache.launches import last_launch
 
     require_path(path, "Feature cache", "create it with `emo extract --cache PATH`")
-    launch = read_record(path)
+    launch = last_launch(path)
     state = cache_status(path, (launch or {}).get("expected_shards"))
     if as_json:
         typer.echo(json.dumps({**state.to_dict(), "launch": launch}, indent=1))
@@ -174,8 +182,8 @@ def status(
     console = make_console(highlight=False)
     if launch:
         console.print(
-            f"{path}: last launch SLURM job {launch['job_id']}, {count(len(launch.get('tasks', {})), 'task')} "
-            f"of --num-shards {launch.get('num_shards')}; logs in {Path(path) / 'slurm'}/"
+            f"{path}: last launch {launch['title']}, {count(len(launch.get('tasks', {})), 'task')} "
+            f"of --num-shards {launch.get('num_shards')}; logs in {launch['folder']}/"
         )
     for holder in state.locks:
         console.print(f"writer lock {describe_lock(holder)}")
@@ -188,19 +196,28 @@ def status(
     for split in state.splits.values():
         missing = len(split.missing) + len(split.stale)
         table.add_row(
-            split.name, "?" if split.shards is None else str(split.shards), str(len(split.finished)),
-            str(len(split.in_progress)), str(missing), "yes" if split.complete else "no",
-        )  # fmt: skip
+            split.name,
+            "?" if split.shards is None else str(split.shards),
+            str(len(split.finished)),
+            str(len(split.in_progress)),
+            str(missing),
+            "yes" if split.complete else "no",
+        )
     console.print(table)
     for split in state.splits.values():
-        for label, indices in (("in progress", split.in_progress), ("missing", split.missing),
-                               ("stale (a dead writer's leftovers)", split.stale)):  # fmt: skip
+        for label, indices in (
+            ("in progress", split.in_progress),
+            ("missing", split.missing),
+            ("stale (a dead writer's leftovers)", split.stale),
+        ):
             if indices:
                 console.print(f"{split.name} {label}: shards {index_ranges(indices)}")
         if split.shards is None and not split.complete and not split.in_progress:
             # The plan (how many shards) is written when a split finishes: an interrupted run leaves none.
-            console.print(f"{split.name}: shard count unknown (its extraction stopped before the end, or is still running); "
-                          f"{finish_hint(split.name)}.")  # fmt: skip
+            console.print(
+                f"{split.name}: shard count unknown (its extraction stopped before the end, or is still running); "
+                f"{finish_hint(split.name)}."
+            )
     if state.complete:
         console.print(f"{path} is complete.")
     elif not state.started:
@@ -253,7 +270,9 @@ def verify(path: Path = typer.Argument(..., help="The cache folder to check.")) 
 @app.command("rm")
 def rm(
     path: Path = typer.Argument(..., help="The cache folder."),
-    set_name: str = typer.Option(..., "--set", help="The feature set to remove, e.g. audio/whisper-base (or whisper-base)."),
+    set_name: str = typer.Option(
+        ..., "--set", help="The feature set to remove, e.g. audio/whisper-base (or whisper-base)."
+    ),
 ) -> None:
     """Remove one feature set; the row table and every other set stay as they are."""
     from emo.cache.maintenance import remove_set
@@ -263,14 +282,18 @@ def rm(
 
 
 @app.command("upgrade")
-def upgrade(path: Path = typer.Argument(..., help="A cache written by emo before feature sets (cache version 1).")) -> None:
+def upgrade(
+    path: Path = typer.Argument(..., help="A cache written by emo before feature sets (cache version 1)."),
+) -> None:
     """Convert a version-1 cache into feature sets in place (nothing is re-extracted)."""
     from emo.cache.maintenance import upgrade_cache
 
     report = upgrade_cache(path)
     if report.already and report.sealed:
-        typer.echo(f"{path} is a version-2 cache; added the digest to {count(len(report.sealed), 'metadata file')} "
-                   f"written by an older emo ({', '.join(report.sealed[:3])}{', ...' if len(report.sealed) > 3 else ''}).")
+        typer.echo(
+            f"{path} is a version-2 cache; added the digest to {count(len(report.sealed), 'metadata file')} "
+            f"written by an older emo ({', '.join(report.sealed[:3])}{', ...' if len(report.sealed) > 3 else ''})."
+        )
         return
     if report.already:
         typer.echo(f"{path} is already a version-2 cache; nothing to do.")

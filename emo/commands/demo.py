@@ -24,11 +24,19 @@ from emo.commands.output import ProgressView, make_console, percent
 
 
 def command(
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the demo's data, cache and runs. (default: emo-demo)"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for the demo's data, cache and runs. (default: emo-demo)"
+    ),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster setting (for tests and a first look)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any DemoConfig key ([demo] or top level); options and --set override it."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any DemoConfig key: --set key=value (repeatable); a key that its own option also sets is refused."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="TOML file with any DemoConfig key ([demo] or top level); options and --set override it."
+    ),
+    set_: Optional[List[str]] = typer.Option(
+        None,
+        "--set",
+        help="Override any DemoConfig key: --set key=value (repeatable); a key that its own option also sets is refused.",
+    ),
 ) -> None:
     from emo.config import merge_overrides
     from emo.recipes.demo import run_demo
@@ -62,15 +70,18 @@ def show_intro(console, config) -> None:
     from emo.recipes.demo_config import departures
 
     cues = "/".join(f"{100 * getattr(config, f'{m}_cue'):.0f}" for m in ("text", "audio", "visual"))
-    console.print(Panel(
-        "This demo runs on SYNTHETIC data generated right now, not on MELD: short mp4 clips whose words, tone and "
-        f"background colour each carry a noisy cue of the emotion (each modality shows the true emotion's cue {cues} % "
-        "of the time, another emotion's otherwise). The scores below show the pipeline works end to end; they say "
-        "nothing about MELD.",
-        title="emo demo" + (" (quick)" if config.quick else ""),
-    ))  # fmt: skip
-    table = Table(title="Demo settings that differ from the defaults of emo synth / extract / fit / ablate",
-                  title_justify="left")  # fmt: skip
+    console.print(
+        Panel(
+            "This demo runs on SYNTHETIC data generated right now, not on MELD: short mp4 clips whose words, tone and "
+            f"background colour each carry a noisy cue of the emotion (each modality shows the true emotion's cue {cues} % "
+            "of the time, another emotion's otherwise). The scores below show the pipeline works end to end; they say "
+            "nothing about MELD.",
+            title="emo demo" + (" (quick)" if config.quick else ""),
+        )
+    )
+    table = Table(
+        title="Demo settings that differ from the defaults of emo synth / extract / fit / ablate", title_justify="left"
+    )
     for name in ("setting", "demo", "default", "why"):
         table.add_column(name)
     for row in departures(config):
@@ -97,12 +108,17 @@ def show_result(console, result) -> None:
     floor = result.baseline
     say = lambda text: console.print(text, highlight=False)  # noqa: E731
     say(f"Done in {result.seconds:.0f} s on synthetic data.")
-    say(f"Fitted head: test weighted F1 {percent(result.test_weighted_f1, 1)} (best dev epoch {result.best_epoch}), "
+    say(
+        f"Fitted head: test weighted F1 {percent(result.test_weighted_f1, 1)} (best dev epoch {result.best_epoch}), "
         f"against test weighted F1 {percent(floor.weighted_f1, 1)} for always predicting '{floor.label}' "
-        "(the majority class).")  # fmt: skip
+        "(the majority class)."
+    )
     if not result.clearly_learns:
-        console.print("That is not clearly above the majority baseline: try more clips or epochs "
-                      "(--set train_clips=800 --set epochs=30).", style="yellow")  # fmt: skip
+        console.print(
+            "That is not clearly above the majority baseline: try more clips or epochs "
+            "(--set train_clips=800 --set epochs=30).",
+            style="yellow",
+        )
     if result.ablation:
         cells = ", ".join(f"{row.modalities} {percent(row.test_weighted_f1, 1)}" for row in result.ablation)
         say(f"Ablation, test weighted F1 by modality subset: {cells}.")

@@ -55,7 +55,9 @@ def print_report(report: dict[str, Any], console) -> None:
     for column in ("head", "weighted F1", "accuracy", "macro F1", "loss"):
         summary.add_column(column, justify="right")
     for name, m in report["metrics"].items():
-        summary.add_row(name, percent(m["weighted_f1"]), percent(m["accuracy"]), percent(m["macro_f1"]), f"{m['loss']:.4f}")
+        summary.add_row(
+            name, percent(m["weighted_f1"]), percent(m["accuracy"]), percent(m["macro_f1"]), f"{m['loss']:.4f}"
+        )
     console.print(summary)
     for name, m in report["metrics"].items():
         per_class = Table(title=f"{name}: per class (percent); confusion counts, rows true, columns predicted")
@@ -64,12 +66,19 @@ def print_report(report: dict[str, Any], console) -> None:
         for label, row in zip(m["labels"], m["confusion"]):
             c = m["per_class"][label]
             per_class.add_row(
-                label, percent(c["precision"], 1), percent(c["recall"], 1), percent(c["f1"], 1), str(c["support"]),
+                label,
+                percent(c["precision"], 1),
+                percent(c["recall"], 1),
+                percent(c["f1"], 1),
+                str(c["support"]),
                 *map(str, row),
-            )  # fmt: skip
+            )
         console.print(per_class)
-        console.print(f"{name} macro F1 averages the classes present in {report['split']}: "
-                      f"{', '.join(m['macro_f1_classes']) or 'none'}.", highlight=False)  # fmt: skip
+        console.print(
+            f"{name} macro F1 averages the classes present in {report['split']}: "
+            f"{', '.join(m['macro_f1_classes']) or 'none'}.",
+            highlight=False,
+        )
     if report.get("features"):
         console.print(f"Feature sets: {report['features']}.", highlight=False, soft_wrap=True)
     weights = ", ".join(f"{k} {percent(v)}" for k, v in report["fusion_weights"].items())

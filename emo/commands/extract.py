@@ -6,7 +6,8 @@ BERT-family encoder (CLS + masked mean), sampled frames through a CLIP image enc
 audio becomes log-mel spectrograms. Extracting into an existing cache adds the sets it
 names and leaves every other set alone: --audio-model whisper-base, --visual-model
 mediapipe-face, --crop faces, --text-model all-mpnet-base-v2, --name to choose the set's
-name. Re-running resumes (finished shards are skipped, per set);
+name. `emo encoders` lists every encoder (plugins too) with its kind, dim, licence, cost and
+whether it loads here offline. Re-running resumes (finished shards are skipped, per set);
 --num-shards/--shard-index split the work across processes or machines.
 Progress goes to stderr, the end-of-run tables to stdout.
 --launcher slurm submits the --num-shards tasks as one SLURM job array and follows it
@@ -19,16 +20,20 @@ SLURM:   emo extract --split all --cache /shared/cache --num-shards 8 --launcher
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from emo.commands.launch_view import with_launcher_options
 from emo.commands.output import ProgressView, count, make_console
 from emo.config import build_config, merge_overrides
-from emo.errors import UsageError
+from emo.errors import EmoError
+from emo.extract.launch.registry import DEFAULT, launcher_help, make_launcher, remote_names
 
 
+@with_launcher_options  # + each launcher's own options (--slurm-time, ...), from the launcher registry
 def command(
     split: Optional[str] = typer.Option(None, "--split", help="train, dev, test, or all. (default: train)"),
     data_root: Optional[Path] = typer.Option(
@@ -39,17 +44,22 @@ def command(
         None, "--modalities", help="Comma-separated subset of text,audio,visual. (default: all three)"
     ),
     text_model: Optional[str] = typer.Option(
-        None, "--text-model", help="Hugging Face id or local folder. (default: bert-base-uncased)"
+        None,
+        "--text-model",
+        help="Hugging Face id, local folder, or an `emo encoders` name. (default: bert-base-uncased)",
     ),
     visual_model: Optional[str] = typer.Option(
-        None, "--visual-model", help="open_clip architecture, or efficientnet-lite0. (default: ViT-B-32)"
+        None,
+        "--visual-model",
+        help="open_clip architecture, or an `emo encoders` name (efficientnet-lite0, ...). (default: ViT-B-32)",
     ),
     visual_pretrained: Optional[str] = typer.Option(
         None, "--visual-pretrained", help="open_clip pretrained tag or checkpoint file. (default: openai)"
     ),
     audio_model: Optional[str] = typer.Option(
-        None, "--audio-model",
-        help="mel, whisper-base (offline), egemaps (needs emo[prosody]), or a transformers speech id/folder. (default: mel)",
+        None,
+        "--audio-model",
+        help="mel, an `emo encoders` name (whisper-base, egemaps, ...), or a transformers speech id/folder. (default: mel)",
     ),
     audio_layers: Optional[str] = typer.Option(
         None, "--audio-layers", help="Speech-model layers pooled per clip: last, all, or e.g. 6,12. (default: last)"
@@ -58,10 +68,14 @@ def command(
         None, "--crop", help="none, or faces: the image encoder sees the most prominent face. (default: none)"
     ),
     name: Optional[str] = typer.Option(
-        None, "--name", help="Feature set name instead of the model's: NAME, or audio=NAME,visual=NAME (ASCII letters, digits, _ . -)."
+        None,
+        "--name",
+        help="Feature set name instead of the model's: NAME, or audio=NAME,visual=NAME (ASCII letters, digits, _ . -).",
     ),
     preset: Optional[str] = typer.Option(
-        None, "--preset", help="offline: pip-shipped MiniLM-L6 text + EfficientNet-Lite0 frames (no network). (default: none)"
+        None,
+        "--preset",
+        help="offline: pip-shipped MiniLM-L6 text + EfficientNet-Lite0 frames (no network). (default: none)",
     ),
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames sampled per clip. (default: 16)"),
     context: Optional[int] = typer.Option(
@@ -92,32 +106,29 @@ def command(
         None, "--audio-views", help="Augmented mel copies per clip. (default: 0)"
     ),
     config: Optional[Path] = typer.Option(
-        None, "--config", help="TOML file with any ExtractConfig key (in an extract table or at top level); options and --set override it."
+        None,
+        "--config",
+        help="TOML file with any ExtractConfig key (in an extract table or at top level); options and --set override it.",
     ),
     set_: Optional[List[str]] = typer.Option(
-        None, "--set", help="Override any config key: --set key=value (repeatable), e.g. --set n_mels=64; a key that its own option also sets is refused."
+        None,
+        "--set",
+        help="Override any config key: --set key=value (repeatable), e.g. --set n_mels=64; a key that its own option also sets is refused.",
     ),
     launcher: str = typer.Option(
-        "local", "--launcher", show_default=False,
-        help="local: run here; slurm: a SLURM job array of --num-shards tasks. (default: local)",
+        DEFAULT,
+        "--launcher",
+        show_default=False,
+        help=f"{launcher_help()}. (default: {DEFAULT})",
     ),
     wait: bool = typer.Option(
-        True, "--wait/--no-wait", show_default=False,
-        help="With --launcher slurm: follow the array to its end, or return once submitted. (default: wait)",
+        True,
+        "--wait/--no-wait",
+        show_default=False,
+        help=f"With a launcher that runs tasks elsewhere ({', '.join(remote_names())}): follow them to their end, "
+        "or return once submitted. (default: wait)",
     ),
-    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="SLURM partition for the tasks."),
-    slurm_time: Optional[str] = typer.Option(
-        None, "--slurm-time", help="Time limit per task, e.g. 90 or 4:00:00. (default: the partition's)"
-    ),
-    slurm_mem: Optional[str] = typer.Option(None, "--slurm-mem", help="Memory per task's node, e.g. 16G."),
-    cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", help="CPUs per SLURM task."),
-    gpus_per_task: Optional[int] = typer.Option(None, "--gpus-per-task", help="GPUs per SLURM task."),
-    array_parallelism: Optional[int] = typer.Option(
-        None, "--array-parallelism", help="SLURM tasks running at once. (default: all)"
-    ),
-    slurm_arg: Optional[List[str]] = typer.Option(
-        None, "--slurm-arg", help="Any other sbatch option: --slurm-arg key=value (repeatable), e.g. account=lab."
-    ),
+    **launcher_values,
 ) -> None:
     from emo.extract.config import ExtractConfig
 
@@ -148,41 +159,55 @@ def command(
         audio_views=audio_views,
     )
     overrides = merge_overrides(set_, named)
-    if launcher == "slurm" and shard_index is not None:
-        raise UsageError("--shard-index is chosen per task by --launcher slurm; give only --num-shards.")
+    chosen = make_launcher(launcher, launcher_values, wait=wait, shard_index=shard_index)
     resolved = build_config(ExtractConfig, config, overrides, section="extract")
-    slurm = dict(
-        partition=slurm_partition, time=slurm_time, mem=slurm_mem, cpus_per_task=cpus_per_task,
-        gpus_per_task=gpus_per_task, array_parallelism=array_parallelism,
-        extra=parse_slurm_args(slurm_arg) if slurm_arg else None,
-    )  # fmt: skip
-    slurm = {k: v for k, v in slurm.items() if v is not None}
-    given = [flag for flag, key in _SLURM_FLAGS.items() if key in slurm] + ([] if wait else ["--no-wait"])
-    if launcher == "local" and given:
-        raise UsageError(f"{given[0]} needs --launcher slurm.")
-    from emo.commands.launch import launch_and_report
-
-    launch_and_report(resolved, launcher, slurm, wait)
+    launch_and_show(resolved, chosen, wait)
 
 
-_SLURM_FLAGS = {
-    "--slurm-partition": "partition", "--slurm-time": "time", "--slurm-mem": "mem", "--cpus-per-task": "cpus_per_task",
-    "--gpus-per-task": "gpus_per_task", "--array-parallelism": "array_parallelism", "--slurm-arg": "extra",
-}  # fmt: skip
+def launch_and_show(config, launcher, wait: bool = True):
+    """Run `config` through `launcher` (built by `make_launcher` from --launcher and its own
+    options), showing it as `emo extract` does; returns the `LaunchReport`."""
+    from emo.commands.launch_view import LaunchView
+    from emo.extract.launch.orchestrate import run_launch
+
+    console = make_console(highlight=False)
+    with LaunchView(console) as view:
+        report = run_launch(config, launcher, run_node_task, wait=wait, progress=view)
+    show_launch(report, console)
+    return report
 
 
-def parse_slurm_args(pairs: List[str]) -> dict:
-    """`--slurm-arg account=lab --slurm-arg qos=high` -> {"account": "lab", "qos": "high"}."""
-    extra = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().lstrip("-")
-        if not sep or not key:
-            raise UsageError(f"--slurm-arg '{pair}' is not key=value; write it as e.g. --slurm-arg account=lab.")
-        if key in extra and extra[key] != value.strip():
-            raise UsageError(f"--slurm-arg {key} is given twice ({extra[key]} and {value.strip()}); give it once.")
-        extra[key] = value.strip()
-    return extra
+def show_launch(report, console) -> None:
+    """The end of a launch: the summary tables, failed tasks, and the sentence to end with."""
+    if report.nothing_to_do:
+        console.print(f"nothing to do: all {count(report.shards, 'shard')} are already in {report.cache}.")
+        return
+    if not report.remote:
+        if report.summary is not None and report.summary.encoders_loaded:  # else announced in one sentence
+            print_summary(report.summary, console)
+        return
+    if not report.waited:
+        console.print(f"Follow it with: emo cache status {report.cache}")
+        return
+    if report.summary is not None:
+        print_summary(report.summary, console)
+    for outcome in report.launch.failed:
+        console.print(f"task {outcome.index} {outcome.state}: {outcome.log}")
+    report.raise_for_failure()
+    splits = ", ".join(f"{name}: {count(len(s.finished), 'shard')}" for name, s in report.status.splits.items())
+    console.print(f"{report.cache} is complete ({splits}).")
+
+
+def run_node_task(config):
+    """What one task of a remote launch runs, on its node: the `--shard-index` extraction,
+    shown as in a batch log (its output is the task's log file). A user's error ends in one
+    `emo: error:` line and the CLI's exit status, not a traceback; the summary is returned
+    for the launcher to hand back."""
+    try:
+        return extract_and_report(config)
+    except EmoError as error:
+        print(f"emo: error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(error.exit_code) from None
 
 
 def extract_and_report(config, console=None, progress_console=None):
@@ -192,7 +217,7 @@ def extract_and_report(config, console=None, progress_console=None):
     `progress_console` (default: stderr), the end-of-run tables to `console` (default:
     stdout). Other commands that extract (the demo) call this to look the same.
     """
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
 
     console = console or make_console()
     with ProgressView(progress_console or make_console(stderr=True)) as view:

@@ -17,18 +17,28 @@ from typing import List, Optional
 import typer
 
 from emo.commands.output import make_console, percent
+from emo.fuse.heads import fusion_help
 
 
 def command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache written by emo extract."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (e.g. runs/NAME)."),
-    modalities: Optional[str] = typer.Option(None, help="Comma-separated subset of text,audio,visual. (default: text,audio,visual)"),
-    features: Optional[str] = typer.Option(
-        None, "--features", help="Cached feature sets per modality, e.g. text=all-MiniLM-L6-v2,audio=mel+whisper-base ('+' concatenates). (default: each modality's default set)"
+    modalities: Optional[str] = typer.Option(
+        None, help="Comma-separated subset of text,audio,visual. (default: text,audio,visual)"
     ),
-    fusion: Optional[str] = typer.Option(None, help="Fusion head: early, late or ensemble. (default: ensemble)"),
-    task: Optional[str] = typer.Option(None, help="Labels to learn: emotion, sentiment or both (joint heads). (default: emotion)"),
-    text_feature: Optional[str] = typer.Option(None, help="Cached text embedding: cls, mean, or auto = the encoder's own pooling (mean for sentence encoders such as MiniLM, cls for BERT). (default: auto)"),
+    features: Optional[str] = typer.Option(
+        None,
+        "--features",
+        help="Cached feature sets per modality, e.g. text=all-MiniLM-L6-v2,audio=mel+whisper-base ('+' concatenates). (default: each modality's default set)",
+    ),
+    fusion: Optional[str] = typer.Option(None, help=f"Fusion head: {fusion_help()}. (default: ensemble)"),
+    task: Optional[str] = typer.Option(
+        None, help="Labels to learn: emotion, sentiment or both (joint heads). (default: emotion)"
+    ),
+    text_feature: Optional[str] = typer.Option(
+        None,
+        help="Cached text embedding: cls, mean, or auto = the encoder's own pooling (mean for sentence encoders such as MiniLM, cls for BERT). (default: auto)",
+    ),
     context_model: Optional[str] = typer.Option(
         None, help="Dialogue context over each conversation: none, gru or transformer. (default: none)"
     ),
@@ -36,21 +46,36 @@ def command(
         None, help="both (the whole dialogue, offline) or past (earlier turns only, for live use). (default: both)"
     ),
     speaker_embedding: Optional[str] = typer.Option(
-        None, help="With a context model: none, speaker (learned per speaker) or turn (same speaker as the previous turn?). (default: none)"
+        None,
+        help="With a context model: none, speaker (learned per speaker) or turn (same speaker as the previous turn?). (default: none)",
     ),
     epochs: Optional[int] = typer.Option(None, help="Training epochs. (default: 15)"),
     batch_size: Optional[int] = typer.Option(None, help="Batch size. (default: 32)"),
     lr: Optional[float] = typer.Option(None, help="AdamW learning rate. (default: 1e-4)"),
-    class_weights: Optional[str] = typer.Option(None, help="Loss class weights: none, balanced or meld (official MELD weights). (default: none)"),
-    modality_dropout: Optional[float] = typer.Option(None, help="Chance of hiding each modality per clip in training. (default: 0)"),
-    spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment", help="SpecAugment masks on mel. (default: off)"),
+    class_weights: Optional[str] = typer.Option(
+        None, help="Loss class weights: none, balanced or meld (official MELD weights). (default: none)"
+    ),
+    modality_dropout: Optional[float] = typer.Option(
+        None, help="Chance of hiding each modality per clip in training. (default: 0)"
+    ),
+    spec_augment: Optional[bool] = typer.Option(
+        None, "--spec-augment/--no-spec-augment", help="SpecAugment masks on mel. (default: off)"
+    ),
     audio_view_sampling: Optional[bool] = typer.Option(
-        None, "--audio-views/--no-audio-views", help="Sample one of the cache's augmented audio views per epoch. (default: off)"
+        None,
+        "--audio-views/--no-audio-views",
+        help="Sample one of the cache's augmented audio views per epoch. (default: off)",
     ),
     seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same metrics on CPU). (default: 0)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. (default: auto)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any FitConfig key ([fit] or top level); options and --set override it."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any config key: --set key=value (repeatable); a key that its own option also sets is refused."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="TOML file with any FitConfig key ([fit] or top level); options and --set override it."
+    ),
+    set_: Optional[List[str]] = typer.Option(
+        None,
+        "--set",
+        help="Override any config key: --set key=value (repeatable); a key that its own option also sets is refused.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
 ) -> None:
     from emo.config import build_config, merge_overrides
@@ -139,10 +164,16 @@ class EpochTable:
         head = "emotion" if "emotion" in row["dev"] else next(iter(row["dev"]))
         dev = row["dev"][head]
         cells = (
-            str(row["epoch"]), f"{row['train_loss']:.4f}", f"{dev['loss']:.4f}", f"{100 * dev['accuracy']:.2f}",
-            f"{100 * dev['weighted_f1']:.2f}", f"{100 * dev['macro_f1']:.2f}", f"{row['lr']:.0e}",
-            f"{row['epoch_seconds']:.1f}", "best" if row["best"] else "",
-        )  # fmt: skip
+            str(row["epoch"]),
+            f"{row['train_loss']:.4f}",
+            f"{dev['loss']:.4f}",
+            f"{100 * dev['accuracy']:.2f}",
+            f"{100 * dev['weighted_f1']:.2f}",
+            f"{100 * dev['macro_f1']:.2f}",
+            f"{row['lr']:.0e}",
+            f"{row['epoch_seconds']:.1f}",
+            "best" if row["best"] else "",
+        )
         if self.live is not None:
             self.table.add_row(*cells)
             self.live.refresh()

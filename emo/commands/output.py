@@ -146,8 +146,9 @@ class ProgressView:
         if self._bars is not None:
             task_id = self._ids.pop(event.task)
             total = state["total"]
-            self._bars.update(task_id, completed=total if total is not None else state["completed"],
-                              detail=event.detail)
+            self._bars.update(
+                task_id, completed=total if total is not None else state["completed"], detail=event.detail
+            )
             return
         now = self.clock()
         elapsed = now - state["started"]

@@ -30,39 +30,45 @@ MAX_ROWS_SHOWN = 40  # the terminal table's length; the files hold every row
 
 def command(
     run: Path = typer.Argument(..., metavar="RUN", help="Run directory written by emo fit."),
-    inputs: List[Path] = typer.Argument(..., metavar="INPUT", help="Video or audio files, or folders of them.",
-                                        show_default=False),
+    inputs: List[Path] = typer.Argument(
+        ..., metavar="INPUT", help="Video or audio files, or folders of them.", show_default=False
+    ),
     out: Path = typer.Option(..., "--out", help="Folder for predictions.csv/.jsonl and timelines.", show_default=False),
     transcript: Optional[Path] = typer.Option(
         None, "--transcript", help="MELD-style CSV, SRT, WebVTT or JSON transcript instead of speech recognition."
     ),
     segment: Optional[bool] = typer.Option(
-        None, "--segment/--no-segment", help="Split inputs at speech segments. (default: only inputs over 30 s)",
+        None,
+        "--segment/--no-segment",
+        help="Split inputs at speech segments. (default: only inputs over 30 s)",
         show_default=False,
     ),
     asr_model: Optional[str] = typer.Option(
         None, "--asr-model", help="faster-whisper model name or folder. (default: the pip-shipped Whisper base)"
     ),
-    language: str = typer.Option("en", "--language", help="Spoken language code, or auto. (default: en)",
-                                 show_default=False),
+    language: str = typer.Option(
+        "en", "--language", help="Spoken language code, or auto. (default: en)", show_default=False
+    ),
     cache: Optional[Path] = typer.Option(
         None, "--cache", help="The run's feature cache, if it moved (its config.toml names the encoders)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto (as the cache was made), cpu or cuda.",
-                               show_default=False),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (as the cache was made), cpu or cuda.", show_default=False
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the predictions already in --out."),
 ) -> None:
     from emo.errors import UsageError
     from emo.predict import Predictor, media_files, write_outputs
-    from emo.predict.output import check_out
+    from emo.predict.files import check_out
 
     check_out(out, overwrite)  # like a typo in an input, fails before any model loads
     media_files(inputs)
     if transcript is not None and not transcript.is_file():
         raise UsageError(f"Transcript {transcript} does not exist; pass a MELD-style CSV, SRT, WebVTT or JSON file.")
     with ProgressView() as view:
-        predictor = Predictor.from_run(run, cache=cache, device=device, asr_model=asr_model, language=language,
-                                       progress=view)  # fmt: skip
+        predictor = Predictor.from_run(
+            run, cache=cache, device=device, asr_model=asr_model, language=language, progress=view
+        )
         with predictor:
             result = predictor.predict(inputs, transcript=transcript, segment=segment)
         files = write_outputs(result, out, overwrite=overwrite)
@@ -74,7 +80,9 @@ def print_result(result, files, heads, console=None) -> None:
     from rich.table import Table
 
     console = console or make_console()
-    table = Table(title=f"emo predict: {count(len(result.segments), 'utterance')} in {count(len(result.inputs), 'input')}")
+    table = Table(
+        title=f"emo predict: {count(len(result.segments), 'utterance')} in {count(len(result.inputs), 'input')}"
+    )
     columns = ["file", "seg", "start", "end", "emotion", "p", "2nd"]
     if "sentiment" in heads:
         columns.append("sentiment")
@@ -84,8 +92,15 @@ def print_result(result, files, heads, console=None) -> None:
     for s in result.segments[:MAX_ROWS_SHOWN]:
         ranked = sorted(s.probabilities.items(), key=lambda kv: -kv[1])
         second = f"{ranked[1][0]} {percent(ranked[1][1], 0)}" if len(ranked) > 1 else ""
-        row = [Path(s.file).name, str(s.segment), f"{s.start:.1f}", f"{s.end:.1f}", s.emotion,
-               percent(s.probabilities.get(s.emotion), 0), second]  # fmt: skip
+        row = [
+            Path(s.file).name,
+            str(s.segment),
+            f"{s.start:.1f}",
+            f"{s.end:.1f}",
+            s.emotion,
+            percent(s.probabilities.get(s.emotion), 0),
+            second,
+        ]
         if "sentiment" in heads:
             row.append(s.sentiment or "")
         row += ["+".join(s.modalities), s.transcript[:80]]
@@ -95,8 +110,9 @@ def print_result(result, files, heads, console=None) -> None:
         console.print(f"... {len(result.segments) - MAX_ROWS_SHOWN} more rows in {files['csv']}.", highlight=False)
     for problem in result.problems:
         what = "skipped" if problem.skipped else "note"
-        console.print(f"{what}: {problem.message}", style="yellow" if problem.skipped else None, highlight=False,
-                      soft_wrap=True)  # fmt: skip
+        console.print(
+            f"{what}: {problem.message}", style="yellow" if problem.skipped else None, highlight=False, soft_wrap=True
+        )
     if result.seconds:
         total = sum(result.seconds.values())
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(result.seconds.items(), key=lambda kv: -kv[1]))

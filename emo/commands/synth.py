@@ -43,8 +43,16 @@ def command(
     ),
     long_duration: Optional[float] = typer.Option(None, help="Seconds of a too_long clip / audio_longer audio."),
     unlabeled_videos: Optional[int] = typer.Option(None, help="Extra mp4s per clip folder that no CSV row names."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any of the keys above ([synth] or top level); options and --set override it."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any config key: --set key=value (repeatable); a key that its own option also sets is refused."),
+    config: Optional[Path] = typer.Option(
+        None,
+        "--config",
+        help="TOML file with any of the keys above ([synth] or top level); options and --set override it.",
+    ),
+    set_: Optional[List[str]] = typer.Option(
+        None,
+        "--set",
+        help="Override any config key: --set key=value (repeatable); a key that its own option also sets is refused.",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace a dataset already in OUT."),
 ) -> None:
     from rich.table import Table

@@ -26,14 +26,14 @@ Why it works this way:
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import re
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 
+from emo.data.text_encoding import decode_bytes, repair_text, require_8bit_text
 from emo.errors import DataError, PathNotFoundError, UsageError
 from emo.labels import EMOTION_INDEX, EMOTIONS, SENTIMENT_INDEX, SENTIMENTS
 
@@ -91,40 +91,6 @@ def format_time(seconds: float, short_hours: bool = False) -> str:
     return f"{hour_text}:{minutes:02d}:{secs:02d},{ms:03d}"
 
 
-def repair_text(text: str) -> str:
-    """Undo first-release mojibake (C1 controls for cp1252 punctuation, UTF-8 read as
-    latin-1) without touching anything else; plain ASCII passes straight through."""
-    if text.isascii():
-        return text
-    import ftfy
-
-    fixed = ftfy.fix_text(text, _ftfy_config())
-    return fixed.replace("\u00a0", " ")
-
-
-@lru_cache(maxsize=1)
-def _ftfy_config():
-    """ftfy's encoding repairs only: no quote uncurling, no normalisation, no HTML unescaping."""
-    import ftfy
-
-    return ftfy.TextFixerConfig(
-        unescape_html=False,
-        remove_terminal_escapes=False,
-        fix_encoding=True,
-        restore_byte_a0=True,
-        replace_lossy_sequences=True,
-        decode_inconsistent_utf8=True,
-        fix_c1_controls=True,
-        fix_latin_ligatures=False,
-        fix_character_width=False,
-        uncurl_quotes=False,
-        fix_line_breaks=False,
-        fix_surrogates=True,
-        remove_control_chars=False,
-        normalization=None,
-    )
-
-
 @dataclass(frozen=True)
 class Utterance:
     """One annotated MELD utterance; `start`/`end` are seconds into the episode."""
@@ -158,26 +124,6 @@ class Utterance:
         return SENTIMENT_INDEX[self.sentiment]
 
 
-def _require_8bit_text(raw: bytes, path: Path) -> None:
-    """Refuse UTF-16/32 and binary files up front: read as cp1252 they would fail later as a missing column."""
-    utf32, utf16 = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE), (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-    kind = ("is UTF-32 text" if raw.startswith(utf32) else "is UTF-16 text" if raw.startswith(utf16) else
-            "holds NUL bytes (UTF-16 without a byte-order mark, or not text)" if b"\x00" in raw else "")  # fmt: skip
-    if kind:
-        raise DataError(f"Annotation file {path} {kind}, not UTF-8 or cp1252; save it as UTF-8 (e.g. 'CSV UTF-8').")
-
-
-def _decode_bytes(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        # Raw cp1252 bytes (0x92 for ’); 5 bytes are undefined in cp1252, latin-1 keeps them.
-        try:
-            return raw.decode("cp1252")
-        except UnicodeDecodeError:
-            return raw.decode("latin-1")
-
-
 def _match_columns(header: list[str], path: Path) -> dict[str, int]:
     """Column name -> position; names are matched ignoring case and surrounding spaces."""
     found = {name.strip().lower(): i for i, name in enumerate(header)}
@@ -204,8 +150,8 @@ def read_annotations(csv_path: str | Path) -> list[Utterance]:
         raw = path.read_bytes()
     except OSError as error:
         raise DataError(f"Annotation file {path} cannot be read: {error.strerror or error}.") from None
-    _require_8bit_text(raw, path)
-    text = _decode_bytes(raw)
+    require_8bit_text(raw, path)
+    text = decode_bytes(raw)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -366,7 +312,7 @@ class MeldSplit:
 
 def _first_existing(candidates: list[Path], want_dir: bool) -> Path | None:
     for candidate in candidates:
-        if (candidate.is_dir() if want_dir else candidate.is_file()):
+        if candidate.is_dir() if want_dir else candidate.is_file():
             return candidate
     return None
 
@@ -380,7 +326,9 @@ def find_split_files(data_root: str | Path, split: str) -> tuple[Path, Path | No
     if root.is_file():
         raise DataError(f"{root} is a file; point at the folder that holds {csv_name(split)}.")
     if not root.is_dir():
-        raise PathNotFoundError(f"Data folder {root} does not exist; pass --data-root with the folder that holds the MELD CSVs.")
+        raise PathNotFoundError(
+            f"Data folder {root} does not exist; pass --data-root with the folder that holds the MELD CSVs."
+        )
     folders = [root, root / split]
     csv_path = _first_existing([f / csv_name(split) for f in folders], want_dir=False)
     if csv_path is None:

@@ -6,7 +6,7 @@ names the audio cue's emotion (a syllable rhythm is a second, redundant hint), t
 show the visual cue's background colour under a moving grey square that carries no label.
 Both are jittered, so a cue is a strong hint, never an exact code.
 
-`write_row_clip` also writes the broken kinds `emo.extract.decode` must survive (empty,
+`write_row_clip` also writes the broken kinds `emo.extract.media.decode` must survive (empty,
 cut short, a text file with a video's name, a missing stream, a too-long clip). PyAV is
 imported inside `write_clip` only, so planning and reading a dataset need no codec.
 """
@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emo.atomic import atomic_path
+from emo.data.synth_config import LAYOUTS
 
-if TYPE_CHECKING:  # the config module imports this one
-    from emo.data.synth import SynthConfig
+if TYPE_CHECKING:
+    from emo.data.synth_config import SynthConfig
     from emo.data.synth_plan import SynthClip
 
-AAC_RATES: tuple[int, ...] = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-LAYOUTS: dict[int, str] = {1: "mono", 2: "stereo", 6: "5.1"}  # audio channels -> AAC layout
 
 # Per emotion: (pitch Hz, syllable rate Hz). Pitches are ~25% apart and jittered by up to
 # 5%, so the pitch names the cue; the rhythm is a second, redundant hint.

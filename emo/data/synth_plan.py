@@ -27,21 +27,10 @@ from emo.data.meld import CLIP_DIRS, COLUMNS, SPLITS, format_time
 from emo.errors import UsageError
 from emo.labels import EMOTIONS
 
-if TYPE_CHECKING:  # the config module imports this one
-    from emo.data.synth import SynthConfig
+if TYPE_CHECKING:
+    from emo.data.synth_config import SynthConfig
 
-BROKEN_KINDS: tuple[str, ...] = (
-    "zero_byte",
-    "truncated",
-    "no_audio",
-    "no_video",
-    "missing",
-    "too_long",
-    "not_video",
-    "audio_longer",
-)
-
-# What `emo.extract.decode.decode_clip` does with each kind: the ClipError reason it
+# What `emo.extract.media.decode.decode_clip` does with each kind: the ClipError reason it
 # raises, or None where the clip decodes (cut at max_duration, `truncated=True`).
 EXPECTED_REASON: dict[str, str | None] = {
     "zero_byte": "empty",
@@ -70,10 +59,27 @@ WORDS: dict[str, tuple[str, ...]] = {
 # No opener or filler uses an emotion word: the text's cue is only the two words it carries.
 _OPENERS = ("I’m", "You know,", "Hey,", "Listen,", "Look,", "Honestly,", "Oh,", "I mean,", "We’re", "That’s")
 _FILLER = (
-    "the coffee", "this apartment", "Central Perk", "the dinosaur", "my sandwich", "today", "just",
-    "the couch", "your sweater", "the duck", "that guy", "the turkey", "Vegas", "the museum",
-    "don’t know", "I think", "you guys", "it’s like", "the chick", "the foosball table",
-)  # fmt: skip
+    "the coffee",
+    "this apartment",
+    "Central Perk",
+    "the dinosaur",
+    "my sandwich",
+    "today",
+    "just",
+    "the couch",
+    "your sweater",
+    "the duck",
+    "that guy",
+    "the turkey",
+    "Vegas",
+    "the museum",
+    "don’t know",
+    "I think",
+    "you guys",
+    "it’s like",
+    "the chick",
+    "the foosball table",
+)
 _SPEAKERS = ("Joey", "Chandler", "Monica", "Rachel", "Ross", "Phoebe", "Gunther", "Janice", "The Interviewer")
 
 

@@ -2,7 +2,7 @@
 
 Every field is settable from a TOML file (`[extract]` section or top level), from
 `--set key=value`, and the common ones from named options. The values that change the
-cached numbers also go into the cache fingerprint (see `emo.extract.fingerprint`), so two
+cached numbers also go into the cache fingerprint (see `emo.extract.encoders.fingerprint`), so two
 runs with different preprocessing can never write into the same cache. The config saved
 beside a cache has any preset folded into the encoder fields (`with_preset_resolved`), so
 it says which models were really used.
@@ -36,7 +36,7 @@ FRAME_RESIZE = ("exact", "ffmpeg")
 # The pip-shipped encoders `--preset offline` swaps in (no network needed).
 OFFLINE_TEXT_MODEL = "all-MiniLM-L6-v2"
 OFFLINE_VISUAL_MODEL = "efficientnet-lite0"
-OFFLINE_MPNET_MODEL = "all-mpnet-base-v2"  # also pip-shipped, as a split archive (emo.extract.pip_models)
+OFFLINE_MPNET_MODEL = "all-mpnet-base-v2"  # also pip-shipped, as a split archive (emo.extract.encoders.pip_models)
 CROPS = ("none", "faces")
 DEFAULT_TEXT_MODEL = "bert-base-uncased"  # the seed design's encoders (the dataclass defaults)
 DEFAULT_VISUAL_MODEL, DEFAULT_VISUAL_PRETRAINED = "ViT-B-32", "openai"
@@ -223,7 +223,9 @@ class ExtractConfig:
         if self.crop not in CROPS:
             raise ConfigError(f"Unknown crop '{self.crop}'; use none or faces.")
         if self.crop == "faces" and self.resolved_visual_model[0] == "mediapipe-face":
-            raise ConfigError("--crop faces needs an image encoder (efficientnet-lite0 or a CLIP model), not mediapipe-face.")
+            raise ConfigError(
+                "--crop faces needs an image encoder (efficientnet-lite0 or a CLIP model), not mediapipe-face."
+            )
         self.set_names()
         self.check_options_apply()
         if self.frame_resize not in FRAME_RESIZE:

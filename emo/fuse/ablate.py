@@ -1,10 +1,11 @@
 """`run_ablate`: a grid of `emo fit` runs from one cache load, resumable cell by cell.
 
 Each split the grid needs is read (and checksum-verified) **once** - with every feature
-set any cell uses, each cell composing its own choice of them; then every (cell,
-seed) runs the very same trainer as `emo fit` (`emo.fuse.train.fit_splits`) in this
-process and writes the same run folder as `emo fit` under `cells/<cell>/seed-<s>/`, plus
-`result.json` (the cell's dev and test scores), written last. A cell counts as finished
+set any cell uses, each cell composing its own choice of them; then every (cell, seed)
+runs the very same plan and trainer as `emo fit` (`emo.fuse.fit_plan.plan_fit`,
+`emo.fuse.train.Trainer`) in this process and writes the same run folder as `emo fit`
+under `cells/<cell>/seed-<s>/`, plus `result.json` (the cell's dev and test scores),
+written last. A cell counts as finished
 exactly when its result.json exists: a cell's folder is built beside its final name and
 renamed into place whole (`emo.fuse.run_folder`), so an interrupted grid loses at most
 the fit in flight (nothing of it is left) and a re-run trains only what is missing.
@@ -23,7 +24,6 @@ from emo.config import config_to_dict
 from emo.errors import CacheError, UsageError
 from emo.fuse.ablate_grid import (
     CONFIG_NAME,
-    RESULT_DIR,
     AblateConfig,
     Job,
     plan_grid,
@@ -113,9 +113,11 @@ def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback
         selection = select_for_fit(info, job.config.features, job.config.modalities, cache_dir)
         fingerprint = fit_fingerprint(info, selection)
         job.config = job.config.copy_with(
-            cache=cache_dir, out=out / job.run_dir, features=resolved_features(selection, job.config.features),
+            cache=cache_dir,
+            out=out / job.run_dir,
+            features=resolved_features(selection, job.config.features),
             text_feature=resolve_text_feature(job.config.text_feature, fingerprint),
-        )  # fmt: skip
+        )
         selections.append(selection)
         digests.append(cache_api.fingerprint_digest(plain(fingerprint)))
     used = tuple(m for m in MODALITIES if any(m in job.config.modalities for job in jobs))
@@ -123,25 +125,29 @@ def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback
     base = base.copy_with(
         features=resolved_features(base_selection, base.features),
         text_feature=resolve_text_feature(base.text_feature, fit_fingerprint(info, base_selection)),
-    )  # fmt: skip
+    )
 
     done = {i: r for i, job in enumerate(jobs) if (r := load_done(out, job, digests[i], ablate.overwrite)) is not None}
     pending = [i for i in range(len(jobs)) if i not in done]
-    emit(progress, Message(
-        f"Ablation grid: {len(cells)} cell{'s' * (len(cells) != 1)} x {ablate.seeds} seed{'s' * (ablate.seeds != 1)} "
-        f"= {len(jobs)} fits; {len(done)} already finished in {out}, {len(pending)} to train."
-    ))  # fmt: skip
+    emit(
+        progress,
+        Message(
+            f"Ablation grid: {len(cells)} cell{'s' * (len(cells) != 1)} x {ablate.seeds} seed{'s' * (ablate.seeds != 1)} "
+            f"= {len(jobs)} fits; {len(done)} already finished in {out}, {len(pending)} to train."
+        ),
+    )
     load_seconds = train_seconds = 0.0
     if pending:  # read (and verify) first: a cache that fails to load leaves no ablation folder
-        splits, load_seconds = _load_once(cache_dir, ablate, base, [jobs[i] for i in pending],
-                                          [selections[i] for i in pending], progress)  # fmt: skip
+        splits, load_seconds = _load_once(
+            cache_dir, ablate, base, [jobs[i] for i in pending], [selections[i] for i in pending], progress
+        )
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(ablate, base, out / CONFIG_NAME)
     if pending:
         t0 = time.perf_counter()
         emit(progress, TaskStarted("ablate", "ablate", len(pending), "fits"))
         for count, i in enumerate(pending):
-            done[i] = _train_cell(jobs[i], splits, ablate, base, digests[i], progress, count)
+            done[i] = _train_cell(jobs[i], selections[i], splits, ablate, base, digests[i], progress, count)
             emit(progress, TaskAdvanced("ablate", count + 1, f"{jobs[i].cell.label}, seed {jobs[i].seed} done"))
         emit(progress, TaskFinished("ablate"))
         train_seconds = time.perf_counter() - t0
@@ -170,17 +176,23 @@ def _load_once(cache_dir: Path, ablate: AblateConfig, base: FitConfig, jobs: lis
     names = (base.train_split, base.dev_split) + ((ablate.test_split,) if ablate.test_split else ())
     splits = {name: load_raw(cache_dir, name, selections, needed, verify=True) for name in names}
     seconds = time.perf_counter() - t0
-    emit(progress, Message(
-        f"Loaded {', '.join(f'{k} ({len(v)} rows)' for k, v in splits.items())} from {cache_dir} once "
-        f"in {seconds:.1f} s."
-    ))  # fmt: skip
+    emit(
+        progress,
+        Message(
+            f"Loaded {', '.join(f'{k} ({len(v)} rows)' for k, v in splits.items())} from {cache_dir} once "
+            f"in {seconds:.1f} s."
+        ),
+    )
     return splits, seconds
 
 
-def _train_cell(job: Job, splits, ablate: AblateConfig, base: FitConfig, digest: str, progress,
-                count: int) -> dict[str, Any]:  # fmt: skip
-    """One (cell, seed): `emo fit`'s trainer into the cell's run folder, then result.json."""
-    from emo.fuse.train import fit_splits  # torch loads only once the grid is known to be valid
+def _train_cell(
+    job: Job, selection, splits, ablate: AblateConfig, base: FitConfig, digest: str, progress, count: int
+) -> dict[str, Any]:
+    """One (cell, seed): `emo fit`'s trainer into the cell's run folder, then result.json;
+    `selection` is the cell's sets as chosen above (the fit does not choose them again)."""
+    from emo.fuse.fit_plan import plan_fit
+    from emo.fuse.train import Trainer  # torch loads only once the grid is known to be valid
 
     label = f"{job.cell.label}, seed {job.seed}"
 
@@ -189,10 +201,15 @@ def _train_cell(job: Job, splits, ablate: AblateConfig, base: FitConfig, digest:
             emit(progress, TaskAdvanced("ablate", count, f"{label}: epoch {event.completed}/{job.config.epochs}"))
 
     with run_folder(job.config.out, overwrite=True) as run_dir:
-        result = fit_splits(
-            job.config, splits[base.train_split], splits[base.dev_split], out_dir=run_dir, progress=forward,
-            test=splits.get(ablate.test_split) if ablate.test_split else None,
-        )  # fmt: skip
+        # job.config was validated when it was built (plan_grid) and resolved against the cache above
+        plan = plan_fit(
+            job.config,
+            splits[base.train_split],
+            splits[base.dev_split],
+            splits.get(ablate.test_split) if ablate.test_split else None,
+            selection=selection,
+        )
+        result = Trainer(plan, forward).run(run_dir)
         record = {
             "cell": job.cell.key,
             "label": job.cell.label,

@@ -39,7 +39,7 @@ class AblateConfig:
     cache: Path | None = None  # feature cache written by `emo extract`
     out: Path | None = None  # ablation directory: cells/, results.{md,csv,png,json}, ablate.toml
     modalities: tuple[str, ...] = (ALL_SUBSETS,)  # all-subsets, or subsets joined by '+': text,text+audio
-    fusion: tuple[str, ...] = ("ensemble",)  # any of early, late, ensemble
+    fusion: tuple[str, ...] = ("ensemble",)  # any fusion heads of emo.fuse.heads: early, late, ensemble, ...
     seeds: int = 3  # replicates per cell: seeds fit.seed, fit.seed+1, ...
     grid: tuple[str, ...] = ()  # more axes over any fit option: "class_weights=none,meld" (repeatable)
     test_split: str = "test"  # scored with each member's best-on-dev weights; "" skips it
@@ -64,9 +64,12 @@ class AblateConfig:
     def validate(self) -> None:
         if self.seeds < 1:
             raise ConfigError(f"seeds must be at least 1; got {self.seeds}.")
-        bad = [f for f in self.fusion if f not in ("early", "late", "ensemble")]
-        if bad or not self.fusion:
-            raise ConfigError(f"fusion must list early, late and/or ensemble; got {', '.join(self.fusion) or 'nothing'}.")
+        from emo.fuse.heads import head_names
+
+        names = head_names()
+        if not self.fusion or any(f not in names for f in self.fusion):
+            allowed = f"{', '.join(names[:-1])} and/or {names[-1]}"
+            raise ConfigError(f"fusion must list {allowed}; got {', '.join(self.fusion) or 'nothing'}.")
         modality_subsets(self.modalities)
         parse_axes(self.grid)
 
@@ -110,7 +113,7 @@ def parse_axes(grid: tuple[str, ...]) -> list[tuple[str, list[str]]]:
         if key == "features":
             raise ConfigError("Vary feature sets one modality at a time, as in --grid features.audio=mel,whisper-base.")
         if key.startswith(FEATURE_AXIS):
-            modality = key[len(FEATURE_AXIS):]
+            modality = key[len(FEATURE_AXIS) :]
             if modality not in MODALITIES:
                 choices = ", ".join(f"{FEATURE_AXIS}{m}" for m in MODALITIES)
                 raise ConfigError(f"Grid axis '{key}' names no modality; use one of {choices}.")
@@ -152,7 +155,7 @@ class Cell:
 
 def _short_key(key: str) -> str:
     """`features.audio` reads as `audio` in a cell's name (`audio=whisper-base`)."""
-    return key[len(FEATURE_AXIS):] if key.startswith(FEATURE_AXIS) else key
+    return key[len(FEATURE_AXIS) :] if key.startswith(FEATURE_AXIS) else key
 
 
 def with_features(features: str, choices: dict[str, str]) -> str:
@@ -226,9 +229,7 @@ def is_seed_design(cell: Cell, base: FitConfig) -> bool:
     return True
 
 
-def resolve_configs(
-    toml_path: Path | None, overrides: dict[str, Any] | None = None
-) -> tuple[AblateConfig, FitConfig]:
+def resolve_configs(toml_path: Path | None, overrides: dict[str, Any] | None = None) -> tuple[AblateConfig, FitConfig]:
     """AblateConfig from `[ablate]` (or top level) and the base FitConfig from `[fit]`.
 
     Overrides go to whichever of the two dataclasses knows the key, so `--set epochs=5`

@@ -24,12 +24,24 @@ from emo.fuse.config import FitConfig
 
 REPORT_STEM = "results"
 METRIC_COLUMNS = (("dev_wf1", "dev wF1"), ("dev_acc", "dev acc"), ("test_wf1", "test wF1"), ("test_acc", "test acc"))
-SEED_COLUMNS = ("dev_weighted_f1", "test_weighted_f1", "dev_accuracy", "test_accuracy", "dev_macro_f1",
-                "test_macro_f1", "best_epoch")  # fmt: skip
+SEED_COLUMNS = (
+    "dev_weighted_f1",
+    "test_weighted_f1",
+    "dev_accuracy",
+    "test_accuracy",
+    "dev_macro_f1",
+    "test_macro_f1",
+    "best_epoch",
+)
 _BASE_KEYS = {
-    "cell", "label", "modalities", "fusion", "seeds", "seed_design",
+    "cell",
+    "label",
+    "modalities",
+    "fusion",
+    "seeds",
+    "seed_design",
     *(f"{m}_{s}" for m, _ in METRIC_COLUMNS for s in ("mean", "std")),
-}  # fmt: skip
+}
 
 
 def _head(base: FitConfig) -> str:
@@ -51,7 +63,9 @@ def option_keys(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({k for r in rows for k in r} - _BASE_KEYS)
 
 
-def aggregate(cells: list[Cell], jobs: list[Job], done: dict[int, dict[str, Any]], base: FitConfig) -> list[dict[str, Any]]:
+def aggregate(
+    cells: list[Cell], jobs: list[Job], done: dict[int, dict[str, Any]], base: FitConfig
+) -> list[dict[str, Any]]:
     """One row per cell: mean and sample std over seeds of dev/test accuracy and weighted F1."""
     head = _head(base)
     rows = []
@@ -82,8 +96,13 @@ def per_seed_rows(jobs: list[Job], done: dict[int, dict[str, Any]], base: FitCon
         result = done.get(i)
         if result is None:
             continue
-        row: dict[str, Any] = {"cell": job.cell.key, "seed": job.seed, "modalities": "+".join(job.cell.modalities),
-                               "fusion": job.cell.fusion, **dict(job.cell.options)}  # fmt: skip
+        row: dict[str, Any] = {
+            "cell": job.cell.key,
+            "seed": job.seed,
+            "modalities": "+".join(job.cell.modalities),
+            "fusion": job.cell.fusion,
+            **dict(job.cell.options),
+        }
         for split in ("dev", "test"):
             scores = (result.get(split) or {}).get(head, {})
             for metric in ("weighted_f1", "accuracy", "macro_f1"):
@@ -111,9 +130,14 @@ def format_cell(mean: float, std: float, seeds: int = 2) -> str:
 
 def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
     keys = option_keys(rows)
-    lines = [f"# {title}", "", "Mean ± sample std over seeds, in percent (MELD's headline metric is weighted F1); "
-             "results.csv has every seed as fractions.", "★ marks the seed report's design (text+audio+visual, "
-             "ensemble fusion).", ""]  # fmt: skip
+    lines = [
+        f"# {title}",
+        "",
+        "Mean ± sample std over seeds, in percent (MELD's headline metric is weighted F1); "
+        "results.csv has every seed as fractions.",
+        "★ marks the seed report's design (text+audio+visual, ensemble fusion).",
+        "",
+    ]
     header = ["modalities", "fusion", *keys, "seeds", *[n for _, n in METRIC_COLUMNS]]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
@@ -125,8 +149,9 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(rows: list[dict[str, Any]], seed_rows: list[dict[str, Any]], out: Path,
-                  title: str = "emo ablate") -> dict[str, Path]:  # fmt: skip
+def write_reports(
+    rows: list[dict[str, Any]], seed_rows: list[dict[str, Any]], out: Path, title: str = "emo ablate"
+) -> dict[str, Path]:
     """results.csv (per seed), summary.csv, results.md, results.json and results.png."""
     out = Path(out)
     paths = {
@@ -173,4 +198,3 @@ def plot_bars(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return Path(path)
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from emo.fuse.data import Batch
+from emo.fuse.tensors import Batch
 
 
 def _rand(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:

@@ -16,6 +16,7 @@ import torch
 
 from emo import atomic
 from emo.errors import CacheError, UsageError
+from emo.fuse.heads import head_names
 from emo.fuse.model import FusionModel, ModelConfig
 
 CHECKPOINT_NAME = "model.pt"
@@ -82,7 +83,14 @@ def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[
         raise CacheError(f"Checkpoint {path} cannot be read ({type(error).__name__}); re-run emo fit.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CacheError(f"{path} is not an emo fit checkpoint.")
-    model = FusionModel(ModelConfig.from_dict(payload["model_config"]))
+    config = payload["model_config"]
+    fusion = config.get("fusion", "ensemble") if isinstance(config, dict) else None
+    if fusion not in head_names():
+        raise UsageError(
+            f"{path} was trained with the fusion head '{fusion}', which is not registered here; "
+            f"load the plugin that provides it (EMO_PLUGINS or an installed package) and run this command again."
+        )
+    model = FusionModel(ModelConfig.from_dict(config))
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
     return model, payload

@@ -33,7 +33,7 @@ class FitConfig:
     # cached feature sets per modality, e.g. "text=all-MiniLM-L6-v2,audio=mel+whisper-base" ('+'
     # concatenates); a modality not named uses the cache's default set ("" = the seed design)
     features: str = ""
-    fusion: str = "ensemble"  # early | late | ensemble
+    fusion: str = "ensemble"  # a fusion head of emo.fuse.heads: early | late | ensemble | a plugin's
     task: str = "emotion"  # emotion | sentiment | both (joint heads)
     text_feature: str = "auto"  # auto | cls | mean: cached text embedding; auto = the encoder's own pooling
     proj_dim: int = 256  # per-modality projection size
@@ -87,6 +87,7 @@ class FitConfig:
     def validate(self) -> None:
         """Reject impossible values with one sentence each, before any work starts."""
         from emo.config import require_finite
+        from emo.fuse.heads import head_names
 
         require_finite(self)  # inf and nan first: every range check below is false for nan
         unknown = [m for m in self.modalities if m not in MODALITIES]
@@ -96,7 +97,7 @@ class FitConfig:
             )
         self.modalities = tuple(m for m in MODALITIES if m in self.modalities)
         choices = {
-            "fusion": ("early", "late", "ensemble"),
+            "fusion": head_names(),
             "task": ("emotion", "sentiment", "both"),
             "text_feature": TEXT_FEATURES,
             "class_weights": CLASS_WEIGHTS,
@@ -123,8 +124,18 @@ class FitConfig:
             raise ConfigError(f"frame_keep must be above 0 and at most 1; got {self.frame_keep}.")
         if not 0.0 < self.plateau_factor < 1.0:
             raise ConfigError(f"plateau_factor must be above 0 and below 1; got {self.plateau_factor}.")
-        not_negative = ("weight_decay", "grad_clip", "plateau_patience", "freq_masks", "freq_mask_width", "time_masks",
-                        "time_mask_width", "mel_crop_frames", "threads", "seed")  # fmt: skip
+        not_negative = (
+            "weight_decay",
+            "grad_clip",
+            "plateau_patience",
+            "freq_masks",
+            "freq_mask_width",
+            "time_masks",
+            "time_mask_width",
+            "mel_crop_frames",
+            "threads",
+            "seed",
+        )
         for key in not_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative; got {getattr(self, key)}.")
@@ -138,7 +149,9 @@ class FitConfig:
 
         parse_features(self.features)  # syntax only: the names are checked against the cache
         if self.train_split == self.dev_split:
-            raise ConfigError(f"train_split and dev_split are both '{self.train_split}'; model selection needs a held-out split.")
+            raise ConfigError(
+                f"train_split and dev_split are both '{self.train_split}'; model selection needs a held-out split."
+            )
 
     def check_options_apply(self) -> None:
         """For one fit (`emo fit`): refuse options its modalities would silently ignore. Not part
@@ -155,8 +168,10 @@ class FitConfig:
         if "audio" not in self.modalities:
             for key, flag in (("spec_augment", "--spec-augment"), ("audio_view_sampling", "--audio-views")):
                 if getattr(self, key):
-                    raise ConfigError(f"{flag} works on audio, but --modalities is {','.join(self.modalities)}; "
-                                      "add audio or leave it out.")  # fmt: skip
+                    raise ConfigError(
+                        f"{flag} works on audio, but --modalities is {','.join(self.modalities)}; "
+                        "add audio or leave it out."
+                    )
         if self.context_model == "none" and self.context_direction != "both":
             raise ConfigError(
                 f"context_direction {self.context_direction} needs a context model; pass --context-model gru or transformer."
@@ -165,7 +180,17 @@ class FitConfig:
 
 # Sentence encoders are trained for mean pooling and their CLS vector is not; BERT-style
 # encoders (the seed's bert-base-uncased) are used through CLS. Names that mark the former:
-_MEAN_POOLED_NAMES = ("sentence-transformers", "minilm", "mpnet", "all-", "paraphrase-", "multi-qa", "gte-", "e5-", "bge-")
+_MEAN_POOLED_NAMES = (
+    "sentence-transformers",
+    "minilm",
+    "mpnet",
+    "all-",
+    "paraphrase-",
+    "multi-qa",
+    "gte-",
+    "e5-",
+    "bge-",
+)
 
 
 def encoder_pooling(fingerprint: dict[str, Any]) -> str | None:
@@ -186,8 +211,9 @@ def encoder_pooling(fingerprint: dict[str, Any]) -> str | None:
 
         texts = list((fingerprint.get("features") or {}).get("text") or [])
         sets = fingerprint["sets"]
-        found = {recorded_pooling(sets.get(n)) or encoder_pooling(sets.get(n) or {}) or _pooling_by_name(n)
-                 for n in texts}
+        found = {
+            recorded_pooling(sets.get(n)) or encoder_pooling(sets.get(n) or {}) or _pooling_by_name(n) for n in texts
+        }
         return found.pop() if len(found) == 1 else None
     encoder = fingerprint.get("text_encoder")
     recorded = fingerprint.get("text_pooling") or (encoder.get("text_pooling") if isinstance(encoder, dict) else None)

@@ -51,12 +51,12 @@ class ContextModel(nn.Module):
             self.speaker = nn.Embedding(3, width)  # first turn / same speaker / other speaker
         if kind == "gru":
             hidden = width if self.causal else width // 2
-            self.sequence = nn.GRU(width, hidden, num_layers=layers, batch_first=True,
-                                   bidirectional=not self.causal)  # fmt: skip
+            self.sequence = nn.GRU(width, hidden, num_layers=layers, batch_first=True, bidirectional=not self.causal)
         else:
             self.position = nn.Embedding(MAX_POSITIONS, width)
-            layer = nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=2 * width, dropout=dropout,
-                                               batch_first=True, norm_first=True)  # fmt: skip
+            layer = nn.TransformerEncoderLayer(
+                width, nhead=4, dim_feedforward=2 * width, dropout=dropout, batch_first=True, norm_first=True
+            )
             self.sequence = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
         self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, proj_dim), nn.ReLU())
 

@@ -68,8 +68,9 @@ def _recorded_cache(report_json: Path) -> str | None:
         return ""  # not ours to replace: pick another name
 
 
-def write_report(report: dict[str, Any], run_dir: Path, predictions: list[dict[str, Any]] | None = None
-                 ) -> dict[str, Path]:
+def write_report(
+    report: dict[str, Any], run_dir: Path, predictions: list[dict[str, Any]] | None = None
+) -> dict[str, Path]:
     """Write the report's JSON, Markdown and one confusion-matrix PNG per head into `run_dir`,
     and with `predictions` (one row per utterance) `<stem>-predictions.csv` and `.jsonl`.
 
@@ -92,8 +93,10 @@ def write_report(report: dict[str, Any], run_dir: Path, predictions: list[dict[s
             write_predictions(predictions, temp["predictions_csv"], temp["predictions_jsonl"])
         for head, metrics in report["metrics"].items():
             title = f"{head} on {report['split']}: weighted F1 {percent(metrics['weighted_f1'])}"
-            atomic.write_with(temp[f"confusion_{head}"],
-                              lambda tmp: plot_confusion(metrics["confusion"], metrics["labels"], tmp, title))
+            atomic.write_with(
+                temp[f"confusion_{head}"],
+                lambda tmp: plot_confusion(metrics["confusion"], metrics["labels"], tmp, title),
+            )
         atomic.write_text(temp["markdown"], markdown_report(report))
         atomic.write_json(temp["json"], report, indent=2)
     return paths
@@ -140,8 +143,13 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| {m['loss']:.4f} |"
         )
     for name, m in report["metrics"].items():
-        lines += ["", f"## {name}: per class (percent)", "", "| class | precision | recall | F1 | support |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"## {name}: per class (percent)",
+            "",
+            "| class | precision | recall | F1 | support |",
+            "|---|---|---|---|---|",
+        ]
         for label, c in m["per_class"].items():
             lines.append(
                 f"| {label} | {percent(c['precision'])} | {percent(c['recall'])} | {percent(c['f1'])} | {c['support']} |"

@@ -24,14 +24,13 @@ from emo.cache.fingerprint import fingerprint_digest
 from emo.device import resolve_device
 from emo.errors import CacheError, UsageError, require_path
 from emo.fuse.checkpoint import load_checkpoint, plain
-from emo.fuse.data import TensorSplit
-from emo.fuse.engine import predict, primary_head, score
+from emo.fuse.tensors import TensorSplit
+from emo.fuse.scoring import predict, primary_head, score
 from emo.fuse.eval_report import DEFINITIONS, write_report
-from emo.fuse.feature_cache import require_run_sets
+from emo.fuse.feature_cache import load_raw, require_run_sets
 from emo.fuse.feature_sets import describe_fingerprint_difference, format_features
-from emo.fuse.predictions import eval_rows, model_split, utterance_texts
+from emo.fuse.predictions import eval_rows, model_inputs, model_split, utterance_texts
 from emo.fuse.run_folder import require_finished
-from emo.fuse.train import load_features
 
 
 def resolve_cache(payload: dict[str, Any], run_dir: Path, cache: Path | None) -> Path:
@@ -81,9 +80,12 @@ def run_eval(
         require_matching_cache(payload, info.fingerprint, cache_path, run_dir)
     fit = payload["fit_config"]
     modalities = model.config.modalities
-    features = load_features(cache_path, split, modalities, selection)
-    require_matching_cache(payload, features.fingerprint, cache_path, run_dir)
-    data = model_split(model, payload, features, torch_device)  # as in training, speaker ids included
+    # verify=True: every shard's checksum is checked, so a flipped byte is refused, not scored
+    features = load_raw(cache_path, split, [selection], modalities, verify=True)
+    inputs = model_inputs(payload, features, modalities)  # the run's sets, composed as in training
+    if selection is not None:  # the sets' own fingerprints were checked above; this adds rows and pooling
+        require_matching_cache(payload, inputs.fingerprint, cache_path, run_dir)
+    data = model_split(model, payload, inputs, torch_device)  # as in training, speaker ids included
     batch_size, precision = int(fit.get("eval_batch_size", 256)), fit.get("precision", "fp32")
     logits = predict(model, data, batch_size, precision=precision)
     report = evaluate_model(model, data, batch_size, precision, logits=logits)
@@ -134,8 +136,9 @@ def importance_warnings(fit_config: dict[str, Any], modalities: tuple[str, ...])
     ]
 
 
-def evaluate_model(model, data: TensorSplit, batch_size: int = 256, precision: str = "fp32",
-                   logits: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_model(
+    model, data: TensorSplit, batch_size: int = 256, precision: str = "fp32", logits: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Every metric of the report for an in-memory model and split (no files touched);
     `logits` are the model's on `data` when the caller already has them."""
     heads = model.config.heads

@@ -2,8 +2,9 @@
 
 `emo.fuse.feature_sets` is the pure part (names, composing, fingerprints); this module is
 where those meet `emo.cache`: it resolves a run's `features` against `open_cache`'s sets,
-loads exactly the selected sets with `load_split(sets=...)`, and checks that a cache holds
-every set a trained run needs, with the fingerprint it was trained on.
+loads exactly the selected sets with `load_split(sets=...)` (raw: `emo.fuse.inputs.compose`
+makes them model inputs), and checks that a cache holds every set a trained run needs,
+with the fingerprint it was trained on.
 
 A cache with no set at all (labels only) loads by modality and its runs keep the plain
 cache fingerprint; a checkpoint trained before feature sets is told to fit again (caches
@@ -15,12 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from emo.cache.features import SplitFeatures
+from emo.cache.load import LoadedSplit
 from emo.errors import CacheError
 from emo.fuse.feature_sets import (
     Selection,
     composite_fingerprint,
-    compose,
     default_sets,
     extract_hint,
     format_features,
@@ -78,8 +78,9 @@ def refuse_damaged(info: Any, requested: Mapping[str, Sequence[str]], modalities
         )
 
 
-def select_for_fit(info: Any, features: str, modalities: Sequence[str],
-                   cache: Path | str | None = None) -> Selection | None:
+def select_for_fit(
+    info: Any, features: str, modalities: Sequence[str], cache: Path | str | None = None
+) -> Selection | None:
     """The sets a fit with `features` trains on, resolved against the cache (None: a cache
     without sets, loaded by modality as before; `--features` then has nothing to choose).
     A damaged set the run would read is refused (`refuse_damaged`), never replaced."""
@@ -109,27 +110,12 @@ def resolved_features(selection: Selection | None, features: str) -> str:
     return format_features(selection) if selection is not None else features
 
 
-def load_selected(cache: Path | str, split: str, selection: Selection | None, modalities: Sequence[str],
-                  verify: bool = True) -> SplitFeatures:
-    """One split with the selected sets composed (or, for a cache without sets, the given
-    modalities as before). `verify` re-checks every file's checksum."""
-    from emo import cache as cache_api
-
-    if selection is None:
-        raw = cache_api.load_split(Path(cache), split, modalities=tuple(modalities), verify=verify)
-        if not raw.sets:
-            return raw
-        defaults = default_sets(raw.sets)  # the reader's own choice: each modality's default set
-        selection = {m: [defaults[m]] for m in modalities if m in defaults}
-    else:
-        raw = cache_api.load_split(Path(cache), split, sets=set_names(selection), verify=verify)
-    return compose(raw, selection)
-
-
-def load_raw(cache: Path | str, split: str, selections: list[Selection | None], modalities: Sequence[str],
-             verify: bool = True) -> SplitFeatures:
-    """One split with every set any of `selections` needs, uncomposed: an ablation loads a
-    split once and each cell composes its own choice (`emo.fuse.train` does it per fit)."""
+def load_raw(
+    cache: Path | str, split: str, selections: list[Selection | None], modalities: Sequence[str], verify: bool = True
+) -> LoadedSplit:
+    """One split with every set any of `selections` needs (None: a cache without sets, by
+    `modalities`), raw: an ablation loads a split once for all its cells, and each fit
+    composes its own choice (`emo.fuse.fit_plan`). `verify` re-checks every file's checksum."""
     from emo import cache as cache_api
 
     chosen = [s for s in selections if s is not None]
@@ -185,11 +171,11 @@ def require_run_sets(payload: dict[str, Any], info: Any, cache: Path | str, run_
     return selection
 
 
-def run_selection(payload: dict[str, Any], features: SplitFeatures, modalities: Sequence[str]) -> Selection | None:
+def run_selection(payload: dict[str, Any], features: LoadedSplit, modalities: Sequence[str]) -> Selection:
     """How to compose in-memory `features` for a checkpoint: its recorded sets, else (a run
     from before feature sets) each modality's first set."""
     selection = selection_of(payload.get("fingerprint"))
     if selection is not None or not features.sets:
-        return selection
+        return selection or {}
     defaults = default_sets(features.sets)
     return {m: [defaults[m]] for m in modalities if m in defaults}

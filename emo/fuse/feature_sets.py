@@ -1,31 +1,25 @@
-"""Which cached feature sets a run trains on, and how they become the trainer's inputs.
+"""Which cached feature sets a run trains on: names, choices and their fingerprints.
 
 A version-2 cache holds any number of feature sets per modality (`emo.cache.sets`); a run
-picks some with `--features text=all-MiniLM-L6-v2,audio=mel+whisper-base`. Combining the
-sets of one modality is a modelling choice, so it lives here and not in the cache:
-`compose` turns the raw sets of a split into the per-modality fields the trainer has
-always read (`text_cls`, `visual`, `mel`, `audio_vector`, ...), so `TensorSplit` and the
-model need no knowledge of sets, and a split built the old way passes through unchanged.
+picks some with `--features text=all-MiniLM-L6-v2,audio=mel+whisper-base`. This module is
+the pure part of that choice: parsing and formatting `--features`, resolving it against
+the sets a cache holds (`resolve_features`, each modality's default otherwise), and the
+composite fingerprint of a selection. Turning the chosen sets into model inputs is
+`emo.fuse.inputs.compose`; meeting a cache on disk is `emo.fuse.feature_cache`.
 
-The composed split's fingerprint names exactly the sets trained on, with each set's own
-fingerprint (`composite_fingerprint`), so train/dev compatibility and the checkpoint's
-fingerprint digest cover what the model saw - no more, no less: extracting another
-encoder into the cache later does not invalidate a run that never used it.
+A run's fingerprint names exactly the sets trained on, with each set's own fingerprint
+(`composite_fingerprint`), so extracting another encoder into the cache later does not
+invalidate a run that never used it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
-from emo.cache.features import SplitFeatures
 from emo.errors import CacheError, ConfigError, UsageError
 from emo.labels import MODALITIES
 
 Selection = dict[str, list[str]]  # modality -> full set names, concatenated in this order
-POOL_CHUNK = 2048  # rows per masked-mean block: keeps float32 temporaries small at MELD size
 
 
 class UnknownFeatureSetError(CacheError, UsageError):
@@ -161,8 +155,9 @@ def recorded_pooling(set_fingerprint: Any) -> str | None:
     return None
 
 
-def composite_fingerprint(rows: dict[str, Any], selection: Mapping[str, Sequence[str]],
-                          set_fingerprints: Mapping[str, Any]) -> dict[str, Any]:
+def composite_fingerprint(
+    rows: dict[str, Any], selection: Mapping[str, Sequence[str]], set_fingerprints: Mapping[str, Any]
+) -> dict[str, Any]:
     """{"rows": the cache's own fingerprint, "features": {modality: names}, "sets": {name: its
     fingerprint}, "text_pooling": the one text set's recorded pooling (when it records one)}."""
     names = [n for m in MODALITIES for n in selection.get(m, [])]
@@ -208,177 +203,3 @@ def require_same_fingerprint(expected: dict[str, Any], found: dict[str, Any], wh
             f"{what} was made with different encoders or preprocessing: "
             f"{describe_fingerprint_difference(plain(expected), plain(found))}."
         )
-
-
-# --- compose ---------------------------------------------------------------------------------
-
-
-def _vector(loaded, want: str) -> np.ndarray | None:
-    """A vector set's [N, D] array for `want` (cls/mean), else its `values`, else its only array."""
-    arrays = loaded.arrays
-    if want in arrays:
-        return arrays[want]
-    if "values" in arrays:
-        return arrays["values"]
-    return next(iter(arrays.values())) if len(arrays) == 1 else None
-
-
-def pooled(loaded) -> tuple[np.ndarray, np.ndarray]:
-    """One set as float32 [N, D] plus bool[N] "has features": a vector set as it is, a frames
-    set averaged over ITS OWN valid frames (a row without any valid frame has none: its zeros
-    are never passed off as a face or a voice)."""
-    present = np.asarray(loaded.present, dtype=bool)
-    if loaded.kind == "vector":
-        values = _vector(loaded, "values")
-        if values is None:
-            raise ConfigError(f"Feature set {loaded.name} holds several arrays ({', '.join(loaded.arrays)}) and no "
-                              f"`values`; it cannot be used as {loaded.modality} input.")
-        return np.asarray(values, dtype=np.float32), present
-    if loaded.kind != "frames":
-        raise ConfigError(
-            f"Feature set {loaded.name} is a {loaded.kind} set; only vector and frames sets can be pooled and "
-            f"concatenated (a run takes at most one sequence set, the log-mel)."
-        )
-    values, mask = loaded.arrays["values"], np.asarray(loaded.arrays["mask"], dtype=bool)
-    out = np.zeros((values.shape[0], values.shape[2]), dtype=np.float32)
-    for lo in range(0, values.shape[0], POOL_CHUNK):
-        weights = mask[lo : lo + POOL_CHUNK, :, None].astype(np.float32)
-        block = (values[lo : lo + POOL_CHUNK].astype(np.float32) * weights).sum(1)
-        out[lo : lo + POOL_CHUNK] = block / np.maximum(weights.sum(1), 1.0)
-    return out, present & mask.any(1)
-
-
-def _concat(parts: list[np.ndarray | None], dtype=np.float16) -> np.ndarray | None:
-    if any(p is None for p in parts) or not parts:
-        return None
-    if len(parts) == 1:
-        return parts[0] if parts[0].dtype == dtype else parts[0].astype(dtype)
-    return np.concatenate([np.asarray(p, dtype=dtype) for p in parts], axis=1)
-
-
-def _all(flags: list[np.ndarray], n: int) -> np.ndarray:
-    out = np.ones(n, dtype=bool)
-    for f in flags:
-        out &= np.asarray(f, dtype=bool)
-    return out
-
-
-def _compose_text(out: SplitFeatures, sets: list) -> None:
-    wrong = [s for s in sets if s.kind != "vector"]
-    if wrong:
-        raise ConfigError(f"Text feature set {wrong[0].name} is a {wrong[0].kind} set; text sets must be vectors.")
-    out.text_cls = _concat([_vector(s, "cls") for s in sets])
-    out.text_mean = _concat([_vector(s, "mean") for s in sets])
-    out.has_text = _all([s.present for s in sets], len(out))
-
-
-def _pooled_together(sets: list) -> tuple[np.ndarray, np.ndarray]:
-    """Several vector/frames sets as one vector per row, and where the row has any of them.
-
-    Each set is pooled over its own valid frames; where a row lacks a set (no face in any
-    frame, say) that set's part is zeros and a presence column per set (at the end) says
-    so, so the head tells "no face" from a face with zero features and still uses the
-    other sets. One set alone is just its pooled values."""
-    parts = [pooled(s) for s in sets]
-    if len(parts) == 1:
-        return _concat([parts[0][0]]), parts[0][1]
-    values = [np.where(ok[:, None], v, 0.0) for v, ok in parts]
-    flags = [ok[:, None].astype(np.float32) for _, ok in parts]
-    present = np.zeros(len(parts[0][1]), dtype=bool)
-    for _, ok in parts:
-        present |= ok
-    return _concat(values + flags), present
-
-
-def _compose_visual(out: SplitFeatures, sets: list) -> None:
-    if len(sets) == 1 and sets[0].kind == "frames":  # as extracted: frame sampling keeps working
-        only = sets[0]
-        present = np.asarray(only.present, dtype=bool)
-        out.visual = only.arrays["values"]
-        out.visual_mask = np.asarray(only.arrays["mask"], dtype=bool) & present[:, None]
-        out.has_visual = present & out.visual_mask.any(1)
-        return
-    values, ok = _pooled_together(sets)
-    out.visual = values[:, None, :]
-    out.visual_mask = ok[:, None].copy()
-    out.has_visual = ok
-
-
-def _compose_audio(out: SplitFeatures, sets: list) -> None:
-    n = len(out)
-    sequences = [s for s in sets if s.kind == "sequence"]
-    others = [s for s in sets if s.kind != "sequence"]
-    if len(sequences) > 1:
-        raise ConfigError(
-            f"A run takes at most one audio sequence set (the log-mel for the mel CNN); "
-            f"{' and '.join(s.name for s in sequences)} are both sequences."
-        )
-    flags = []
-    if sequences:
-        out.mel, out.mel_index = sequences[0].arrays["values"], sequences[0].arrays["index"]
-        flags.append(sequences[0].present)
-    if others:
-        out.audio_vector, any_vector = _pooled_together(others)
-        flags.append(any_vector)
-    out.has_audio = _all(flags, n)  # the log-mel (the mel CNN needs it) and at least one of the others
-
-
-def _failures(features: SplitFeatures, sets: list) -> list[str]:
-    """Per row, every distinct failure reason of the selected sets (comma-joined, as the cache
-    writes them); a loaded but unselected set's failures are not this run's."""
-    reasons: list[list[str]] = [[] for _ in range(len(features))]
-    rows = {(int(d), int(u)): i for i, (d, u) in enumerate(zip(features.dialogue_id, features.utterance_id))}
-    for loaded in sets:
-        for record in loaded.failures or []:
-            i = rows.get((int(record.get("dialogue_id", -1)), int(record.get("utterance_id", -1))))
-            reason = str(record.get("reason") or record.get("message") or "")
-            if i is not None and reason and reason not in reasons[i]:
-                reasons[i].append(reason)
-    return [",".join(r) for r in reasons]
-
-
-COMPOSERS = {"text": _compose_text, "audio": _compose_audio, "visual": _compose_visual}
-
-
-def compose(features: SplitFeatures, selection: Mapping[str, Sequence[str]]) -> SplitFeatures:
-    """A split with the per-modality fields filled from `selection`'s sets (see the module
-    docstring); `sets` of the result is empty and its fingerprint is the composite one.
-
-    Text: vector sets, `cls`/`mean` arrays (or `values` for both), concatenated along D;
-    present where every text set is. Visual: one frames set as it is; several sets (or a
-    vector set) pooled each over its own valid frames and concatenated with a presence
-    column per set, as one frame, present where any set is. Audio: a sequence set feeds the
-    mel CNN, the other sets are pooled and concatenated (as for visual) into
-    `audio_vector`; both together feed both, present where the log-mel and any other set are.
-    A split without sets (built the old way) is returned unchanged.
-    """
-    if not features.sets:
-        return features
-    names = [n for m in MODALITIES for n in selection.get(m, [])]
-    missing = [n for n in names if n not in features.sets]
-    if missing:
-        held = ", ".join(features.sets) or "none"
-        modality = missing[0].partition("/")[0]
-        raise CacheError(
-            f"The cache's '{features.split}' split has no feature set {missing[0]} (it has {held}); "
-            f"extract it with {extract_hint(modality, features.extra.get('cache'), missing[0].partition('/')[2])}."
-        )
-    n = len(features)
-    out = dataclasses.replace(
-        features, sets={}, extra=dict(features.extra), text_cls=None, text_mean=None, visual=None,
-        visual_mask=None, mel=None, mel_index=None, audio_vector=None,
-        has_text=np.zeros(n, dtype=bool), has_audio=np.zeros(n, dtype=bool), has_visual=np.zeros(n, dtype=bool),
-    )  # fmt: skip
-    chosen = [features.sets[name] for name in names]
-    for modality in MODALITIES:
-        if selection.get(modality):
-            COMPOSERS[modality](out, [features.sets[name] for name in selection[modality]])
-    truncated = np.zeros(n, dtype=bool)  # the selected sets' only: a loaded but unused set's cut clip is not ours
-    for loaded in chosen:
-        truncated = truncated | np.asarray(loaded.truncated, dtype=bool)
-    out.truncated = truncated
-    out.failure = _failures(features, chosen)
-    out.fingerprint = composite_fingerprint(
-        features.fingerprint, selection, {name: features.sets[name].fingerprint for name in names}
-    )
-    return out

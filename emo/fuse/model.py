@@ -1,4 +1,5 @@
-"""The trainable part of `emo`: a mel-spectrogram CNN and an early+late fusion ensemble.
+"""The trainable part of `emo`: a mel-spectrogram CNN and per-modality projections feeding a
+fusion head (`emo.fuse.heads`: early, late, their ensemble, or a plugin's).
 
 Everything upstream (text encoder, image encoder, speech model) is frozen and cached, so the
 model only sees fixed-size vectors plus the mel frames, and the same modules serve `emo fit`,
@@ -19,9 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from emo.fuse.fusion import EarlyFusion, LateFusion  # noqa: F401  (the seed's fusion modules, built by heads)
 from emo.labels import EMOTIONS, MODALITIES, SENTIMENTS
 
-FUSIONS: tuple[str, ...] = ("early", "late", "ensemble")
 TASKS: tuple[str, ...] = ("emotion", "sentiment", "both")
 HEAD_SIZES: dict[str, int] = {"emotion": len(EMOTIONS), "sentiment": len(SENTIMENTS)}
 
@@ -41,7 +42,7 @@ class ModelConfig:
     audio_dim: int = 0  # pooled speech-model features (e.g. whisper-base) projected and added; 0 = none
     proj_dim: int = 256  # every modality is projected to this size before fusion
     mel_channels: tuple[int, int] = (64, 128)  # the two Conv1d layers of the mel CNN
-    fusion: str = "ensemble"  # early | late | ensemble
+    fusion: str = "ensemble"  # a registered fusion head (emo.fuse.heads): early | late | ensemble | a plugin's
     heads: tuple[str, ...] = ("emotion",)  # label heads: emotion and/or sentiment
     early_hidden: tuple[int, int] = (512, 256)  # early-fusion MLP widths
     early_dropout: tuple[float, float] = (0.4, 0.3)  # dropout after each early-fusion block
@@ -64,7 +65,9 @@ class ModelConfig:
         self.speakers = tuple(self.speakers)
         if not self.modalities:
             raise ValueError("a model needs at least one modality")
-        if self.fusion not in FUSIONS:
+        from emo.fuse.heads import head_names
+
+        if self.fusion not in head_names():
             raise ValueError(f"unknown fusion {self.fusion!r}")
         if "audio" in self.modalities and not self.audio_mel and self.audio_dim <= 0:
             raise ValueError("an audio model needs the mel CNN (audio_mel) or audio_dim > 0")
@@ -204,63 +207,20 @@ class ModalityEncoders(nn.Module):
         return stacked * present.to(stacked.dtype).unsqueeze(-1)
 
 
-class EarlyFusion(nn.Module):
-    """Concatenate the projected modalities (zeros where absent, plus the mask) into one MLP."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        num = config.num_slots
-        self.mask_input = config.early_mask_input
-        width = num * config.proj_dim + (num if self.mask_input else 0)
-        h1, h2 = config.early_hidden
-        d1, d2 = config.early_dropout
-        self.net = nn.Sequential(
-            nn.Linear(width, h1),
-            nn.BatchNorm1d(h1),
-            nn.ReLU(),
-            nn.Dropout(d1),
-            nn.Linear(h1, h2),
-            nn.BatchNorm1d(h2),
-            nn.ReLU(),
-            nn.Dropout(d2),
-            nn.Linear(h2, config.num_outputs),
-        )
-
-    def forward(self, embeddings: Tensor, present: Tensor) -> Tensor:
-        flat = embeddings.flatten(1)
-        if self.mask_input:
-            flat = torch.cat([flat, present.to(flat.dtype)], dim=1)
-        return self.net(flat)
-
-
-class LateFusion(nn.Module):
-    """One small classifier per modality; their logits are averaged over present modalities."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.heads = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(config.proj_dim, config.late_hidden),
-                nn.ReLU(),
-                nn.Linear(config.late_hidden, config.num_outputs),
-            )
-            for _ in range(config.num_slots)
-        )
-
-    def forward(self, embeddings: Tensor, present: Tensor) -> Tensor:
-        logits = torch.stack([head(embeddings[:, i]) for i, head in enumerate(self.heads)], dim=1)
-        weights = present.to(logits.dtype).unsqueeze(-1)  # [B, M, 1]
-        return (logits * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-
-
 class FusionModel(nn.Module):
-    """Encoders + early, late, or the learned-weight ensemble of both.
+    """Encoders, the optional dialogue context, and the fusion head `config.fusion` names
+    (`emo.fuse.heads`: early, late, their learned-weight ensemble, or a plugin's).
 
-    The ensemble mixes the two heads' logits with w = sigmoid(scalar) per head, normalised,
-    so training decides how much each view of the data is trusted.
+    The head's parameters, buffers and modules become the model's own, under the head's
+    names (`early.net.0.weight`, `early_logit`), rather than sitting under a `head.`
+    prefix: checkpoints keep the keys they had before heads were a registry, and the
+    optimiser and gradient clipping see the parameters in the order they always did, so a
+    seeded fit gives the same weights.
     """
 
     def __init__(self, config: ModelConfig):
+        from emo.fuse.heads import build_head
+
         super().__init__()
         self.config = config
         self.encoders = ModalityEncoders(config)
@@ -269,32 +229,48 @@ class FusionModel(nn.Module):
             from emo.fuse.context import ContextModel
 
             self.context = ContextModel(
-                len(config.modalities), config.proj_dim, config.context_model, config.context_dim,
-                config.context_direction, config.context_layers, config.speaker_embedding, len(config.speakers),
-            )  # fmt: skip
-        self.early = EarlyFusion(config) if config.fusion in ("early", "ensemble") else None
-        self.late = LateFusion(config) if config.fusion in ("late", "ensemble") else None
-        if config.fusion == "ensemble":
-            self.early_logit = nn.Parameter(torch.zeros(()))
-            self.late_logit = nn.Parameter(torch.zeros(()))
+                len(config.modalities),
+                config.proj_dim,
+                config.context_model,
+                config.context_dim,
+                config.context_direction,
+                config.context_layers,
+                config.speaker_embedding,
+                len(config.speakers),
+            )
+        head = build_head(config)  # built last, as the fusion modules always were: the same seeded init
+        parts = [*head.named_parameters(recurse=False), *head.named_buffers(recurse=False), *head.named_children()]
+        for name, part in parts:
+            if hasattr(self, name):
+                raise ValueError(f"fusion head {config.fusion!r} names a part {name!r}, which the model already has")
+            if isinstance(part, nn.Parameter):
+                self.register_parameter(name, part)
+            elif isinstance(part, nn.Module):
+                self.add_module(name, part)
+            else:
+                self.register_buffer(name, part)
+        self.__dict__["head"] = head  # a plain attribute: its parts are registered above
+
+    def _apply(self, fn, *args, **kwargs):
+        """`.to()` may replace the model's own tensors; the head must keep seeing the same ones."""
+        super()._apply(fn, *args, **kwargs)
+        for store in ("_parameters", "_buffers"):
+            for name in getattr(self.head, store):
+                getattr(self.head, store)[name] = getattr(self, store)[name]
+        return self
+
+    def train(self, mode: bool = True) -> "FusionModel":
+        super().train(mode)
+        self.head.training = mode  # its modules are the model's children; its own flag is not
+        return self
 
     def fusion_weights(self) -> dict[str, float]:
-        """The ensemble's normalised weights on the early and late heads."""
-        if self.config.fusion != "ensemble":
-            return {self.config.fusion: 1.0}
-        w_early = torch.sigmoid(self.early_logit).item()
-        w_late = torch.sigmoid(self.late_logit).item()
-        return {"early": w_early / (w_early + w_late), "late": w_late / (w_early + w_late)}
+        """The head's own weights (the ensemble's mix), or all weight on the one head."""
+        weights = getattr(self.head, "weights", None)
+        return weights() if callable(weights) else {self.config.fusion: 1.0}
 
     def fuse(self, embeddings: Tensor, present: Tensor) -> Tensor:
-        if self.config.fusion == "early":
-            return self.early(embeddings, present)
-        if self.config.fusion == "late":
-            return self.late(embeddings, present)
-        w_early = torch.sigmoid(self.early_logit)
-        w_late = torch.sigmoid(self.late_logit)
-        mixed = self.early(embeddings, present) * w_early + self.late(embeddings, present) * w_late
-        return mixed / (w_early + w_late)
+        return self.head(embeddings, present)
 
     def split_heads(self, logits: Tensor) -> dict[str, Tensor]:
         out, start = {}, 0

@@ -17,12 +17,15 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from emo import atomic
 from emo.labels import EMOTIONS, SENTIMENTS
+
+if TYPE_CHECKING:
+    from emo.fuse.inputs import ModelInputs
 
 HEAD_LABELS = {"emotion": EMOTIONS, "sentiment": SENTIMENTS}
 
@@ -53,8 +56,13 @@ def used_modalities(modalities: Sequence[str], present: np.ndarray) -> list[str]
     return ["+".join(m for m, on in zip(modalities, flags) if on) for flags in np.asarray(present, dtype=bool)]
 
 
-def eval_rows(logits: dict[str, np.ndarray], features, modalities: Sequence[str], present: np.ndarray,
-              texts: dict[tuple[int, int], str] | None = None) -> list[dict[str, Any]]:
+def eval_rows(
+    logits: dict[str, np.ndarray],
+    features,
+    modalities: Sequence[str],
+    present: np.ndarray,
+    texts: dict[tuple[int, int], str] | None = None,
+) -> list[dict[str, Any]]:
     """One row per utterance of a scored split, in the split's row order."""
     used = used_modalities(modalities, present)
     rows = []
@@ -106,8 +114,9 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def write_predictions(rows: Sequence[dict[str, Any]], csv_path: Path, jsonl_path: Path,
-                      header: Sequence[str] = ()) -> dict[str, Path]:  # fmt: skip
+def write_predictions(
+    rows: Sequence[dict[str, Any]], csv_path: Path, jsonl_path: Path, header: Sequence[str] = ()
+) -> dict[str, Path]:
     """Write `rows` as CSV and JSONL (both atomically); returns {"csv": path, "jsonl": path}.
     `header`: the CSV's columns when there are no rows, so an empty result is still a table."""
     flat = [flat_row(r) for r in rows]
@@ -124,20 +133,29 @@ def write_predictions(rows: Sequence[dict[str, Any]], csv_path: Path, jsonl_path
     return {"csv": Path(csv_path), "jsonl": Path(jsonl_path)}
 
 
-def model_split(model, payload: dict[str, Any], features, device):
-    """`features` as the `TensorSplit` the run's model reads, set up exactly as in training
-    (feature sets composed as the run chose them, text pooling, mel cap, speaker ids);
+def model_inputs(payload: dict[str, Any], features, modalities) -> ModelInputs:
+    """Loaded `features` (an `emo.cache.LoadedSplit`: a cache's split, or new media encoded
+    set by set) composed as the run chose its sets, and checked to hold what its head reads;
     `payload` is the checkpoint's metadata."""
     from emo.fuse.config import resolve_text_feature
-    from emo.fuse.data import TensorSplit
     from emo.fuse.feature_cache import run_selection
-    from emo.fuse.feature_sets import compose
+    from emo.fuse.inputs import check_compatible, compose
+
+    inputs = compose(features, run_selection(payload, features, modalities))
+    text_feature = resolve_text_feature(payload["fit_config"].get("text_feature", "cls"), payload["fingerprint"])
+    check_compatible(inputs, modalities, text_feature)
+    return inputs
+
+
+def model_split(model, payload: dict[str, Any], inputs: ModelInputs, device):
+    """`inputs` as the `TensorSplit` the run's model reads, set up exactly as in training
+    (text pooling, mel cap, speaker ids)."""
+    from emo.fuse.config import resolve_text_feature
+    from emo.fuse.tensors import TensorSplit
 
     fit = payload["fit_config"]
-    if features.sets:  # raw sets (a version-2 cache, or new media encoded set by set)
-        features = compose(features, run_selection(payload, features, model.config.modalities))
     data = TensorSplit(
-        features,
+        inputs,
         model.config.modalities,
         device,
         resolve_text_feature(fit.get("text_feature", "cls"), payload["fingerprint"]),
@@ -148,11 +166,11 @@ def model_split(model, payload: dict[str, Any], features, device):
 
 
 def predict_features(model, payload: dict[str, Any], features, device) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Logits per head for every row of in-memory `features` (rows of one dialogue in
+    """Logits per head for every row of loaded `features` (rows of one dialogue in
     utterance order are one dialogue for a context head) and the bool[N, M] presence flags."""
-    from emo.fuse.engine import predict
+    from emo.fuse.scoring import predict
 
     fit = payload["fit_config"]
-    data = model_split(model, payload, features, device)
+    data = model_split(model, payload, model_inputs(payload, features, model.config.modalities), device)
     logits = predict(model, data, int(fit.get("eval_batch_size", 256)), precision=fit.get("precision", "fp32"))
     return logits, data.present.cpu().numpy()

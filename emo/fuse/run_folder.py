@@ -78,8 +78,9 @@ def check_destination(out: Path, overwrite: bool) -> None:
         raise UsageError(f"--out {out} is a file; pass a folder for the run.")
     others = sorted(p.name for p in out.iterdir() if not is_run_file(p.name)) if out.is_dir() else []
     if others:
-        raise UsageError(f"{out} holds other files than a run ({', '.join(others[:3])}); "
-                         f"choose a new or empty folder for --out.")  # fmt: skip
+        raise UsageError(
+            f"{out} holds other files than a run ({', '.join(others[:3])}); choose a new or empty folder for --out."
+        )
     if holds_run(out) and not overwrite:
         what = "a run" if is_finished(out) else "an unfinished run"
         raise UsageError(f"{out} already holds {what}; choose another --out or pass --overwrite.")
@@ -110,9 +111,15 @@ class RunWriter:
 
     def checkpoint(self, model: "FusionModel", epoch: int, dev_scores: dict[str, Any]) -> None:
         save_checkpoint(
-            self.checkpoint_path, model, self.resolved, self.fingerprint, self.digest, epoch, dev_scores,
+            self.checkpoint_path,
+            model,
+            self.resolved,
+            self.fingerprint,
+            self.digest,
+            epoch,
+            dev_scores,
             extra={"cache_path": self.cache_path},
-        )  # fmt: skip
+        )
 
     def epoch(self, row: dict[str, Any]) -> None:
         # appended, not rewritten: a line is small and a torn last line is easy to spot

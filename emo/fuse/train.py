@@ -1,12 +1,15 @@
-"""The one trainer: `emo fit`, every `emo ablate` cell and `emo demo` run this recipe.
+"""The one trainer: `emo fit`, every `emo ablate` cell and `emo demo` run this `Trainer`.
 
-    set up  ->  epochs  ->  keep the best on dev  ->  write the run
+    plan (once)  ->  set up  ->  epochs  ->  keep the best on dev  ->  write the run
 
-The seed recipe (AdamW, ReduceLROnPlateau on dev weighted F1, clipped gradients, 15
+The seed's training procedure (AdamW, ReduceLROnPlateau on dev weighted F1, clipped gradients, 15
 epochs) over splits that live on the device as tensors. There is deliberately only one
 loop: an ablation cell is *exactly* an `emo fit` with the same config and seed (a test
 holds them to identical metrics), so every head, fusion mode or augmentation added here
 is available to fit and ablate alike.
+
+What a fit trains on is decided and checked once, before any of that, by
+`emo.fuse.fit_plan.plan_fit`; the trainer only reads its `FitPlan`.
 
 Progress goes to an optional callback as `emo.progress` events (one per epoch, with the
 epoch's metrics row); this module never prints.
@@ -23,18 +26,18 @@ from typing import Any
 
 import torch
 
-from emo.cache.features import SplitFeatures
 from emo.cache.fingerprint import fingerprint_digest
+from emo.cache.load import LoadedSplit
 from emo.device import resolve_device, seed_everything
-from emo.errors import CacheError, EmoError, UsageError
+from emo.errors import EmoError, UsageError
 from emo.fuse.augment import augment_batch
 from emo.fuse.checkpoint import plain
-from emo.fuse.config import FitConfig, resolve_text_feature
-from emo.fuse.data import TensorSplit, check_compatible, epoch_batches
+from emo.fuse.config import FitConfig
 from emo.fuse.dialogue import dialogue_batches, speaker_vocabulary
-from emo.fuse.engine import autocast, batch_loss, class_weights, predict, primary_head, score
-from emo.fuse.feature_sets import compose, default_sets, format_features, parse_features, require_same_fingerprint
-from emo.fuse.feature_sets import resolve_features, selection_of
+from emo.fuse.fit_plan import FitPlan, plan_fit
+from emo.fuse.inputs import ModelInputs
+from emo.fuse.scoring import autocast, batch_loss, class_weights, predict, primary_head, score
+from emo.fuse.tensors import TensorSplit, epoch_batches
 from emo.fuse.model import FusionModel, ModelConfig, task_heads
 from emo.fuse.run_folder import RunWriter, run_folder
 from emo.progress import ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
@@ -57,31 +60,7 @@ class FitResult:
     config: FitConfig | None = None  # the resolved config the run was trained with
 
 
-def load_features(cache: Path, split: str, modalities: tuple[str, ...], selection=None) -> SplitFeatures:
-    """One split through emo.cache's reader (the only code that knows the on-disk format),
-    with `selection`'s feature sets composed (None: a cache without sets, by modality)."""
-    from emo.fuse.feature_cache import load_selected
-
-    # verify=True: every shard's SHA-256 is checked against its sidecar, so a cache with a
-    # flipped byte is refused instead of silently training on wrong numbers.
-    return load_selected(Path(cache), split, selection, modalities, verify=True)
-
-
-def compose_for_fit(config: FitConfig, *splits: SplitFeatures | None) -> tuple[FitConfig, list[SplitFeatures | None]]:
-    """Splits that carry raw feature sets composed as `config.features` asks (names resolved
-    against the train split's sets), and the config recording the full names trained on."""
-    train = splits[0]
-    if train.sets:
-        selection = resolve_features(parse_features(config.features), train.sets, default_sets(train.sets),
-                                     config.modalities)  # fmt: skip
-        splits = tuple(compose(s, selection) if s is not None else None for s in splits)
-    selection = selection_of(splits[0].fingerprint)
-    if selection is not None:
-        config = config.copy_with(features=format_features(selection))
-    return config, list(splits)
-
-
-def model_config_for(config: FitConfig, features: SplitFeatures) -> ModelConfig:
+def model_config_for(config: FitConfig, features: ModelInputs) -> ModelConfig:
     """Model shape from the fit config plus the dims the cache actually holds."""
     dims: dict[str, Any] = {}
     if features.text_cls is not None:
@@ -94,9 +73,13 @@ def model_config_for(config: FitConfig, features: SplitFeatures) -> ModelConfig:
         dims["audio_mel"] = features.mel is not None
         dims["audio_dim"] = int(features.audio_vector.shape[1]) if features.audio_vector is not None else 0
     if config.context_model != "none":
-        dims.update(context_model=config.context_model, context_direction=config.context_direction,
-                    context_layers=config.context_layers, speaker_embedding=config.speaker_embedding,
-                    mel_chunk=MEL_CHUNK)  # fmt: skip
+        dims.update(
+            context_model=config.context_model,
+            context_direction=config.context_direction,
+            context_layers=config.context_layers,
+            speaker_embedding=config.speaker_embedding,
+            mel_chunk=MEL_CHUNK,
+        )
         if config.speaker_embedding == "speaker":
             dims["speakers"] = speaker_vocabulary(list(features.speaker))
     return ModelConfig(
@@ -125,65 +108,55 @@ def run_fit(config: FitConfig, progress: ProgressCallback | None = None) -> FitR
         raise UsageError(f"Cache {config.cache} does not exist; run emo extract first.")
     resolve_device(config.device)  # --device cuda without a GPU fails here, before any folder exists
     from emo.cache import open_cache
-    from emo.fuse.feature_cache import select_for_fit
+    from emo.fuse.feature_cache import load_raw, select_for_fit
 
     started = time.perf_counter()
-    selection = select_for_fit(open_cache(Path(config.cache)), config.features, config.modalities, config.cache)
-    train = load_features(Path(config.cache), config.train_split, config.modalities, selection)
-    check_compatible(train, config.modalities, resolve_text_feature(config.text_feature, train.fingerprint))
-    dev = load_features(Path(config.cache), config.dev_split, config.modalities, selection)
+    cache = Path(config.cache)
+    selection = select_for_fit(open_cache(cache), config.features, config.modalities, cache)  # the one choice
+    # verify=True: every shard's SHA-256 is checked against its sidecar, so a cache with a
+    # flipped byte is refused instead of silently training on wrong numbers.
+    train, dev = (
+        load_raw(cache, name, [selection], config.modalities, verify=True)
+        for name in (config.train_split, config.dev_split)
+    )
+    plan = plan_fit(config, train, dev, selection=selection)
     load_seconds = time.perf_counter() - started
     out = Path(config.out)
     with run_folder(out, config.overwrite) as building:  # becomes `out` once the run is complete
-        result = fit_splits(config, train, dev, out_dir=building, progress=progress, load_seconds=load_seconds)
+        result = Trainer(plan, progress).run(building, load_seconds=load_seconds)
     return dataclasses.replace(result, run_dir=out, checkpoint=out / Path(result.checkpoint).name)
 
 
 def fit_splits(
     config: FitConfig,
-    train: SplitFeatures,
-    dev: SplitFeatures,
+    train: LoadedSplit,
+    dev: LoadedSplit,
     out_dir: Path | None = None,
     progress: ProgressCallback | None = None,
     load_seconds: float = 0.0,
-    test: SplitFeatures | None = None,
+    test: LoadedSplit | None = None,
 ) -> FitResult:
-    """Train on in-memory splits (a run folder is written when `out_dir` is given)."""
-    recipe = FitRecipe(config, train, dev, test=test, progress=progress)
-    return recipe.run(out_dir, load_seconds=load_seconds)
+    """Train on splits loaded in memory (a run folder is written when `out_dir` is given):
+    `config` validated, its sets chosen from `config.features` and the splits composed and
+    checked (`plan_fit`), then trained - each once. (`emo ablate`, whose cells' configs are
+    validated and sets chosen against the cache up front, plans each cell itself.)"""
+    config.validate()
+    return Trainer(plan_fit(config, train, dev, test), progress).run(out_dir, load_seconds=load_seconds)
 
 
-class FitRecipe:
-    """One fit, in the order a reader expects: `run` calls `setup`, then `train_epoch` and
-    `evaluate` (dev) once per epoch, keeps the best state on dev, and writes the run."""
+class Trainer:
+    """One fit of a `FitPlan`, in the order a reader expects: `run` calls `setup`, then
+    `train_epoch` and `evaluate` (dev) once per epoch, keeps the best state on dev, and
+    writes the run."""
 
-    def __init__(
-        self,
-        config: FitConfig,
-        train: SplitFeatures,
-        dev: SplitFeatures,
-        test: SplitFeatures | None = None,
-        progress: ProgressCallback | None = None,
-    ):
-        config.validate()
-        config, (train, dev, test) = compose_for_fit(config, train, dev, test)
-        self.config = config.copy_with(text_feature=resolve_text_feature(config.text_feature, train.fingerprint))
-        self.train_features, self.dev_features, self.test_features = train, dev, test
+    def __init__(self, plan: FitPlan, progress: ProgressCallback | None = None):
+        self.config = plan.config
+        self.train_features, self.dev_features, self.test_features = plan.train, plan.dev, plan.test
         self.progress = progress
 
     # --- set up -------------------------------------------------------------------------
     def setup(self) -> None:
         config, train, dev = self.config, self.train_features, self.dev_features
-        for split in (train, dev):
-            if len(split) == 0:
-                raise CacheError(f"The cache's '{split.split}' split has no rows; extract it before training.")
-            check_compatible(split, config.modalities, config.text_feature)
-        require_same_fingerprint(train.fingerprint, dev.fingerprint, f"The '{dev.split}' split")
-        if config.audio_view_sampling and "audio" in config.modalities and train.num_audio_views < 2:
-            raise UsageError(
-                "audio_view_sampling needs a cache with several audio views, but this one holds only the clean "
-                "audio; re-extract with --audio-views K or turn it off."
-            )
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         self.device = device = resolve_device(config.device)
@@ -191,9 +164,14 @@ class FitRecipe:
         self.order_rng = torch.Generator().manual_seed(config.seed)
         self.augment_rng = torch.Generator().manual_seed(config.seed + 1)
         self.train_set = TensorSplit(
-            train, config.modalities, device, config.text_feature, config.max_mel_frames,
-            keep_frames=config.frame_sampling, audio_views=config.audio_view_sampling,
-        )  # fmt: skip
+            train,
+            config.modalities,
+            device,
+            config.text_feature,
+            config.max_mel_frames,
+            keep_frames=config.frame_sampling,
+            audio_views=config.audio_view_sampling,
+        )
         self.model = FusionModel(model_config_for(config, train)).to(device)
         self.train_set.use_speakers(config.speaker_embedding, self.model.config.speakers)
         self.dev_set = self._eval_set(dev)
@@ -211,7 +189,7 @@ class FitRecipe:
         )
         self.digest = fingerprint_digest(plain(train.fingerprint))
 
-    def _eval_set(self, features: SplitFeatures) -> TensorSplit:
+    def _eval_set(self, features: ModelInputs) -> TensorSplit:
         config = self.config
         split = TensorSplit(features, config.modalities, self.device, config.text_feature, config.max_mel_frames)
         split.use_speakers(config.speaker_embedding, self.model.config.speakers)
@@ -261,19 +239,22 @@ class FitRecipe:
             clip = f"--set grad_clip=1.0 (now {self.config.grad_clip:g})" if self.config.grad_clip <= 0 else ""
             raise EmoError(
                 f"Training diverged at epoch {epoch} (loss is {loss}); lower --lr (now {self.config.lr:g})"
-                + (f" or clip gradients with {clip}" if clip else "") + " and run emo fit again."
+                + (f" or clip gradients with {clip}" if clip else "")
+                + " and run emo fit again."
             )
 
     def evaluate(self, split: TensorSplit) -> dict[str, Any]:
         return score(predict(self.model, split, self.config.eval_batch_size, precision=self.config.precision), split)
 
-    # --- the whole recipe ---------------------------------------------------------------
+    # --- the whole fit ---------------------------------------------------------------
     def run(self, out_dir: Path | None = None, load_seconds: float = 0.0) -> FitResult:
         config = self.config
         self.setup()
         writer = RunWriter(out_dir, config, self.train_features.fingerprint, self.digest) if out_dir else None
-        emit(self.progress, TaskStarted("fit", f"fit {'+'.join(config.modalities)} / {config.fusion}",
-                                        config.epochs, "epochs"))  # fmt: skip
+        emit(
+            self.progress,
+            TaskStarted("fit", f"fit {'+'.join(config.modalities)} / {config.fusion}", config.epochs, "epochs"),
+        )
         history: list[dict[str, Any]] = []
         best_score, best_epoch, best_dev, best_state = -math.inf, 0, {}, None
         fit_started = time.perf_counter()
@@ -324,9 +305,16 @@ class FitRecipe:
             config=config,
         )
         if writer is not None:  # write the run
-            writer.finish(history, self.main, {
-                "best_epoch": best_epoch, "best_dev": best_dev, "test": test_scores,
-                "fit_seconds": round(fit_seconds, 3), "load_seconds": round(load_seconds, 3),
-            })  # fmt: skip
+            writer.finish(
+                history,
+                self.main,
+                {
+                    "best_epoch": best_epoch,
+                    "best_dev": best_dev,
+                    "test": test_scores,
+                    "fit_seconds": round(fit_seconds, 3),
+                    "load_seconds": round(load_seconds, 3),
+                },
+            )
         emit(self.progress, TaskFinished("fit", f"best dev wF1 {100 * best_score:.2f} % at epoch {best_epoch}"))
         return result

@@ -8,6 +8,6 @@ faster-whisper) happen inside functions.
 """
 
 from emo.predict.api import InputProblem, PredictResult, Predictor, SegmentPrediction, media_files
-from emo.predict.output import write_outputs
+from emo.predict.files import write_outputs
 
 __all__ = ["InputProblem", "PredictResult", "Predictor", "SegmentPrediction", "media_files", "write_outputs"]

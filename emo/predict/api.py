@@ -21,14 +21,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from emo.errors import DataError, UsageError
+from emo.predict.segments import MEDIA_SUFFIXES, MIN_MEDIA_S, InputProblem
 from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
 from emo.units import count
-
-AUTO_SEGMENT_S = 30.0  # inputs longer than this are split at the recogniser's segments by default
-MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
-                  ".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma")  # fmt: skip
-LONGEST_INPUT_S = 6 * 3600.0  # decoded for recognition at most (a film is shorter)
-MIN_MEDIA_S = 0.1  # an utterance shorter than this is not predicted
 
 
 @dataclass
@@ -48,25 +43,21 @@ class SegmentPrediction:
     speaker: str = ""
 
     def to_row(self) -> dict[str, Any]:
-        row = {"file": self.file, "segment": self.segment, "start": round(self.start, 3), "end": round(self.end, 3),
-               "transcript": self.transcript, "speaker": self.speaker, "emotion": self.emotion,
-               "emotion_probabilities": self.probabilities}  # fmt: skip
+        row = {
+            "file": self.file,
+            "segment": self.segment,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "transcript": self.transcript,
+            "speaker": self.speaker,
+            "emotion": self.emotion,
+            "emotion_probabilities": self.probabilities,
+        }
         if self.sentiment is not None:
             row["sentiment"] = self.sentiment
             row["sentiment_probabilities"] = self.sentiment_probabilities
         row["modalities"] = "+".join(self.modalities)
         return row
-
-
-@dataclass
-class InputProblem:
-    """An input that was skipped (reason: missing, empty, unreadable, not_media) or predicted
-    with less than it could have (no_audio, no_speech, no_video); `message` says what happened."""
-
-    file: str
-    reason: str
-    message: str
-    skipped: bool = True
 
 
 @dataclass
@@ -117,8 +108,17 @@ def media_files(inputs: Iterable[str | Path]) -> list[Path]:
 class Predictor:
     """A run's head plus the encoders that made its features (and a recogniser, on first need)."""
 
-    def __init__(self, run_dir: Path, model, payload: dict[str, Any], features, device,
-                 asr_model: str | None = None, language: str | None = "en", progress: ProgressCallback | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        model,
+        payload: dict[str, Any],
+        features,
+        device,
+        asr_model: str | None = None,
+        language: str | None = "en",
+        progress: ProgressCallback | None = None,
+    ):
         self.run_dir, self.model, self.payload, self.maker = Path(run_dir), model, payload, features
         self.device = device
         self.asr_model, self.language = asr_model, language
@@ -126,9 +126,15 @@ class Predictor:
         self._recognizer = None
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, cache: str | Path | None = None, device: str = "auto",
-                 asr_model: str | None = None, language: str | None = "en",
-                 progress: ProgressCallback | None = None) -> "Predictor":
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        cache: str | Path | None = None,
+        device: str = "auto",
+        asr_model: str | None = None,
+        language: str | None = "en",
+        progress: ProgressCallback | None = None,
+    ) -> "Predictor":
         """Load `run_dir`'s checkpoint and the encoders of the cache it was trained on."""
         from emo.fuse.checkpoint import load_checkpoint
         from emo.fuse.run_folder import require_finished
@@ -169,8 +175,12 @@ class Predictor:
             self._recognizer = Recognizer(self.asr_model, device=asr_device, language=self.language)
         return self._recognizer
 
-    def predict(self, inputs: str | Path | Iterable[str | Path], transcript: str | Path | None = None,
-                segment: bool | None = None) -> PredictResult:
+    def predict(
+        self,
+        inputs: str | Path | Iterable[str | Path],
+        transcript: str | Path | None = None,
+        segment: bool | None = None,
+    ) -> PredictResult:
         """Predict every utterance of `inputs` (files or folders). `segment`: split inputs at
         speech segments (None: only inputs over 30 s); `transcript`: a CSV, SRT, WebVTT or JSON
         file to use instead of speech recognition."""
@@ -186,7 +196,9 @@ class Predictor:
         emit(self.progress, TaskStarted("predict:plan", "transcribe and segment", len(files), "files"))
         segments = []
         for index, path in enumerate(files):
-            planned, problems, seconds = plan_segments(self, index, path, cues, segment, len(files) == 1, stages)
+            planned, problems, seconds = plan_segments(
+                self.recognizer, self.maker.max_duration, index, path, cues, segment, len(files) == 1, stages
+            )
             segments += planned
             result.problems += problems
             result.audio_seconds += seconds if planned else 0.0
@@ -199,7 +211,9 @@ class Predictor:
         result.seconds = {k: round(v, 4) for k, v in stages.items()}
         return result
 
-    def _predict_segments(self, segments, stages: dict[str, float]) -> tuple[list[SegmentPrediction], list[InputProblem]]:
+    def _predict_segments(
+        self, segments, stages: dict[str, float]
+    ) -> tuple[list[SegmentPrediction], list[InputProblem]]:
         from emo.fuse.predictions import head_columns, predict_features, used_modalities
 
         emit(self.progress, TaskStarted("predict:encode", "encode utterances", len(segments), "utterances"))
@@ -221,12 +235,21 @@ class Predictor:
         out = []
         for row, s in enumerate(segments):
             heads = head_columns(logits, row)
-            out.append(SegmentPrediction(
-                file=str(s.path), segment=s.index, start=s.start, end=s.end, transcript=s.text,
-                emotion=heads.get("emotion", ""), probabilities=heads.get("emotion_probabilities", {}),
-                modalities=[m for m in used[row].split("+") if m], sentiment=heads.get("sentiment"),
-                sentiment_probabilities=heads.get("sentiment_probabilities"), speaker=s.speaker,
-            ))  # fmt: skip
+            out.append(
+                SegmentPrediction(
+                    file=str(s.path),
+                    segment=s.index,
+                    start=s.start,
+                    end=s.end,
+                    transcript=s.text,
+                    emotion=heads.get("emotion", ""),
+                    probabilities=heads.get("emotion_probabilities", {}),
+                    modalities=[m for m in used[row].split("+") if m],
+                    sentiment=heads.get("sentiment"),
+                    sentiment_probabilities=heads.get("sentiment_probabilities"),
+                    speaker=s.speaker,
+                )
+            )
         return out, _media_problems(segments, records)
 
 
@@ -240,6 +263,12 @@ def _media_problems(segments, records) -> list[InputProblem]:
                 continue
             seen.add((str(s.path), failure.reason))
             lost = "+".join(failure.modalities) or "nothing"
-            problems.append(InputProblem(str(s.path), failure.reason, f"{s.path}: {failure.message.rstrip('.')} "
-                                         f"(predicted without {lost}).", skipped=False))  # fmt: skip
+            problems.append(
+                InputProblem(
+                    str(s.path),
+                    failure.reason,
+                    f"{s.path}: {failure.message.rstrip('.')} (predicted without {lost}).",
+                    skipped=False,
+                )
+            )
     return problems

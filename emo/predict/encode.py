@@ -2,15 +2,17 @@
 
 A run's checkpoint records its cache (`cache_path`), the feature sets it was trained on
 and each set's fingerprint. Every set keeps the resolved `ExtractConfig` that extracted it
-(`config.toml` in the set's folder), so rebuilding it and loading the encoder with
-`emo.extract.encoders.load_set_encoders` gives the same model; the fingerprint of what was
+(`config.toml` in the set's folder, which names its encoder), so rebuilding it and loading
+the encoder with `emo.extract.encoders.registry.load_set_encoders` gives the same model (a
+plugin's encoder too, reached as `emo extract` reached it: EMO_PLUGINS or an entry point); the fingerprint of what was
 loaded is then compared with the checkpoint's, so weights that changed since (another
 hash, another precision) are refused instead of silently scoring features the head never saw.
 
-Segments go through `emo.extract.prepare.clip_job` + `prepare_clip` (decode, mel, frame
-preprocessing) and `emo.extract.shard.ShardRunner` (text batches, frame batches), the
-code `emo extract` runs, and come back through `emo.cache.clips.features_from_clips` as the
-`SplitFeatures` a shard of them would load as (float16 rounding included). Nothing here
+Segments go through `emo.extract.pipeline.prepare.media_needs` + `clip_job` + `prepare_clip`
+(what to decode for each set; decode, mel, frame preprocessing) and
+`emo.extract.pipeline.shard.ShardRunner` (text batches, frame batches), the code `emo extract`
+runs, and come back through `emo.cache.clips.features_from_clips` as the `LoadedSplit` a
+shard of them would load as (float16 rounding included; tests/test_predict.py compares them). Nothing here
 re-implements a step of extraction, so the two cannot drift apart.
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 
 from emo.errors import CacheError, UsageError, require_path
 from emo.progress import Message, ProgressCallback, emit
+
 
 @dataclass
 class Segment:
@@ -104,8 +107,9 @@ def set_recipes(payload: dict[str, Any], run_dir: Path, cache: Path, modalities:
                     "and preprocessing to repeat) is not there; pass --cache with that cache folder or a copy of it."
                 )
             config = build_config(ExtractConfig, toml, {}, section="extract")
-            config = dataclasses.replace(config, modalities=(modality,), name=name.partition("/")[2], workers=0,
-                                         overwrite=False, audio_views=0)  # fmt: skip
+            config = dataclasses.replace(
+                config, modalities=(modality,), name=name.partition("/")[2], workers=0, overwrite=False
+            )
             recipes.append((name, config))
     return recipes
 
@@ -125,13 +129,19 @@ def recipe_device(fingerprint: dict[str, Any], device: str) -> str:
 
 class FeatureMaker:
     """The encoders of the run's feature sets, loaded once; `encode(segments)` gives the
-    `SplitFeatures` a cache of them would load as (raw sets; `emo.fuse` composes them)."""
+    `LoadedSplit` a cache of them would load as (raw sets; `emo.fuse.inputs` composes them)."""
 
-    def __init__(self, recipes: list, fingerprint: dict[str, Any], device: str = "auto", run_dir: Path | str = "",
-                 progress: ProgressCallback | None = None):
+    def __init__(
+        self,
+        recipes: list,
+        fingerprint: dict[str, Any],
+        device: str = "auto",
+        run_dir: Path | str = "",
+        progress: ProgressCallback | None = None,
+    ):
         from emo.device import resolve_device
-        from emo.extract.encoders import load_set_encoders
-        from emo.extract.fingerprint import mel_params
+        from emo.extract.encoders.registry import load_set_encoders
+        from emo.extract.pipeline.prepare import media_needs
 
         self.fingerprint = fingerprint
         self.device = resolve_device(recipe_device(fingerprint, device))
@@ -143,12 +153,12 @@ class FeatureMaker:
         for name, config in recipes:
             encoder = load_set_encoders(config, self.device)[0]
             self._check(name, encoder, run_dir)
-            mel = mel_params(config) if encoder.needs == "mel" else None
-            if mel is not None:  # librosa's one-off kernel compile, here rather than in the first clip's time
-                from emo.extract.workers import warm_up
+            media = media_needs(config, [encoder])  # what `emo extract` decodes for this set
+            if media.mel is not None:  # librosa's one-off kernel compile, here rather than in the first clip's time
+                from emo.extract.pipeline.workers import warm_up
 
-                warm_up(mel)
-            self.parts.append((config, encoder, mel))
+                warm_up(media.mel)
+            self.parts.append((config, encoder, media))
         self.load_seconds = time.perf_counter() - started
 
     def _check(self, name: str, encoder, run_dir) -> None:
@@ -166,35 +176,44 @@ class FeatureMaker:
                 "(or run on the device the cache was made on), or re-extract and re-fit."
             )
 
+    @property
+    def max_duration(self) -> float:
+        """Seconds of an input the encoders read at most (the longest of the sets' recipes):
+        how long an input whose container states no duration is taken to be."""
+        from emo.extract.config import ExtractConfig
+
+        return max((config.max_duration for config, _, _ in self.parts), default=ExtractConfig.max_duration)
+
     def close(self) -> None:
-        from emo.extract.pipeline import close_encoders
+        from emo.extract.pipeline.run import close_encoders
 
         close_encoders([encoder for _, encoder, _ in self.parts])
 
     def encode(self, segments: list[Segment], on_clip=None):
-        """(SplitFeatures, records, seconds per stage) for `segments`, rows in the given order.
+        """(LoadedSplit, records, seconds per stage) for `segments`, rows in the given order.
 
         Each set runs through `ShardRunner` as `emo extract` runs it, with its own recipe's
         decoding (a set's frames, waveform or mel); the first set reports progress."""
         from emo.cache.clips import features_from_clips
-        from emo.extract.encoders import Needs
-        from emo.extract.faces import FACE_FRAME_SIDE
-        from emo.extract.prepare import clip_job
-        from emo.extract.shard import ShardRunner
-        from emo.extract.summary import Stages
-        from emo.extract.workers import Prefetcher
+        from emo.extract.encoders.base import Needs
+        from emo.extract.pipeline.prepare import clip_job
+        from emo.extract.pipeline.shard import ShardRunner
+        from emo.extract.pipeline.summary import Stages
+        from emo.extract.pipeline.workers import Prefetcher
 
         stages = Stages()
         split = SegmentSplit(segments)
         records = None
-        for i, (config, encoder, mel) in enumerate(self.parts):
+        for i, (config, encoder, media) in enumerate(self.parts):
             prefetch = None
             if encoder.needs != Needs.TEXT:
-                prep = encoder.model.prep if encoder.needs == Needs.FRAMES else None
-                face_side = FACE_FRAME_SIDE if encoder.needs in (Needs.FACES, Needs.FACE_CROPS) else 0
-                jobs = (clip_job(config, j, s.key, str(s.path), prep, mel, start=s.start, length=s.end - s.start,
-                                 face_side=face_side, waveform=encoder.needs == Needs.WAVEFORM)
-                        for j, s in enumerate(segments))  # fmt: skip
+                # Augmented log-mel copies are for training; a prediction reads the clean view 0, which
+                # is the same whatever their number, so they are not made (their slots stay empty).
+                clean = dataclasses.replace(config, audio_views=0)
+                jobs = (
+                    clip_job(clean, j, s.key, str(s.path), media, start=s.start, length=s.end - s.start)
+                    for j, s in enumerate(segments)
+                )
                 prefetch = Prefetcher(jobs, None, window=4)
             runner = ShardRunner(config, [encoder], prefetch, stages)
             report = (on_clip or (lambda n: None)) if i == 0 else (lambda n: None)
@@ -202,7 +221,8 @@ class FeatureMaker:
             records = made if records is None else _merge(records, made)
         if records is None:
             records, _ = ShardRunner(self.parts[0][0] if self.parts else None, [], None, stages).run(
-                split, range(len(segments)), on_clip or (lambda n: None))  # fmt: skip
+                split, range(len(segments)), on_clip or (lambda n: None)
+            )
         features = features_from_clips(records, [e.spec for _, e, _ in self.parts], self.fingerprint.get("rows", {}))
         hide_missing_words(features, [s.text for s in segments])
         return features, records, dict(stages.seconds)
@@ -228,7 +248,3 @@ def hide_missing_words(features, texts: list[str]) -> None:
             loaded.present[empty] = False
             for array in loaded.arrays.values():
                 array[empty] = 0
-    if features.text_cls is not None:  # per-modality fields (filled from one text set, or built in memory)
-        features.has_text[empty] = False
-        for array in {id(a): a for a in (features.text_cls, features.text_mean) if a is not None}.values():
-            array[empty] = 0

@@ -14,23 +14,69 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
-from emo.predict.api import AUTO_SEGMENT_S, LONGEST_INPUT_S, MEDIA_SUFFIXES, MIN_MEDIA_S, InputProblem
 from emo.predict.encode import Segment
 
+AUTO_SEGMENT_S = 30.0  # inputs longer than this are split at the recogniser's segments by default
+MEDIA_SUFFIXES = (
+    ".mp4",
+    ".mkv",
+    ".mov",
+    ".avi",
+    ".webm",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".wav",
+    ".mp3",
+    ".m4a",
+    ".aac",
+    ".flac",
+    ".ogg",
+    ".opus",
+    ".wma",
+)
+LONGEST_INPUT_S = 6 * 3600.0  # decoded for recognition at most (a film is shorter)
+MIN_MEDIA_S = 0.1  # an utterance shorter than this is not predicted
 MIN_SEGMENT_S = MIN_MEDIA_S
+
+
+@dataclass
+class InputProblem:
+    """An input that was skipped (reason: missing, empty, unreadable, not_media) or predicted
+    with less than it could have (no_audio, no_speech, no_video); `message` says what happened."""
+
+    file: str
+    reason: str
+    message: str
+    skipped: bool = True
 
 
 def _add(stages: dict[str, float], name: str, started: float) -> None:
     stages[name] = stages.get(name, 0.0) + time.perf_counter() - started
 
 
-def plan_segments(predictor, index: int, path: Path, transcript, segment: bool | None, only_input: bool,
-                  stages: dict[str, float]) -> tuple[list[Segment], list[InputProblem], float]:
-    """(segments, problems, seconds of media) for input number `index`."""
-    from emo.extract.decode import decode_clip
-    from emo.extract.probe import ClipError, probe_clip
+def plan_segments(
+    recognizer: Callable[[], Any],
+    max_duration: float,
+    index: int,
+    path: Path,
+    transcript,
+    segment: bool | None,
+    only_input: bool,
+    stages: dict[str, float],
+) -> tuple[list[Segment], list[InputProblem], float]:
+    """(segments, problems, seconds of media) for input number `index`.
+
+    `recognizer()` gives the speech recogniser (loaded on first call: only inputs with audio
+    and no transcript need one); `max_duration` is how long an input whose container states
+    no duration is taken to be when nothing else says where its utterance ends."""
+    from emo.extract.media.decode import decode_clip
+    from emo.extract.media.probe import ClipError, probe_clip
 
     name = str(path)
     started = time.perf_counter()
@@ -66,13 +112,14 @@ def plan_segments(predictor, index: int, path: Path, transcript, segment: bool |
         finally:
             _add(stages, "decode", started)
         duration = duration or len(audio) / 16000.0
-        recognizer = predictor.recognizer()
+        asr = recognizer()
         started = time.perf_counter()
-        found = recognizer.transcribe(audio, vad=split)
+        found = asr.transcribe(audio, vad=split)
         _add(stages, "speech recognition", started)
         if not found:
-            problems.append(InputProblem(name, "no_speech", f"No speech was recognised in {path}: predicted without words.",
-                                         False))  # fmt: skip
+            problems.append(
+                InputProblem(name, "no_speech", f"No speech was recognised in {path}: predicted without words.", False)
+            )
             spans = [(0.0, duration, "", "")]
         elif split:
             spans = [(s.start, s.end, s.text, "") for s in found]
@@ -80,7 +127,7 @@ def plan_segments(predictor, index: int, path: Path, transcript, segment: bool |
             spans = [(0.0, duration, " ".join(s.text for s in found), "")]
     segments = []
     for start, end, text, speaker in spans:
-        end = end if end is not None else (duration or predictor.maker.config.max_duration)
+        end = end if end is not None else (duration or max_duration)
         if duration is not None:
             end = min(end, duration)
         start = max(0.0, float(start))

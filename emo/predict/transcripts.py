@@ -126,7 +126,9 @@ def _json(text: str, path: Path) -> Transcript:
             by_name[Path(name).name] = _json_cues(cues, path)
             by_name.setdefault(Path(name).stem, by_name[Path(name).name])
         return Transcript(by_name=by_name, source=str(path))
-    raise DataError(f"Transcript {path} must be a list of {{start, end, text}} objects or a map of file names to such lists.")
+    raise DataError(
+        f"Transcript {path} must be a list of {{start, end, text}} objects or a map of file names to such lists."
+    )
 
 
 def _json_cues(items, path: Path) -> list[Cue]:
@@ -141,6 +143,12 @@ def _json_cues(items, path: Path) -> list[Cue]:
             end = None if item.get("end") is None else float(item["end"])
         except (TypeError, ValueError):
             raise DataError(f"Transcript {path} has a start or end that is not a number: {str(item)[:60]}.") from None
-        cues.append(Cue(text=" ".join(str(item["text"]).split()), start=start, end=end,
-                        speaker=str(item.get("speaker", "") or "")))  # fmt: skip
+        cues.append(
+            Cue(
+                text=" ".join(str(item["text"]).split()),
+                start=start,
+                end=end,
+                speaker=str(item.get("speaker", "") or ""),
+            )
+        )
     return cues

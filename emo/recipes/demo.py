@@ -129,7 +129,10 @@ def run_demo(config: DemoConfig, progress: ProgressCallback | None = None) -> De
         from emo.data.synth import MANIFEST_NAME, generate
 
         generate(data, config.synth_config(), overwrite=(data / MANIFEST_NAME).is_file(), progress=progress)
-        emit(progress, Message(f"{config.train_clips}/{config.dev_clips}/{config.test_clips} train/dev/test clips in {data}"))
+        emit(
+            progress,
+            Message(f"{config.train_clips}/{config.dev_clips}/{config.test_clips} train/dev/test clips in {data}"),
+        )
     else:
         emit(progress, Message(f"reusing the dataset already in {data}"))
 
@@ -273,7 +276,7 @@ def _previous_config(out: Path) -> DemoConfig | None:
 
 def _extract(config: DemoConfig, data: Path, cache: Path, ablate_dir: Path, progress) -> bool:
     """Extract (or finish, or reuse) the demo's cache; True when nothing had to be extracted."""
-    from emo.extract.pipeline import run_extract
+    from emo.extract.pipeline.run import run_extract
 
     try:
         summary = run_extract(config.extract_config(data, cache), progress=progress)
@@ -295,8 +298,9 @@ def _ablation_row(row: dict[str, Any]) -> AblationRow:
     )
 
 
-def _artifacts(out: Path, data: Path, cache: Path, fit_dir: Path, eval_files: dict[str, str],
-               ablation_paths: dict[str, Path]) -> dict[str, Path]:  # fmt: skip
+def _artifacts(
+    out: Path, data: Path, cache: Path, fit_dir: Path, eval_files: dict[str, str], ablation_paths: dict[str, Path]
+) -> dict[str, Path]:
     return {
         "demo config": out / CONFIG_NAME,
         "demo result (JSON)": out / RESULT_NAME,

@@ -67,7 +67,9 @@ class DemoConfig:
         minimum = {"train_clips": 20, "dev_clips": 5, "test_clips": 5}
         for key, least in minimum.items():
             if getattr(self, key) < least:
-                raise ConfigError(f"{key} must be at least {least} for the demo to train and score; got {getattr(self, key)}.")
+                raise ConfigError(
+                    f"{key} must be at least {least} for the demo to train and score; got {getattr(self, key)}."
+                )
         self.synth_config().validate()
         self.extract_config().validate()
         self.fit_config(Path("cache"), Path("runs")).validate()
@@ -81,23 +83,48 @@ class DemoConfig:
         from emo.data.synth import SynthConfig
 
         return SynthConfig(
-            train_clips=self.train_clips, dev_clips=self.dev_clips, test_clips=self.test_clips,
-            width=self.width, height=self.height, fps=8, min_duration=1.0, max_duration=2.5, sample_rate=16000,
-            seed=self.seed, text_cue=self.text_cue, audio_cue=self.audio_cue, visual_cue=self.visual_cue,
-        )  # fmt: skip
+            train_clips=self.train_clips,
+            dev_clips=self.dev_clips,
+            test_clips=self.test_clips,
+            width=self.width,
+            height=self.height,
+            fps=8,
+            min_duration=1.0,
+            max_duration=2.5,
+            sample_rate=16000,
+            seed=self.seed,
+            text_cue=self.text_cue,
+            audio_cue=self.audio_cue,
+            visual_cue=self.visual_cue,
+        )
 
     def extract_config(self, data: Path | None = None, cache: Path | None = None, overwrite: bool = False):
         from emo.extract.config import ExtractConfig
 
         return ExtractConfig(
-            data_root=data or Path("data"), cache=cache or Path("cache"), split="all", preset="offline",
-            frames=self.frames, device=self.device, workers=self.workers, batch_size=32, shard_size=64,
-            seed=self.seed, overwrite=overwrite,
-        )  # fmt: skip
+            data_root=data or Path("data"),
+            cache=cache or Path("cache"),
+            split="all",
+            preset="offline",
+            frames=self.frames,
+            device=self.device,
+            workers=self.workers,
+            batch_size=32,
+            shard_size=64,
+            seed=self.seed,
+            overwrite=overwrite,
+        )
 
     def fit_options(self) -> dict[str, Any]:
-        return dict(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, text_feature=self.text_feature,
-                    class_weights=self.class_weights, seed=self.seed, device=self.device)  # fmt: skip
+        return dict(
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            text_feature=self.text_feature,
+            class_weights=self.class_weights,
+            seed=self.seed,
+            device=self.device,
+        )
 
     def fit_config(self, cache: Path, out: Path):
         from emo.fuse.config import FitConfig
@@ -109,9 +136,16 @@ class DemoConfig:
 
         return resolve_configs(
             None,
-            dict(cache=cache, out=out, modalities=list(self.ablate_modalities), fusion="ensemble",
-                 seeds=self.ablate_seeds, overwrite=True, **self.fit_options()),
-        )  # fmt: skip
+            dict(
+                cache=cache,
+                out=out,
+                modalities=list(self.ablate_modalities),
+                fusion="ensemble",
+                seeds=self.ablate_seeds,
+                overwrite=True,
+                **self.fit_options(),
+            ),
+        )
 
     def data_key(self) -> dict[str, Any]:
         """What the dataset on disk depends on."""
@@ -169,7 +203,9 @@ def resolve_demo_config(toml_path: Path | None = None, overrides: dict[str, Any]
         for key, value in data.items():
             key = key.replace("-", "_")
             if key not in known:
-                raise ConfigError(f"Unknown config key '{key}' in {toml_path}; known keys are: {', '.join(sorted(known))}.")
+                raise ConfigError(
+                    f"Unknown config key '{key}' in {toml_path}; known keys are: {', '.join(sorted(known))}."
+                )
             file_values[key] = value
     overrides = {k.replace("-", "_"): v for k, v in (overrides or {}).items() if v is not None}
     quick = overrides.get("quick", file_values.get("quick", False))

@@ -1,24 +1,31 @@
 """The launcher interface and the plan every launcher shares: which tasks still have work.
 
-Kept apart from the package's `__init__` so the implementations (`local`, `slurm`)
-import the interface from here and the package imports them, not the other way round.
+Kept apart from the package's `__init__` so the implementations (`local`, `slurm`, a
+plugin's) import the interface from here and the registry imports them, not the other way
+round.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol
 
 from emo.extract.config import ExtractConfig
 from emo.progress import ProgressCallback
 
-LAUNCHERS = ("local", "slurm")
-
-# What a task runs, given the config of one `--shard-index`: a function importable by
-# name on the machine that runs it (the command passes its own, which prints to the
-# task's log; the library itself never prints).
+# What a remote task runs, given the config of one `--shard-index`: a function importable
+# by name on the machine that runs it, returning the task's `ExtractSummary`. The command
+# passes its own, which shows the extraction in the task's log (the library never prints).
 TaskFunction = Callable[[ExtractConfig], Any]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A progress event: a remote launcher took the tasks; `text` is its own sentence
+    ("Submitted SLURM job 12: 3 tasks ..."), which a command shows with its results."""
+
+    text: str
 
 
 @dataclass
@@ -44,7 +51,7 @@ class LaunchPlan:
 
     def shards_of(self, task: int) -> dict[str, list[int]]:
         """The shards each split has for `task` (k with k % num_tasks == task)."""
-        from emo.extract.plan import my_shards
+        from emo.extract.pipeline.plan import my_shards
 
         return {name: my_shards(s.shards, self.num_tasks, task) for name, s in self.splits.items()}
 
@@ -84,10 +91,17 @@ class Launch:
 
 
 class Launcher(Protocol):
-    """Runs the tasks of an extraction somewhere and reports on them through events."""
+    """Runs the tasks of an extraction somewhere and reports on them through events.
 
-    name: str
-    remote: bool  # tasks run elsewhere (their output goes to logs) rather than in this process
+    The class attributes are what the registry reads (`emo.extract.launch.registry`); the
+    instance is built from the options it declares, `cls(**{option.key: value})`.
+    """
+
+    name: ClassVar[str]
+    help: ClassVar[str]  # its line in `--launcher`'s help
+    remote: ClassVar[bool]  # tasks run elsewhere (their output goes to logs) rather than in this process
+    state_dir: ClassVar[str | None]  # its folder in the cache (emo.cache.launches), or None
+    options: ClassVar[tuple]  # its command-line options (`LauncherOption`s)
 
     def check(self) -> None:
         """Raise `emo.errors.UsageError` in one sentence when this launcher cannot work here
@@ -100,7 +114,14 @@ class Launcher(Protocol):
         """Start the plan's tasks (task i runs `task(config with shard_index=i)`)."""
 
     def wait(self, launch: Launch, plan: LaunchPlan, progress: ProgressCallback | None) -> Launch:
-        """Follow the tasks until none is queued or running; fill `launch.outcomes`."""
+        """Follow the tasks until none is queued or running; fill `launch.outcomes` and
+        `launch.results` (the finished tasks' summaries)."""
+
+    def title(self, launch: Launch) -> str:
+        """How a person names the launch, in the launcher's words: "SLURM job 12"."""
+
+    def submitted(self, launch: Launch, plan: LaunchPlan) -> str:
+        """The sentence that says the tasks were handed over, and where their logs are."""
 
 
 def tasks_with_work(shards: Mapping[str, int], finished: Mapping[str, Iterable[int]], num_tasks: int) -> list[int]:
@@ -120,12 +141,12 @@ def plan_launch(config: ExtractConfig, num_tasks: int, device: str = "cpu") -> L
     cache on disk (no model is loaded).
 
     Finished shards count only when the cache's fingerprint is certainly this run's
-    (`emo.extract.identity`, with `device` the one the tasks will use: "cpu" or "cuda");
+    (`emo.extract.pipeline.plan.held_sets`, with `device` the one the tasks will use: "cpu" or "cuda");
     otherwise every task is submitted and each decides for itself - skipping what is done,
     or refusing a cache made differently in one sentence.
     """
-    from emo.extract.pipeline import load_splits
-    from emo.extract.plan import adopt_cache_shard_size, shard_ranges
+    from emo.extract.pipeline.run import load_splits
+    from emo.extract.pipeline.plan import adopt_cache_shard_size, shard_ranges
 
     config, _ = adopt_cache_shard_size(config)  # each task adopts it too, and says so
     splits = {}
@@ -146,7 +167,7 @@ def _trust_finished(config: ExtractConfig, splits: dict[str, SplitPlan], device:
     """Fill each split's finished shards when the cache is certainly this run's."""
     from emo.cache import cache_status, open_cache
     from emo.errors import CacheError
-    from emo.extract.identity import expected_specs, spec_matches
+    from emo.extract.pipeline.plan import held_sets
 
     root = Path(config.cache)
     if not root.is_dir():
@@ -158,11 +179,8 @@ def _trust_finished(config: ExtractConfig, splits: dict[str, SplitPlan], device:
         info = open_cache(root)
     except CacheError:
         return False  # not a cache: every task will say so
-    specs = expected_specs(config, device)
-    if info.format != config.format or specs is None:
-        return False
-    if any(spec.name not in info.sets or not spec_matches(spec, info.sets[spec.name].meta) for spec in specs):
-        return False  # a set this run adds (or replaces): every task decides for itself
+    if held_sets(config, info, device) is None:
+        return False  # a set this run adds (or replaces), or doubt: every task decides for itself
     for name, split in splits.items():
         split.finished = [k for k in status.splits[name].finished if k < split.shards]
     return True

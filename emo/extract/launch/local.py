@@ -10,12 +10,17 @@ import time
 
 from emo.extract.config import ExtractConfig
 from emo.extract.launch.base import Launch, LaunchPlan, TaskFunction, TaskOutcome
+from emo.extract.launch.registry import register_launcher
 from emo.progress import ProgressCallback
 
 
+@register_launcher
 class LocalLauncher:
     name = "local"
+    help = "run here"
     remote = False
+    state_dir = None
+    options = ()
 
     def check(self) -> None:
         """Always usable."""
@@ -43,3 +48,9 @@ class LocalLauncher:
 
     def wait(self, launch: Launch, plan: LaunchPlan, progress: ProgressCallback | None) -> Launch:
         return launch  # finished when `submit` returned
+
+    def title(self, launch: Launch) -> str:
+        return f"the extraction of --shard-index {launch.tasks[0]}"
+
+    def submitted(self, launch: Launch, plan: LaunchPlan) -> str:
+        return ""  # nothing was handed over: it ran here

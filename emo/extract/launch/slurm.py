@@ -8,9 +8,12 @@ venv's python on the nodes), so the cluster needs the same install on a shared p
 
 Everything of a launch lives in the cache folder, on the filesystem the tasks share:
 `CACHE/slurm/` holds submitit's job files, one log per task (`<job>_<task>_0_log.out`,
-stdout and stderr together) and `launch.json`, the last launch (job id, tasks, logs), so a
-later `emo extract` refuses to submit a second array over a running one and `emo cache
-status` can be read against it.
+stdout and stderr together), each task's JSON summary and `launch.json`, the last launch
+(`emo.cache.launches`), so a later `emo extract` refuses to submit a second array over a
+running one and `emo cache status` can be read against it.
+
+This module is the whole of the launcher: its options (`OPTIONS`, which `emo extract`
+offers as `--slurm-time` and so on), its words ("Submitted SLURM job 12") and its folder.
 
 Watching needs no accounting database: progress is the cache itself (finished shards per
 split, `emo.cache.cache_status`) and the tasks' states come from `squeue --states=all`,
@@ -26,20 +29,33 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emo import atomic
 from emo.errors import EmoError, UsageError
 from emo.extract.config import ExtractConfig
 from emo.extract.launch.base import Launch, LaunchPlan, TaskFunction, TaskOutcome, plan_launch
+from emo.extract.launch.registry import LauncherOption, register_launcher
 from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
-from emo.units import count
+from emo.units import count, index_ranges
 
-LAUNCHER_DIR = "slurm"  # inside the cache; emo.cache.layout.LAUNCHER_DIRS reserves the name
-RECORD = "launch.json"  # = emo.cache.layout.LAUNCH_RECORD: emo fit names the job when it refuses the cache
+LAUNCHER_DIR = "slurm"  # inside the cache, marked as a launcher's folder (emo.cache.launches)
+OPTIONS = (
+    LauncherOption("--slurm-partition", "partition", "SLURM partition for the tasks."),
+    LauncherOption("--slurm-time", "time", "Time limit per task, e.g. 90 or 4:00:00. (default: the partition's)"),
+    LauncherOption("--slurm-mem", "mem", "Memory per task's node, e.g. 16G."),
+    LauncherOption("--cpus-per-task", "cpus_per_task", "CPUs per SLURM task.", int),
+    LauncherOption("--gpus-per-task", "gpus_per_task", "GPUs per SLURM task.", int),
+    LauncherOption("--array-parallelism", "array_parallelism", "SLURM tasks running at once. (default: all)", int),
+    LauncherOption(
+        "--slurm-arg",
+        "extra",
+        "Any other sbatch option: --slurm-arg key=value (repeatable), e.g. account=lab.",
+        pairs=True,
+        example="account=lab",
+    ),
+)
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "STAGE_OUT")
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
@@ -84,12 +100,16 @@ def time_minutes(text: str) -> int:
     return max(total, 1)
 
 
+@register_launcher
 class SlurmLauncher:
     name = "slurm"
+    help = "a SLURM job array of --num-shards tasks"
     remote = True
+    state_dir = LAUNCHER_DIR
+    options = OPTIONS
 
-    def __init__(self, options: SlurmOptions | None = None) -> None:
-        self.options = options or SlurmOptions()
+    def __init__(self, **options) -> None:
+        self.options = SlurmOptions(**options)
 
     # -- before submitting -------------------------------------------------------------
 
@@ -117,7 +137,9 @@ class SlurmLauncher:
         return "cpu"
 
     def _refuse_if_running(self, cache: Path) -> None:
-        record = read_record(cache)
+        from emo.cache.launches import read_launch
+
+        record = read_launch(cache / LAUNCHER_DIR)
         if not record:
             return
         states = queue_states(str(record["job_id"]))
@@ -134,14 +156,15 @@ class SlurmLauncher:
     def submit(self, config: ExtractConfig, plan: LaunchPlan, task: TaskFunction) -> Launch:
         import submitit
 
-        folder = Path(config.cache) / LAUNCHER_DIR
-        folder.mkdir(parents=True, exist_ok=True)
+        from emo.cache.launches import launcher_folder
+
+        folder = launcher_folder(config.cache, LAUNCHER_DIR, self.name)
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
         executor.update_parameters(**self._parameters(len(plan.tasks)))
         configs = [dataclasses.replace(config, num_shards=plan.num_tasks, shard_index=i) for i in plan.tasks]
         started = time.perf_counter()
         try:
-            jobs = executor.map_array(task, configs)
+            jobs = executor.map_array(SummaryWritingTask(task), configs)
         except Exception as error:  # noqa: BLE001 - sbatch's refusal, in its own words
             message = " ".join(str(error).split())[-300:].rstrip(".")
             raise EmoError(f"sbatch refused the job array ({message}).") from None
@@ -156,8 +179,17 @@ class SlurmLauncher:
             result_files={i: result_path(Path(config.cache), str(job.job_id)) for i, job in zip(plan.tasks, jobs)},
             wall_seconds=time.perf_counter() - started,
         )
-        write_record(launch, plan)
         return launch
+
+    def title(self, launch: Launch) -> str:
+        return f"SLURM job {launch.job_id}"
+
+    def submitted(self, launch: Launch, plan: LaunchPlan) -> str:
+        tasks = index_ranges(launch.tasks, sep=",")
+        return (
+            f"Submitted SLURM job {launch.job_id}: {count(len(launch.tasks), 'task')} (--shard-index {tasks} of "
+            f"--num-shards {plan.num_tasks}); logs in {Path(launch.cache) / LAUNCHER_DIR}/."
+        )
 
     def _parameters(self, n_tasks: int) -> dict:
         o = self.options
@@ -182,7 +214,7 @@ class SlurmLauncher:
 
         started = time.perf_counter()
         expected = plan.expected_shards
-        emit(progress, TaskStarted("slurm:tasks", f"SLURM job {launch.job_id}", total=len(launch.tasks), unit="tasks"))
+        emit(progress, TaskStarted("slurm:tasks", self.title(launch), total=len(launch.tasks), unit="tasks"))
         for name, shards in expected.items():
             emit(progress, TaskStarted(f"slurm:{name}", f"{name} shards", total=shards, unit="shards"))
         reported: set[int] = set()
@@ -190,8 +222,7 @@ class SlurmLauncher:
             outcomes = self._outcomes(launch)
             status = cache_status(launch.cache, expected)
             tally = {k: sum(1 for o in outcomes.values() if k(o)) for k in (_running, _pending, _failed, _ended)}
-            detail = (f"{tally[_running]} running, {tally[_pending]} pending, "
-                      f"{tally[_failed]} failed")  # fmt: skip
+            detail = f"{tally[_running]} running, {tally[_pending]} pending, {tally[_failed]} failed"
             emit(progress, TaskAdvanced("slurm:tasks", completed=tally[_ended], detail=detail))
             for name in expected:
                 split = status.splits.get(name)
@@ -271,8 +302,10 @@ def queue_states(job_id: str) -> dict[str, str]:
         result = subprocess.run(
             # -h no header, -r one line per array element, -t all: also recently finished ones
             ["squeue", "-h", "-r", "-t", "all", "-j", str(job_id), "-o", "%i|%T"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {}
     states = {}
@@ -288,7 +321,7 @@ def last_error(log: Path | None) -> str:
     text = _tail(log) if log else ""
     for line in reversed(text.splitlines()):
         if line.startswith("emo: error:"):
-            return line[len("emo: error:"):].strip().rstrip(".")
+            return line[len("emo: error:") :].strip().rstrip(".")
         if "***" in line and "CANCELLED AT" in line:  # slurmstepd: *** JOB 12 ON node CANCELLED AT <time> ... ***
             when = line.split("CANCELLED AT", 1)[1].split("***")[0].strip()
             return f"at {when}" if "TIME LIMIT" not in when else "it reached its --slurm-time limit"
@@ -308,22 +341,31 @@ def _tail(path: Path, size: int = 16384) -> str:
 def result_path(cache: Path, task_id: str) -> Path:
     """Where array task `task_id` (`JOB_INDEX`) leaves its summary: JSON, never a pickle, so
     reading a launch's results cannot run code someone left in the cache folder."""
-    return cache / "slurm" / f"{task_id}.summary.json"
+    return cache / LAUNCHER_DIR / f"{task_id}.summary.json"
 
 
-def write_task_summary(summary) -> None:
-    """Called on the node at the end of a task (SLURM tells it its job and index)."""
-    job, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if summary is None or not job or index is None:
-        return
-    from emo import atomic
-    from emo.extract.summary import summary_to_dict
+@dataclass(frozen=True)
+class SummaryWritingTask:
+    """What an array element runs: the caller's task, then its summary written as JSON beside
+    the task's log (SLURM tells the node its job and index), so the launch can add the tasks'
+    summaries up without unpickling anything; submitit's own pickle of the result is None."""
 
-    atomic.write_json(result_path(Path(summary.cache), f"{job}_{index}"), summary_to_dict(summary))
+    task: TaskFunction
+
+    def __call__(self, config: ExtractConfig) -> None:
+        summary = self.task(config)
+        job, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        if summary is None or not job or index is None:
+            return None
+        from emo import atomic
+        from emo.extract.pipeline.summary import summary_to_dict
+
+        atomic.write_json(result_path(Path(summary.cache), f"{job}_{index}"), summary_to_dict(summary))
+        return None
 
 
 def _load_result(path: Path):
-    from emo.extract.summary import summary_from_dict
+    from emo.extract.pipeline.summary import summary_from_dict
 
     try:
         return summary_from_dict(json.loads(path.read_text(encoding="utf-8")))
@@ -333,25 +375,3 @@ def _load_result(path: Path):
 
 def _result(launch: Launch, index: int):
     return _load_result(launch.result_files[index])
-
-
-def write_record(launch: Launch, plan: LaunchPlan) -> None:
-    record = {
-        "launcher": launch.launcher,
-        "job_id": launch.job_id,
-        "num_shards": plan.num_tasks,
-        "expected_shards": plan.expected_shards,
-        "tasks": {str(i): {"id": launch.task_ids[i], "log": str(launch.logs[i])} for i in launch.tasks},
-        "python": sys.executable,
-    }
-    atomic.write_json(Path(launch.cache) / LAUNCHER_DIR / RECORD, record)
-
-
-def read_record(cache: Path) -> dict | None:
-    """The last launch into `cache` (see the module docstring), or None."""
-    try:
-        with open(Path(cache) / LAUNCHER_DIR / RECORD, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and "job_id" in record else None
