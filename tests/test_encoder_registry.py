@@ -320,3 +320,24 @@ def test_toy_encoder_from_one_file_extracts_fits_and_predicts(synth_root, tmp_pa
     # Without the plugin, predict cannot rebuild the encoder: one sentence naming the way in.
     missing = emo(*args, "--out", tmp_path / "elsewhere")
     assert "EMO_PLUGINS" in assert_clean_error(missing, 2) and not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (("--modalities", "visual", "--visual-model", "mediapipe-face", "--crop", "faces"), "--crop faces"),
+        (("--modalities", "audio", "--audio-model", "egemaps", "--audio-layers", "6"), "--audio-layers 6"),
+    ],
+)
+def test_what_an_encoder_accepts_is_its_own_fact_checked_before_any_work(tmp_path, capsys, options, words):
+    """--crop and --audio-layers are refused by the registry from the encoder's own attributes
+    (`needs`, `takes_layers`), not by a list of names in the config: exit 2, nothing written."""
+    from emo.cli import app, run
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train_sent_emo.csv").write_text("Sr No.\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+    argv = ["extract", "--split", "train", "--data-root", str(tmp_path / "data"), "--cache", str(cache), *options]
+    assert run(app, argv) == 2
+    assert words in capsys.readouterr().err
+    assert not cache.exists()

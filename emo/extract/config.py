@@ -183,11 +183,6 @@ class ExtractConfig:
         if "audio" not in self.modalities:
             return
         audio = str(self.audio_model or "mel")
-        if audio in ("mel", "egemaps") and str(self.audio_layers) not in ("", "last"):
-            raise ConfigError(
-                f"--audio-layers {self.audio_layers} picks layers of a speech model, and --audio-model {audio} has none; "
-                "leave it out or pass a transformers speech model."
-            )
         if audio != "mel" and self.audio_views:
             raise ConfigError(
                 f"--audio-views {self.audio_views} makes augmented log-mel copies, which --audio-model {audio} does "
@@ -222,12 +217,10 @@ class ExtractConfig:
             raise ConfigError(f"Unknown preset '{self.preset}'; use none or offline.")
         if self.crop not in CROPS:
             raise ConfigError(f"Unknown crop '{self.crop}'; use none or faces.")
-        if self.crop == "faces" and self.resolved_visual_model[0] == "mediapipe-face":
-            raise ConfigError(
-                "--crop faces needs an image encoder (efficientnet-lite0 or a CLIP model), not mediapipe-face."
-            )
         self.set_names()
         self.check_options_apply()
+        # What an encoder accepts (--audio-layers, --crop) is the encoder's own fact: the registry
+        # checks it when it picks the encoders (`emo.extract.encoders.registry.entry_for`).
         if self.frame_resize not in FRAME_RESIZE:
             raise ConfigError(f"Unknown frame_resize '{self.frame_resize}'; use exact or ffmpeg.")
         if self.format not in FORMATS:

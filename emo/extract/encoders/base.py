@@ -60,6 +60,7 @@ class Encoder:
     summary: str = ""  # one line for `emo encoders`
     family: bool = False
     loads_model: bool = True  # False for log-mel, which the decoding workers compute
+    takes_layers: bool = False  # True: `--audio-layers` picks which of its layers are pooled
 
     # -- light: no model ------------------------------------------------------------------
 

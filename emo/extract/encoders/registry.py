@@ -116,6 +116,11 @@ def selected_name(config, modality: str) -> str:
 def entry_for(config, modality: str) -> Encoder:
     """The encoder that writes `modality`'s set under `config` (face crops applied)."""
     entry = lookup(modality, selected_name(config, modality))
+    if modality == "audio" and not entry.takes_layers and str(config.audio_layers) not in ("", "last"):
+        raise ConfigError(
+            f"--audio-layers {config.audio_layers} picks layers of a speech model, and --audio-model {entry.name} "
+            "has none; leave it out or pass a transformers speech model."
+        )
     if modality == "visual" and config.crop != "none":
         if entry.needs != Needs.FRAMES or config.crop not in _CROPS:
             raise ConfigError(f"--crop {config.crop} needs an image encoder that sees frames, not {entry.name}.")

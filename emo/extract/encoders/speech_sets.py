@@ -22,6 +22,7 @@ class TransformersSpeech(Encoder):
     licence = "the model's"
     summary = "any wav2vec2 / HuBERT / WavLM / data2vec-audio / Whisper id or folder (+ --audio-layers 6,12)"
     family = True
+    takes_layers = True
 
     def available(self) -> tuple[bool, str]:
         return util.find_spec("transformers") is not None, "local folders and ids already in the hub cache load offline"

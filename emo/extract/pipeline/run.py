@@ -55,7 +55,10 @@ def run_extract(config: ExtractConfig, progress: ProgressCallback | None = None)
     from emo.cache import CacheWriter
     from emo.device import resolve_device, seed_everything
 
+    from emo.extract.encoders.registry import run_encoders
+
     config.validate()
+    run_encoders(config)  # what each encoder accepts (--audio-layers, --crop) is checked before any work
     started = time.perf_counter()
     config, note = adopt_cache_shard_size(config)
     if note:
