@@ -457,3 +457,21 @@ def test_predict_features_equal_the_cached_features(synth_root, tiny_bert, tiny_
             continue
         for key, array in stored.arrays.items():
             assert fresh.arrays[key].dtype == array.dtype and np.array_equal(fresh.arrays[key], array), f"{name} {key}"
+
+
+@needs_asr
+@needs_espeak
+def test_an_audio_file_is_named_once_in_its_problem(trained, tmp_path):
+    """A speech-only file costs the visual modality; the note names the file once
+    ("clip.wav: Clip clip.wav has no video stream" said it twice)."""
+    import subprocess
+
+    from emo import Predictor
+
+    clip = tmp_path / "clip.wav"
+    subprocess.run(["espeak-ng", "-w", str(clip), "I cannot believe you did that"], check=True)
+    with Predictor.from_run(trained[2], device="cpu") as predictor:
+        result = predictor.predict(clip)
+    assert result.segments
+    notes = [p.message for p in result.problems if p.reason == "no_video"]
+    assert notes and all(note.count(str(clip)) == 1 for note in notes), notes

@@ -263,12 +263,9 @@ def _media_problems(segments, records) -> list[InputProblem]:
                 continue
             seen.add((str(s.path), failure.reason))
             lost = "+".join(failure.modalities) or "nothing"
+            said = failure.message.rstrip(".")
+            said = said if str(s.path) in said else f"{s.path}: {said}"  # name the file once, not twice
             problems.append(
-                InputProblem(
-                    str(s.path),
-                    failure.reason,
-                    f"{s.path}: {failure.message.rstrip('.')} (predicted without {lost}).",
-                    skipped=False,
-                )
+                InputProblem(str(s.path), failure.reason, f"{said} (predicted without {lost}).", skipped=False)
             )
     return problems
