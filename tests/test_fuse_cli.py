@@ -131,7 +131,7 @@ def test_eval_refuses_a_cache_with_another_fingerprint(trained):
 
 
 def test_eval_refuses_a_run_without_checkpoint(tmp_path, trained):
-    with pytest.raises(UsageError, match="holds no checkpoint"):
+    with pytest.raises(UsageError, match=r"holds no checkpoint .*`emo fit --cache CACHE --out "):
         run_eval(tmp_path)
     with pytest.raises(UsageError, match="does not exist"):
         run_eval(tmp_path / "nope")

@@ -76,7 +76,9 @@ def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[
                 f"{run_dir} is a feature cache, not a run; give a run folder made by emo fit "
                 f"(`emo fit --cache {run_dir} --out runs/NAME` makes one)."
             )
-        raise UsageError(f"{run_dir} holds no checkpoint ({CHECKPOINT_NAME}); run `emo fit --out {run_dir}` first.")
+        raise UsageError(
+            f"{run_dir} holds no checkpoint ({CHECKPOINT_NAME}); run `emo fit --cache CACHE --out {run_dir}` first."
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: the user's to fix
