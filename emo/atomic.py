@@ -249,7 +249,7 @@ def sweep_folder_leftovers(path: Path | str) -> None:
     for child in path.parent.iterdir():
         prefix = next((p for p in (building, aside) if child.name.startswith(p)), None)
         pid = child.name[len(prefix) :] if prefix else ""
-        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
             continue
         if prefix == aside and not os.path.lexists(path):
             os.replace(child, path)
@@ -257,7 +257,8 @@ def sweep_folder_leftovers(path: Path | str) -> None:
             _remove_tree(child)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (one owned by another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -38,7 +38,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from emo.atomic import this_host
+from emo.atomic import pid_alive, this_host
 from emo.cache.launches import LEGACY_DIRS, is_launcher_dir
 
 CACHE_FILE = "cache.json"
@@ -123,16 +123,6 @@ def parse_any_temp(name: str) -> tuple[str, str, int] | None:
     sidecars, cache.json, manifest.json, config.toml), None otherwise."""
     match = _ANY_TEMP_RE.match(name)
     return (match.group(1), match.group(2), int(match.group(3))) if match else None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_path(path: Path) -> None:

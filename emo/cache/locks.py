@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from emo.atomic import disk_full_as_error, this_host
+from emo.atomic import disk_full_as_error, pid_alive, this_host
 from emo.errors import CacheError
 
 LOCKS_DIR = ".locks"
@@ -313,20 +313,10 @@ def _age(path: Path) -> float:
         return 0.0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stale(path: Path, holder: Mapping[str, Any]) -> bool:
     """A holder file of a dead process: gone on this machine, or not refreshed for STALE_S."""
     match = _HOLDER_RE.match(path.name)
-    if match and match.group(1) == this_host() and not _pid_alive(int(match.group(2))):
+    if match and match.group(1) == this_host() and not pid_alive(int(match.group(2))):
         return True
     return _age(path) > STALE_S
 
@@ -373,7 +363,7 @@ def _mutex(folder: Path, deadline: float) -> Iterator[Any]:
 
 
 def _mutex_stale(path: Path, holder: Mapping[str, Any] | None) -> bool:
-    if holder and holder.get("host") == this_host() and not _pid_alive(int(holder.get("pid", 0) or 0)):
+    if holder and holder.get("host") == this_host() and not pid_alive(int(holder.get("pid", 0) or 0)):
         return True
     return _age(path) > MUTEX_STALE_S  # also a file left empty by a crash right after its creation
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from emo import atomic
 
@@ -27,9 +27,10 @@ def content_digest(content: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def sealed(content: dict[str, Any]) -> dict[str, Any]:
-    """`content` as JSON will hold it, plus its digest (any old digest is replaced)."""
-    plain = json.loads(json.dumps({k: v for k, v in content.items() if k != DIGEST_KEY}, default=str))
+def sealed(content: dict[str, Any], default: Callable[[Any], Any] = str) -> dict[str, Any]:
+    """`content` as JSON will hold it, plus its digest (any old digest is replaced);
+    `default` turns what JSON cannot hold into what it can (as `json.dumps` takes it)."""
+    plain = json.loads(json.dumps({k: v for k, v in content.items() if k != DIGEST_KEY}, default=default))
     return {**plain, DIGEST_KEY: content_digest(plain)}
 
 

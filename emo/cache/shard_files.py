@@ -103,7 +103,7 @@ def _commit(folder: Path, tmp: Path, final: Path, sidecar_path: Path, sidecar: d
     """Steps 4-5: the sidecar's temporary, then the renames; a failure in between takes the
     renamed data away again."""
     # sealed like cache.json and set.json: a sidecar edited afterwards no longer finishes its shard
-    text = json.dumps(sealed(json.loads(json.dumps(sidecar, default=json_safe))), indent=1) + "\n"
+    text = json.dumps(sealed(sidecar, default=json_safe), indent=1) + "\n"
     moved = False
     try:
         with atomic.disk_full_as_error(sidecar_path), atomic.atomic_path(sidecar_path, durable=True) as side_tmp:

@@ -152,7 +152,7 @@ def _temporaries(split_dir: Path) -> tuple[set[int], set[int]]:
         if parsed is None:
             continue
         index, writer_host, pid = parsed
-        if writer_host == host and not layout.pid_alive(pid):
+        if writer_host == host and not atomic.pid_alive(pid):
             dead.add(index)
         else:
             live.add(index)

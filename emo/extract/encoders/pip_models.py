@@ -32,7 +32,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from emo.atomic import temp_name, this_host
+from emo.atomic import pid_alive, temp_name, this_host
 from emo.errors import UsageError
 
 STAMP = "emo-assembled.json"
@@ -285,19 +285,9 @@ def _sweep_leftovers(target: Path) -> None:
         if prefix is None:
             continue
         pid = path.name[len(prefix) :]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but belongs to someone else
-        return True
-    return True
 
 
 __all__ = ["INSTALL_HINT", "MPNET_HINT", "mpnet_dir", "user_cache_dir", "whisper_base_dir"]
