@@ -12,21 +12,23 @@ of each split, instead of one per fit (and one more per `emo eval` for the test 
     .venv/bin/python bench/ablate.py --small             # a quick look
     .venv/bin/python bench/ablate.py                     # MELD size, the design's 15 epochs (long)
 
-Both sides run in this one run, one after the other, on the same machine, so the ratio
-is measured side by side; absolute seconds vary with whatever else shares the CPU.
+Both sides run in this one run, --repeats times interleaved (ablate, sequential, ablate,
+...), so the ratio is the median of per-round ratios with its spread; no ratio is printed
+when the load average exceeds the core count (bench/_timing.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _timing import Timing, add_arguments
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -58,7 +60,7 @@ def emo(*args: str) -> None:
     )
 
 
-def run_ablate(cache: Path, out: Path, epochs: int, seeds: int) -> tuple[float, dict[str, list[float]]]:
+def run_ablate(cache: Path, out: Path, epochs: int, seeds: int, device: str) -> tuple[float, dict[str, list[float]]]:
     started = time.perf_counter()
     emo(
         "ablate",
@@ -75,7 +77,7 @@ def run_ablate(cache: Path, out: Path, epochs: int, seeds: int) -> tuple[float, 
         "--epochs",
         str(epochs),
         "--device",
-        "cpu",
+        device,
     )
     seconds = time.perf_counter() - started
     scores: dict[str, list[float]] = {}
@@ -85,7 +87,9 @@ def run_ablate(cache: Path, out: Path, epochs: int, seeds: int) -> tuple[float, 
     return seconds, scores
 
 
-def run_sequential(cache: Path, out: Path, epochs: int, seeds: int) -> tuple[float, dict[str, list[float]]]:
+def run_sequential(
+    cache: Path, out: Path, epochs: int, seeds: int, device: str
+) -> tuple[float, dict[str, list[float]]]:
     started = time.perf_counter()
     scores: dict[str, list[float]] = {}
     for subset in SUBSETS:
@@ -106,9 +110,9 @@ def run_sequential(cache: Path, out: Path, epochs: int, seeds: int) -> tuple[flo
                 "--seed",
                 str(seed),
                 "--device",
-                "cpu",
+                device,
             )
-            emo("eval", "--run", str(run), "--split", "test", "--device", "cpu")
+            emo("eval", "--run", str(run), "--split", "test", "--device", device)
             report = sorted(run.glob("eval*test*.json"))[-1]
             scores.setdefault(subset, []).append(json.loads(report.read_text())["headline"]["weighted_f1"])
     return time.perf_counter() - started, scores
@@ -120,6 +124,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs per fit (default 15, or 2 with --small)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=None, help="reuse (or keep) the synthetic cache here")
+    parser.add_argument("--device", default="cpu", help="device of every fit (cpu, cuda, auto)")
+    add_arguments(parser, repeats=3)
     args = parser.parse_args()
     epochs = args.epochs or (2 if args.small else 15)
     sizes = SMALL_SIZES if args.small else MELD_SIZES
@@ -133,23 +139,39 @@ def main() -> None:
         fits = len(SUBSETS) * args.seeds
         print(
             f"grid: {len(SUBSETS)} modality subsets x {args.seeds} seeds = {fits} fits, ensemble fusion, {epochs} "
-            f"epoch(s) each, on the CPU; splits {sizes}; load average at start {os.getloadavg()[0]:.2f}"
+            f"epoch(s) each, device {args.device}; splits {sizes}; {args.repeats} interleaved round(s)"
         )
-        ablate_s, ablate_scores = run_ablate(cache, work / "ablate", epochs, args.seeds)
-        print(f"emo ablate (one process, each split loaded once): {ablate_s:.1f} s")
-        seq_s, seq_scores = run_sequential(cache, work / "seq", epochs, args.seeds)
-        print(f"sequential `emo fit` + `emo eval` processes ({2 * fits} processes): {seq_s:.1f} s")
-        print(f"ratio (sequential / ablate), measured in this run: {seq_s / ablate_s:.2f}x")
-        print(f"load average at end {os.getloadavg()[0]:.2f} (2 cores shared with other work)")
-        print("\nsame trainer, same seeds -> same test weighted F1 (mean over seeds, %):")
+        timing = Timing(args.allow_load)
+        scores: dict[str, dict[str, list[float]]] = {}
+
+        def side(name: str, run):
+            def timed() -> float:
+                out = work / f"{name}-{len(timing.loads)}"
+                seconds, scores[name] = run(cache, out, epochs, args.seeds, args.device)
+                shutil.rmtree(out, ignore_errors=True)
+                return seconds
+
+            return timed
+
+        seconds = timing.interleave(
+            {"ablate": side("ablate", run_ablate), "sequential": side("sequential", run_sequential)}, args.repeats
+        )
+        print("  " + timing.figure("emo ablate (one process, each split loaded once)", seconds["ablate"], "s", 1))
+        print(
+            "  " + timing.figure(f"sequential emo fit + emo eval ({2 * fits} processes)", seconds["sequential"], "s", 1)
+        )
+        print("  " + timing.ratio("sequential / ablate", seconds["sequential"], seconds["ablate"], "(target >= 3x)"))
+        print("\nsame trainer, same seeds -> same test weighted F1 (mean over seeds, %; last round):")
         print(f"{'cell':<20} {'ablate':>8} {'fit+eval':>9}")
         for subset in SUBSETS:
-            a, s = ablate_scores.get(subset, []), seq_scores.get(subset, [])
+            a, s = scores["ablate"].get(subset, []), scores["sequential"].get(subset, [])
             mean = lambda v: 100 * sum(v) / len(v) if v else float("nan")  # noqa: E731
             print(f"{subset:<20} {mean(a):8.2f} {mean(s):9.2f}")
+        status = timing.finish()
     finally:
         if args.cache is None:
             shutil.rmtree(work, ignore_errors=True)
+    raise SystemExit(status)
 
 
 if __name__ == "__main__":

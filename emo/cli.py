@@ -24,7 +24,7 @@ from typing import Any
 import typer
 
 from emo import __version__
-from emo.commands import ablate, cache, demo, encoders, evaluate, extract, fit, predict, synth
+from emo.commands import ablate, cache, demo, encoders, ensemble, evaluate, extract, fit, predict, synth
 from emo.atomic import disk_full_sentence, is_disk_full
 from emo.errors import EmoError
 
@@ -82,6 +82,7 @@ app.command("encoders", help=verb_help(encoders.__doc__))(encoders.command)
 app.command("fit", help=verb_help(fit.__doc__))(fit.command)
 app.command("eval", help=verb_help(evaluate.__doc__))(evaluate.command)
 app.command("ablate", help=verb_help(ablate.__doc__))(ablate.command)
+app.command("ensemble", help=verb_help(ensemble.__doc__))(ensemble.command)
 app.command("predict", help=verb_help(predict.__doc__))(predict.command)
 app.command("demo", help=verb_help(demo.__doc__))(demo.command)
 app.add_typer(cache.app, name="cache", help=verb_help(cache.__doc__))

@@ -12,10 +12,23 @@ import random
 from emo.errors import UsageError
 
 
+DEVICE_NAMES = ("auto", "cpu", "cuda")
+
+
+def check_device_name(name: str | None) -> str:
+    """`name` lower-cased when it names a device (auto, cpu, cuda or cuda:N); one sentence
+    otherwise. Torch-free, so a typo is refused before torch loads; whether a GPU is there
+    is `resolve_device`'s question, which only torch can answer."""
+    name = (name or "auto").lower()
+    if name.split(":")[0] not in DEVICE_NAMES:
+        raise UsageError(f"Unknown device '{name}'; use auto, cpu or cuda.")
+    return name
+
+
 def resolve_device(name: str = "auto"):
+    name = check_device_name(name)
     import torch
 
-    name = (name or "auto").lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -24,7 +37,6 @@ def resolve_device(name: str = "auto"):
         if not torch.cuda.is_available():
             raise UsageError(f"Device '{name}' was asked for but no CUDA GPU is available; use --device auto or cpu.")
         return torch.device(name)
-    raise UsageError(f"Unknown device '{name}'; use auto, cpu or cuda.")
 
 
 def seed_everything(seed: int) -> None:

@@ -221,7 +221,9 @@ def test_each_fit_validates_chooses_and_checks_once(small_cache, tmp_path, monke
     run_ablate(ablate, base)
     fits = 4  # 2 cells x 2 seeds: the base config once, then each fit's config once (when it is built)
     assert len(validated) == 1 + fits and len(chosen) == 1 + fits  # (+1: the base config's, for the report)
-    assert sorted(composed) == sorted(checked) == sorted(["train", "dev", "test"] * fits)
+    # each fit composes its splits once; then each cell's seed ensemble reads every seed's checkpoint on dev and test
+    ensembles = ["dev", "test"] * fits
+    assert sorted(composed) == sorted(checked) == sorted(["train", "dev", "test"] * fits + ensembles)
 
 
 def test_interrupted_cell_leaves_nothing_and_resumes(small_cache, tmp_path, monkeypatch):

@@ -213,6 +213,7 @@ def test_emo_encoders_lists_every_encoder_without_loading_one():
         "ms_per_clip": 535.0,
         "family": False,
         "module": "emo.extract.encoders.efficientnet",
+        "layers_option": "",
         "summary": rows[("visual", "efficientnet-lite0")]["summary"],
     }
     assert rows[("audio", "egemaps")]["licence"].startswith("audEERING research licence: non-commercial")

@@ -46,9 +46,11 @@ def test_short_fit_learns_well_above_majority_baseline(splits, tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, 7))
     assert (tmp_path / "curves.png").stat().st_size > 1000
     again = build_config(FitConfig, tmp_path / "config.toml", section="fit")
-    # the saved config records what was used: 'auto' pooling resolved for this encoder, each modality's set
+    # the saved config records what was used: 'auto' pooling resolved for this encoder, each modality's set,
+    # and the modalities the splits hold (left open in the config)
     used = "text=text/synthetic-text,audio=audio/mel,visual=visual/synthetic-visual"
-    assert again == quick().copy_with(text_feature="cls", features=used) == result.config
+    resolved = quick().copy_with(text_feature="cls", features=used, modalities=("text", "audio", "visual"))
+    assert again == resolved == result.config
     payload = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert payload["epoch"] == result.best_epoch
     assert payload["fingerprint"]["rows"] == train.fingerprint and list(payload["fingerprint"]["sets"]) == list(
@@ -105,8 +107,8 @@ def test_every_option_trains(tmp_path):
 def test_cache_config_mismatches_are_one_sentence_errors(splits, tmp_path):
     train, dev = splits
     text_only = to_feature_sets(make_synthetic_split(100, "train", seed=1, modalities=("text",), **SHAPES))
-    with pytest.raises(CacheError, match="holds no audio features"):
-        fit_splits(quick(), text_only, dev)
+    with pytest.raises(CacheError, match="holds no audio features"):  # asked for by name; left open: text
+        fit_splits(quick(modalities=("text", "audio", "visual")), text_only, dev)
     with pytest.raises(UsageError, match="several audio views"):
         fit_splits(quick(audio_view_sampling=True), train, dev)
     other = to_feature_sets(make_synthetic_split(100, "dev", seed=2, fingerprint={"text_encoder": "other"}, **SHAPES))

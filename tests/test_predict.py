@@ -146,6 +146,8 @@ def test_folder_of_synthetic_clips_with_a_broken_file(trained, tmp_path):
         rows = list(csv.DictReader(handle))
     assert sorted(r["file"].rsplit("/", 1)[-1] for r in rows) == [c.name for c in clips]
     assert all(r["transcript"] for r in rows)  # from the CSV, matched by clip name
+    assert {r["transcript_source"] for r in rows} == {"given"}
+    assert "broken.mp4" in (out / "report.html").read_text(encoding="utf-8")
     problems = json.loads((out / "problems.json").read_text())
     assert [p["file"].rsplit("/", 1)[-1] for p in problems] == ["broken.mp4"] and problems[0]["skipped"]
     assert not list(out.glob("*-timeline.png"))  # one segment per input: no timeline
@@ -194,7 +196,33 @@ def test_spoken_dialogue_is_split_into_its_turns(trained, tmp_path):
         assert abs(row["start"] - start) < 1.2 and abs(row["end"] - end) < 1.2  # Whisper times are coarse
         assert abs(sum(row["emotion_probabilities"].values()) - 1) < 1e-4
     assert [r["segment"] for r in rows] == [0, 1, 2]
-    assert (out / "dialogue-timeline.png").stat().st_size > 1000
+    assert {r["transcript_source"] for r in rows} == {"asr"}
+    # Whisper ends turns 0.3-0.5 s early; each end is padded to the next turn's start, the last to the media's end
+    assert [r["end"] for r in rows[:-1]] == [r["start"] for r in rows[1:]] and rows[-1]["end"] > turns[-1][1]
+    from PIL import Image
+
+    with Image.open(out / "dialogue-timeline.png") as image:
+        assert image.width == 1200 and image.height < 800
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count("<tr data-media=") == 3 and "data:image/png;base64," in page and 'src="../dialogue.mp4"' in page
+    assert "Transcripts from speech recognition (transcript_source asr): 3 of 3 utterances;" in " ".join(
+        result.output.split()
+    )
+
+
+@needs_asr
+def test_segmenting_the_real_clip_keeps_its_tail(trained, real_clip, tmp_path):
+    """`--segment` cut the real clip at 2.0 s of 2.46 s (Whisper's segment end); the one
+    segment now runs to the media's end, and says its words came from speech recognition
+    (Whisper base drops "But then who?" here: the README names that limit)."""
+    _, _, run, _ = trained
+    out = tmp_path / "out"
+    result = invoke(["predict", run, real_clip, "--segment", "--out", out])
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert row["start"] == 0 and row["end"] == pytest.approx(2.46, abs=0.02)
+    assert row["transcript_source"] == "asr" and "waitress" in row["transcript"].lower()
+    assert "transcript_source" in (out / "predictions.csv").read_text().splitlines()[0].split(",")
 
 
 @needs_asr
@@ -269,7 +297,8 @@ def test_out_with_predictions_is_replaced_only_with_overwrite_and_as_a_whole(tra
     )
     assert (out / "predictions.csv").read_text() == "from an earlier run\n"
     assert run_cli(app, args + ["--overwrite"]) == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "predictions.jsonl"]  # nothing earlier is left
+    left = sorted(p.name for p in out.iterdir())
+    assert left == ["predictions.csv", "predictions.jsonl", "report.html"]  # nothing earlier is left
     assert clip.name in (out / "predictions.csv").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     (out / "notes.txt").write_text("not a prediction")  # a folder with other files is never replaced
@@ -350,7 +379,7 @@ def test_predict_on_a_full_disk(trained, tmp_path):
         disk.grow()
         done = subprocess.run(args, capture_output=True, text=True, timeout=300, preexec_fn=disk.preexec)
         assert done.returncode == 0, done.stderr
-        assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "predictions.jsonl"]
+        assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "predictions.jsonl", "report.html"]
 
 
 def write_live_mkv(path, frames: int = 16, fps: int = 8):
@@ -392,9 +421,11 @@ def test_an_input_whose_container_states_no_duration_is_predicted(trained, tmp_p
         spoken = predictor.predict(clip, transcript=untimed)
     (segment,) = silent.segments
     assert (segment.start, segment.end) == (0.0, longest) and segment.modalities == ["visual"]
+    assert segment.transcript_source == "none"
     assert [(p.reason, p.skipped) for p in silent.problems] == [("no_audio", False)]
     (segment,) = spoken.segments
     assert (segment.start, segment.end) == (0.0, longest) and segment.transcript == "I cannot believe you did that"
+    assert segment.transcript_source == "given"
     assert segment.modalities == ["text", "visual"] and sum(segment.probabilities.values()) == pytest.approx(1.0)
 
 

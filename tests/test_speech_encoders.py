@@ -88,17 +88,18 @@ def test_tiny_transformers_encoders_layers_determinism_and_batch_invariance(tiny
     every = load_speech_encoder(str(tiny_speech), layers="all")
     two = load_speech_encoder(str(tiny_speech), layers="1,2")
     last = load_speech_encoder(str(tiny_speech))
-    assert (every.dim, two.dim, last.dim) == (96, 64, 32)
+    assert (every.dim, two.dim, last.dim) == (32, 32, 32)  # one layer's size: layers are kept apart, not concatenated
     assert every.name == tiny_speech.name and every.sample_rate == 16000
     short, long, tiny = _waves(5000, 16000, 1)  # 1 sample: padded to the front end's 400
     alone = np.concatenate([every.encode([short]), every.encode([long]), every.encode([tiny])])
     together = every.encode([short, long, tiny])
-    assert together.dtype == np.float32 and together.shape == (3, 96) and np.isfinite(together).all()
+    assert together.dtype == np.float32 and together.shape == (3, 3, 32) and np.isfinite(together).all()
     np.testing.assert_allclose(together, alone, atol=1e-4, rtol=1e-4)  # padding and batch-mates change nothing
     np.testing.assert_array_equal(every.encode([short, long, tiny]), together)  # deterministic
-    np.testing.assert_allclose(two.encode([short, long]), together[:2, 32:], atol=1e-5)  # layers 1,2 = the tail of all
-    np.testing.assert_allclose(last.encode([long])[0], together[1, 64:], atol=1e-5)
-    assert every.encode([]).shape == (0, 96)
+    np.testing.assert_allclose(two.encode([short, long]), together[:2, 1:], atol=1e-5)  # layers 1,2 = the tail of all
+    assert last.encode([long]).shape == (1, 32)  # `last`: the plain vector, as before
+    np.testing.assert_allclose(last.encode([long])[0], together[1, 2], atol=1e-5)
+    assert every.encode([]).shape == (0, 3, 32) and last.encode([]).shape == (0, 32)
     ids = [every.identity, two.identity, last.identity]
     assert [i["layers"] for i in ids] == [[0, 1, 2], [1, 2], [2]] and len({str(sorted(i.items())) for i in ids}) == 3
     assert every.identity["weights_sha256"] and every.identity["pooling"] == "mean over the clip's real frames"
@@ -118,7 +119,7 @@ def test_pooling_covers_only_the_real_frames(tiny_speech):
     values = torch.from_numpy((wave - wave.mean()) / np.sqrt(wave.var() + 1e-7))[None]
     with torch.no_grad():
         hidden = model(values, output_hidden_states=True).hidden_states[1][0]
-    np.testing.assert_allclose(encoder.encode([wave])[0], hidden.mean(0).numpy(), atol=1e-4)
+    np.testing.assert_allclose(encoder.encode([wave])[0, 0], hidden.mean(0).numpy(), atol=1e-4)
 
 
 def test_tiny_transformers_whisper_uses_real_frames_and_windows(tmp_path):
@@ -148,7 +149,7 @@ def test_tiny_transformers_whisper_uses_real_frames_and_windows(tmp_path):
     WhisperModel(config).eval().save_pretrained(tmp_path)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp_path)
     encoder = load_speech_encoder(str(tmp_path), layers="0,2")
-    assert encoder.dim == 32
+    assert encoder.dim == 16 and encoder.layer_count == 2
     wave = _waves(16000 * 31 + 5, seed=4)[0]  # two windows: 30 s and 1 s + 5 samples
     model = WhisperModel.from_pretrained(tmp_path, local_files_only=True).get_encoder().eval()
     features = WhisperFeatureExtractor(feature_size=80)(
@@ -158,7 +159,7 @@ def test_tiny_transformers_whisper_uses_real_frames_and_windows(tmp_path):
         states = model(features, output_hidden_states=True).hidden_states
     frames = [1500, math.ceil((wave.size - 480000) / 320)]
     expected = [torch.cat([s[0, : frames[0]], s[1, : frames[1]]]).mean(0) for s in (states[0], states[2])]
-    np.testing.assert_allclose(encoder.encode([wave])[0], torch.cat(expected).numpy(), atol=1e-4)
+    np.testing.assert_allclose(encoder.encode([wave])[0], torch.stack(expected).numpy(), atol=1e-4)
 
 
 def test_missing_folder_and_uncached_hub_id_fail_fast_in_one_sentence(monkeypatch, tmp_path):

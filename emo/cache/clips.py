@@ -37,6 +37,7 @@ class ClipRecord:
     `features` maps a set's full name to the clip's value, by the set's kind:
     - vector: {array name: float[D]} (e.g. {"cls": ..., "mean": ...}), or one float[D]
       for a set whose only array is `values`;
+    - layers: the same with float[L, D] (one pooled vector per stored hidden state);
     - frames: float[t, D] (every frame valid), or (float[t, D], bool[t]) with a mask;
     - sequence: a list of float[T_v, D], one per view (view 0 clean).
     A set missing from `features` (or None) means the clip lacks it: its `present` flag is
@@ -74,7 +75,7 @@ def build_set_columns(clips: Sequence[ClipRecord], spec: SetSpec) -> tuple[dict[
     media = spec.modality != "text"
     truncated = np.array([bool(c.truncated) and media for c in clips], dtype=bool)
     values = [c.features.get(spec.name) for c in clips]
-    if spec.kind == "vector":
+    if spec.kind in ("vector", "layers"):
         arrays = _vector_columns(values, spec, present)
     elif spec.kind == "frames":
         arrays = _frames_columns(values, spec, present)
@@ -101,7 +102,9 @@ def failure_records(clips: Sequence[ClipRecord]) -> list[dict[str, Any]]:
 
 
 def _vector_columns(values: list[Any], spec: SetSpec, present: np.ndarray) -> dict[str, np.ndarray]:
-    out = {name: np.zeros((len(values), spec.dim), dtype=np.float16) for name in spec.arrays}
+    """Named [N, D] arrays (vector) or [N, L, D] arrays (layers: a row per stored layer)."""
+    shape = (len(spec.layers), spec.dim) if spec.kind == "layers" else (spec.dim,)
+    out = {name: np.zeros((len(values), *shape), dtype=np.float16) for name in spec.arrays}
     for i, value in enumerate(values):
         if value is None:
             continue
@@ -174,5 +177,6 @@ def features_from_clips(
             truncated=truncated,
             arrays=columns,
             failures=failures,
+            layers=spec.layers,
         )
     return LoadedSplit(split=split, fingerprint=dict(fingerprint), sets=sets, **rows)

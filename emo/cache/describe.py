@@ -105,6 +105,16 @@ class SetInfo:
     def spec(self) -> SetSpec:
         return spec_from_meta(self.meta)
 
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """A layers set's hidden-state indices (L of them); () for every other kind."""
+        return tuple(int(i) for i in self.meta.get("layers") or ())
+
+    @property
+    def shape(self) -> str:
+        """One row's size for people: `D`, or `L x D` for a layers set."""
+        return f"{len(self.layers)} x {self.dim}" if self.layers else str(self.dim)
+
 
 @dataclass
 class CacheInfo:

@@ -92,15 +92,7 @@ def load_split(
     """
     root = Path(root)
     meta = read_cache_meta(root)
-    present = list_splits(root)
-    if split not in present:
-        advice = finish_advice(root, split)
-        if advice != layout.finish_hint(split):  # an extraction may still be writing it
-            raise CacheError(
-                f"Feature cache {root} is incomplete (split '{split}' has no finished shard yet); {advice}."
-            )
-        held = ", ".join(present) if present else "none"
-        raise UnknownSplitError(f"Feature cache {root} has no split '{split}'; it holds: {held}.")
+    require_split(root, split)
     raw = scan_split(root, split, meta)
     _require_complete(root, split, raw, "")
     chosen = _choose_sets(root, *scan_sets(root), modalities, sets)
@@ -125,6 +117,7 @@ def load_split(
             truncated=arrays.pop("truncated"),
             arrays=arrays,
             failures=part["failures"],
+            layers=tuple(int(i) for i in set_meta.get("layers") or ()),
         )
     return LoadedSplit(
         split=split,
@@ -145,6 +138,20 @@ def load_split(
             "ignored_videos": raw["ignored_videos"],
         },
     )
+
+
+def require_split(root: Path | str, split: str) -> None:
+    """One sentence unless cache `root` holds `split` (or is still writing it). Metadata
+    only, so a command checks its --split here before it loads torch or any array."""
+    root = Path(root)
+    present = list_splits(root)
+    if split in present:
+        return
+    advice = finish_advice(root, split)
+    if advice != layout.finish_hint(split):  # an extraction may still be writing it
+        raise CacheError(f"Feature cache {root} is incomplete (split '{split}' has no finished shard yet); {advice}.")
+    held = ", ".join(present) if present else "none"
+    raise UnknownSplitError(f"Feature cache {root} has no split '{split}'; it holds: {held}.")
 
 
 def _choose_sets(

@@ -223,6 +223,7 @@ def build_manifest(root: Path) -> dict[str, Any]:
         parts = {split: scan_set_split(root, set_meta, split, meta) for split in names}
         manifest_sets[set_name] = {
             **{k: set_meta.get(k) for k in ("modality", "kind", "dim", "encoder", "fingerprint_digest", "created")},
+            **({"layers": set_meta["layers"]} if set_meta.get("layers") else {}),  # a layers set: which ones
             "splits": {
                 split: {**_part_summary(part, f"{prefix}/{split}"), "present": part["present"]}
                 for split, part in parts.items()

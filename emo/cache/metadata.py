@@ -267,6 +267,11 @@ def _set_problem(meta: dict[str, Any], name: str) -> str | None:
     for key, kind in _SET_KEYS.items():
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             return f"has no valid '{key}'"
+    layers = meta.get("layers")
+    if meta["kind"] == "layers" and not (
+        isinstance(layers, list) and layers and all(isinstance(i, int) and not isinstance(i, bool) for i in layers)
+    ):
+        return "has no valid 'layers'"
     return None
 
 

@@ -48,6 +48,8 @@ def set_columns(spec: SetSpec) -> dict[str, Column]:
     """The columns of one set's shards, in storage order."""
     if spec.kind == "vector":
         columns = [Column(name, "float16", 2) for name in spec.arrays]
+    elif spec.kind == "layers":
+        columns = [Column(name, "float16", 3) for name in spec.arrays]
     elif spec.kind == "frames":
         columns = [Column("values", "float16", 3), Column("mask", "bool", 2)]
     else:
@@ -121,6 +123,12 @@ def normalize_set(spec: SetSpec, arrays: dict[str, Any]) -> dict[str, Any]:
         for name in spec.arrays:
             if out[name].shape[1] != spec.dim:
                 raise ValueError(f"{spec.name}: {name} has dim {out[name].shape[1]}, the set's dim is {spec.dim}")
+    elif spec.kind == "layers":
+        for name in spec.arrays:
+            if out[name].shape[1:] != (len(spec.layers), spec.dim):
+                raise ValueError(
+                    f"{spec.name}: {name} has shape {out[name].shape}, the set's is [N, {len(spec.layers)}, {spec.dim}]"
+                )
     elif spec.kind == "frames":
         values, mask = out["values"], out["mask"]
         if values.shape[2] != spec.dim or mask.shape != values.shape[:2]:

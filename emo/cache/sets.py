@@ -12,6 +12,10 @@ Kinds and the arrays each stores (N rows, float16 features):
 - `frames`:   `values` [N, F, D] and `mask` bool [N, F] (False: no frame, or no face in it).
 - `sequence`: `values` [M, D], every row's frames concatenated, and `index` int64 [N, V, 2]
               = (start, length) of row i's view v (view 0 clean, others augmented copies).
+- `layers`:   named [N, L, D] arrays like a vector set's (`cls` and `mean`, or `values`):
+              the pooled vector of each of L hidden states of one model, kept apart so the
+              head can learn which layers to use (`SetSpec.layers` names them: 0 = the
+              embedding output, num_layers = the last layer). `dim` is one layer's D.
 Every set also stores `present` bool [N] (the row has this set's features; False where
 its media failed or held nothing to encode) and `truncated` bool [N] (the clip was cut).
 
@@ -29,7 +33,8 @@ import numpy as np
 
 from emo.labels import MODALITIES
 
-KINDS = ("vector", "frames", "sequence")
+KINDS = ("vector", "frames", "sequence", "layers")
+NAMED_KINDS = ("vector", "layers")  # kinds whose arrays the spec names (cls, mean, values)
 KIND_ARRAYS: dict[str, tuple[str, ...]] = {"frames": ("values", "mask"), "sequence": ("values", "index")}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -69,28 +74,34 @@ class SetSpec:
     """What the cache records about a set before any shard is written."""
 
     name: str  # full name, <modality>/<name>
-    kind: str  # vector | frames | sequence
-    dim: int  # feature size D
+    kind: str  # vector | frames | sequence | layers
+    dim: int  # feature size D (a layers set: one layer's)
     encoder: str  # human-readable encoder id (model id, folder or registry name)
     fingerprint: dict[str, Any]  # everything that changes the numbers: encoder, weights hash, preprocessing
-    arrays: tuple[str, ...] = ("values",)  # vector sets: the named [N, D] arrays (e.g. cls, mean)
+    arrays: tuple[str, ...] = ("values",)  # vector and layers sets: the named arrays (e.g. cls, mean)
     frames: int = 0  # frames sets: F
     views: int = 1  # sequence sets: V
+    layers: tuple[int, ...] = ()  # layers sets: the hidden-state indices stored, in order (L of them)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", check_set_name(self.name))
         if self.kind not in KINDS:
             raise ValueError(f"unknown feature set kind {self.kind!r}; expected one of {KINDS}")
-        if self.kind != "vector":
+        if self.kind not in NAMED_KINDS:
             object.__setattr__(self, "arrays", KIND_ARRAYS[self.kind])
         object.__setattr__(self, "arrays", tuple(self.arrays))
+        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        if (self.kind == "layers") != bool(self.layers):
+            raise ValueError(f"feature set {self.name}: a layers set, and only one, names its layers")
 
     @property
     def modality(self) -> str:
         return set_modality(self.name)
 
     def describe(self) -> dict[str, Any]:
-        """set.json's content (without the digest and dates the writer adds)."""
+        """set.json's content (without the digest and dates the writer adds). `layers` is
+        written for a layers set only, so every other set keeps the digest it always had."""
+        layers = {"layers": list(self.layers)} if self.kind == "layers" else {}
         return {
             "name": self.name,
             "modality": self.modality,
@@ -99,6 +110,7 @@ class SetSpec:
             "arrays": list(self.arrays),
             "frames": int(self.frames),
             "views": int(self.views),
+            **layers,
             "encoder": self.encoder,
             "fingerprint": self.fingerprint,
         }
@@ -115,6 +127,7 @@ def spec_from_meta(meta: dict[str, Any]) -> SetSpec:
         tuple(meta.get("arrays") or ("values",)),
         int(meta.get("frames") or 0),
         int(meta.get("views") or 1),
+        tuple(meta.get("layers") or ()),
     )
 
 
@@ -132,6 +145,7 @@ class LoadedSet:
     truncated: np.ndarray  # bool[N]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    layers: tuple[int, ...] = ()  # a layers set: the hidden-state index of each of its L rows; else ()
 
     @property
     def modality(self) -> str:

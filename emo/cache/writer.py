@@ -148,7 +148,8 @@ class CacheWriter:
         if existing is not None and existing.get("fingerprint_digest") != digest:
             if not self.overwrite:
                 old = {
-                    k: existing.get(k) for k in ("kind", "dim", "arrays", "frames", "views", "encoder", "fingerprint")
+                    k: existing.get(k)
+                    for k in ("kind", "dim", "arrays", "frames", "views", "layers", "encoder", "fingerprint")
                 }
                 new = {k: v for k, v in spec.describe().items() if k in old}
                 raise CacheError(

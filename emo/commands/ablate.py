@@ -4,7 +4,8 @@ Each split is loaded once; then every cell and seed runs emo fit's own trainer i
 process and writes emo fit's run folder (cells/CELL/seed-S/: model.pt, config.toml,
 metrics.jsonl, curves.png, summary.json, result.json). Finished cells are skipped on a
 re-run. Writes to --out: results.csv (one row per cell and seed, fractions), summary.csv
-and results.md (mean ± std per cell), results.png (bar chart), results.json and
+and results.md (mean ± std per cell; with several seeds also each cell's seed ensemble, the
+mean of its seeds' probabilities), results.png (bar chart), results.json and
 ablate.toml (the resolved grid and base fit config; re-run with --config).
 The row marked ★ is the seed report's design (text+audio+visual, ensemble).
 Any emo fit option sets the base config (--set epochs=5) or becomes an axis (--grid);
@@ -29,7 +30,7 @@ def command(
     out: Optional[Path] = typer.Option(None, "--out", help="Ablation directory to write (e.g. runs/ablate-NAME)."),
     modalities: Optional[str] = typer.Option(
         None,
-        help="all-subsets (the 7 non-empty subsets) or subsets like text,text+audio,text+audio+visual. (default: all-subsets)",
+        help="all-subsets (every non-empty subset of the modalities the cache holds: 7 for a full cache) or subsets like text,text+audio,text+audio+visual. (default: all-subsets)",
     ),
     fusion: Optional[str] = typer.Option(
         None, help=f"Fusion heads to compare, comma-separated: {fusion_help('and/or')}. (default: ensemble)"
@@ -56,6 +57,7 @@ def command(
 ) -> None:
     from emo.config import merge_overrides
     from emo.fuse.ablate import resolve_configs, run_ablate
+    from emo.fuse.ablate_report import has_ensembles
 
     named = dict(
         cache=cache,
@@ -73,7 +75,13 @@ def command(
     console = make_console()
     with ProgressView(console) as view:
         result = run_ablate(ablate, base, progress=view)
-    print_table(console, result.rows, title=f"emo ablate ({len(result.seed_rows)} fits; mean ± std over seeds, %)")
+    print_table(
+        console,
+        result.rows,
+        title=f"emo ablate ({len(result.seed_rows)} fits; mean ± std over seeds, ens = seed ensemble, %)"
+        if has_ensembles(result.rows)
+        else f"emo ablate ({len(result.seed_rows)} fits; mean ± std over seeds, %)",
+    )
     console.print(
         f"{result.trained} fits trained, {result.skipped} reused, in {result.seconds:.1f} s "
         f"({result.load_seconds:.1f} s loading the cache once). Reports: "
@@ -87,12 +95,14 @@ def print_table(console, rows: list, title: str) -> None:
     """The per-cell mean ± std table; ★ (and bold) marks the seed report's design."""
     from rich.table import Table
 
-    from emo.fuse.ablate_report import METRIC_COLUMNS, format_cell, option_keys
+    from emo.fuse.ablate_report import ENSEMBLE_COLUMNS, METRIC_COLUMNS, format_cell, has_ensembles, option_keys
 
     keys = option_keys(rows)
+    ensemble = ENSEMBLE_COLUMNS if has_ensembles(rows) else ()
+    numbers = {n for _, n in METRIC_COLUMNS + ensemble}
     table = Table(title=title)
-    for name in ("", "modalities", "fusion", *keys, "seeds", *[n for _, n in METRIC_COLUMNS]):
-        table.add_column(name, justify="right" if name in {n for _, n in METRIC_COLUMNS} else "left")
+    for name in ("", "modalities", "fusion", *keys, "seeds", *[n for _, n in METRIC_COLUMNS + ensemble]):
+        table.add_column(name, justify="right" if name in numbers else "left")
     for row in rows:
         table.add_row(
             "★" if row["seed_design"] else "",
@@ -101,6 +111,7 @@ def print_table(console, rows: list, title: str) -> None:
             *[str(row.get(k, "")) for k in keys],
             str(row["seeds"]),
             *[format_cell(row[f"{m}_mean"], row[f"{m}_std"], row["seeds"]) for m, _ in METRIC_COLUMNS],
+            *[format_cell(row[f"{m}_ensemble"], 0.0, 1) for m, _ in ensemble],
             style="bold red" if row["seed_design"] else None,
         )
     console.print(table)

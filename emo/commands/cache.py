@@ -94,7 +94,7 @@ def info(
             label,
             item.modality,
             item.kind,
-            str(item.dim),
+            item.shape,
             item.encoder,
             present or "none",
             _size(item.bytes),

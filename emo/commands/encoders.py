@@ -41,7 +41,7 @@ def command(
         cells = (
             row.modality,
             f"<{row.name}>" if row.family else row.name,
-            row.kind,
+            f"{row.kind} or layers" if row.layers_option else row.kind,
             str(row.dim) if row.dim else "the model's",
             row.licence,
             offline,
@@ -52,7 +52,8 @@ def command(
     console.print(table)
     console.print(
         "<name>: any id or path the named encoders above do not claim. --crop faces runs any frames encoder on the "
-        "most prominent face (set <name>-faces). ms/clip: bench/encoders.py on a 2-core CPU (README, "
+        "most prominent face (set <name>-faces). 'or layers': --text-layers / --audio-layers all (or 6,8,12) "
+        "writes a layers set, one pooled vector per hidden state (L x dim). ms/clip: bench/encoders.py on a 2-core CPU (README, "
         '"Feature sets and encoders").',
         style="dim",
         highlight=False,

@@ -15,6 +15,7 @@ Progress goes to stderr, the end-of-run tables to stdout.
 Example: emo extract --split train --data-root MELD.Raw --cache cache/
 Offline: emo extract --split all --data-root MELD.Raw --cache cache/ --preset offline
 Add a set: emo extract --split all --data-root MELD.Raw --cache cache/ --modalities audio --audio-model whisper-base
+Every layer: emo extract --split all --data-root MELD.Raw --cache cache/ --modalities text --preset offline --text-layers all
 SLURM:   emo extract --split all --cache /shared/cache --num-shards 8 --launcher slurm --gpus-per-task 1
 """
 
@@ -27,7 +28,7 @@ from typing import List, Optional
 import typer
 
 from emo.commands.launch_view import with_launcher_options
-from emo.commands.output import ProgressView, count, make_console
+from emo.commands.output import ProgressView, count, count_units, make_console
 from emo.config import build_config, merge_overrides
 from emo.errors import EmoError
 from emo.extract.launch.registry import DEFAULT, launcher_help, make_launcher, remote_names
@@ -62,7 +63,15 @@ def command(
         help="mel, an `emo encoders` name (whisper-base, egemaps, ...), or a transformers speech id/folder. (default: mel)",
     ),
     audio_layers: Optional[str] = typer.Option(
-        None, "--audio-layers", help="Speech-model layers pooled per clip: last, all, or e.g. 6,12. (default: last)"
+        None,
+        "--audio-layers",
+        help="Speech-model layers pooled per clip: last, or all / e.g. 6,12 for a layers set. (default: last)",
+    ),
+    text_layers: Optional[str] = typer.Option(
+        None,
+        "--text-layers",
+        help="Text-model hidden states pooled per utterance: last, or all / e.g. 6,8,12 for a layers set "
+        "(each layer kept apart). (default: last)",
     ),
     crop: Optional[str] = typer.Option(
         None, "--crop", help="none, or faces: the image encoder sees the most prominent face. (default: none)"
@@ -142,6 +151,7 @@ def command(
         visual_pretrained=visual_pretrained,
         audio_model=audio_model,
         audio_layers=audio_layers,
+        text_layers=text_layers,
         crop=crop,
         name=name,
         preset=preset,
@@ -247,8 +257,8 @@ def print_summary(summary, console) -> None:
         )
     console.print(table)
     console.print(
-        "mine: shards this process owns (--num-shards/--shard-index); skipped: already in the cache; failed: clips "
-        "with a failure; cut: longer than --max-duration; unlabeled: videos with no CSV row",
+        "mine: shards this process owns (--num-shards/--shard-index); skipped: already in the cache; failed: "
+        f"{summary.unit} with a failure; cut: longer than --max-duration; unlabeled: videos with no CSV row",
         style="dim",
         highlight=False,
     )
@@ -258,7 +268,7 @@ def print_summary(summary, console) -> None:
         console.print("Failures this run", highlight=False)
         failures = Table()
         failures.add_column("reason")
-        failures.add_column("clips", justify="right")
+        failures.add_column(summary.unit, justify="right")
         for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
             failures.add_row(reason, str(n))
         failures.add_section()
@@ -267,8 +277,8 @@ def print_summary(summary, console) -> None:
         console.print(failures)
 
     console.print(
-        f"Time per stage: {count(summary.rows_written, 'clip')} in {summary.wall_seconds:.1f} s, "
-        f"{summary.clips_per_second:.2f} clips/s (worker stages are summed over the workers)",
+        f"Time per stage: {count_units(summary.rows_written, summary.unit)} in {summary.wall_seconds:.1f} s, "
+        f"{summary.clips_per_second:.2f} {summary.unit}/s (worker stages are summed over the workers)",
         highlight=False,
     )
     stages = Table()

@@ -24,7 +24,8 @@ def command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache written by emo extract."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (e.g. runs/NAME)."),
     modalities: Optional[str] = typer.Option(
-        None, help="Comma-separated subset of text,audio,visual. (default: text,audio,visual)"
+        None,
+        help="Comma-separated subset of text,audio,visual. (default: every modality the cache holds; all three for a full cache)",
     ),
     features: Optional[str] = typer.Option(
         None,
@@ -38,6 +39,15 @@ def command(
     text_feature: Optional[str] = typer.Option(
         None,
         help="Cached text embedding: cls, mean, or auto = the encoder's own pooling (mean for sentence encoders such as MiniLM, cls for BERT). (default: auto)",
+    ),
+    layer_mix: Optional[str] = typer.Option(
+        None,
+        help="How a layers feature set (every hidden state of an encoder, emo extract --text-layers/--audio-layers) enters the head: weighted (learned softmax weight per layer times a scale), mean, concat or last; acts on layers sets only, other sets ignore it. (default: weighted)",
+    ),
+    layer_norm: Optional[bool] = typer.Option(
+        None,
+        "--layer-norm/--no-layer-norm",
+        help="Normalise each layer of a layers feature set (LayerNorm, no learned scale) before mixing; acts on layers sets only. (default: off)",
     ),
     context_model: Optional[str] = typer.Option(
         None, help="Dialogue context over each conversation: none, gru or transformer. (default: none)"
@@ -89,6 +99,8 @@ def command(
         fusion=fusion,
         task=task,
         text_feature=text_feature,
+        layer_mix=layer_mix,
+        layer_norm=layer_norm,
         context_model=context_model,
         context_direction=context_direction,
         speaker_embedding=speaker_embedding,
@@ -105,7 +117,10 @@ def command(
     )
     overrides = merge_overrides(set_, named, flags={"audio_view_sampling": "--audio-views"})
     resolved = build_config(FitConfig, config, overrides, section="fit")
-    from emo.fuse.train import run_fit  # torch loads only once the options are known to be valid
+    from emo.fuse.fit_request import check_fit
+
+    check_fit(resolved)  # every usage error is answered here, before torch loads (run_fit checks again)
+    from emo.fuse.train import run_fit
 
     console = make_console()
     with EpochTable(console) as table:

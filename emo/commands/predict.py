@@ -5,13 +5,15 @@ and no labels are needed. Words come from --transcript (a MELD-style CSV, SRT, W
 JSON file) or from speech recognition (faster-whisper; offline by default with the
 pip-shipped Whisper base, or --asr-model NAME|PATH). A clip is one utterance; with
 --segment (the default for inputs over 30 s) it is split at the recogniser's speech
-segments, each with its own frames and audio. Features come from the very encoders and
+segments, each with its own frames and audio, each segment's end padded (--segment-pad) to
+the next one's start or the media's end. Features come from the very encoders and
 preprocessing that made the run's cache (refused if the weights differ). Writes
-predictions.csv and predictions.jsonl (file, segment, start, end, transcript, emotion, the
-probability of each emotion, and sentiment where trained, modalities used) and a timeline
-PNG per input with several segments into --out (--overwrite replaces earlier predictions
-there as a whole); inputs that cannot be read are reported and skipped, and the command
-exits 1 when nothing could be predicted.
+predictions.csv and predictions.jsonl (file, segment, start, end, transcript, where the
+transcript came from: asr, given or none, emotion, the probability of each emotion, and
+sentiment where trained, modalities used), a timeline PNG per input with several segments
+and report.html (all of it on one page that opens in a browser) into --out (--overwrite
+replaces earlier predictions there as a whole); inputs that cannot be read are reported
+and skipped, and the command exits 1 when nothing could be predicted.
 Example: emo predict runs/seed clips/ talk.mp4 --out predictions/
 """
 
@@ -29,7 +31,9 @@ MAX_ROWS_SHOWN = 40  # the terminal table's length; the files hold every row
 
 
 def command(
-    run: Path = typer.Argument(..., metavar="RUN", help="Run directory written by emo fit."),
+    run: Path = typer.Argument(
+        ..., metavar="RUN", help="Run directory written by emo fit, or an ensemble folder written by emo ensemble."
+    ),
     inputs: List[Path] = typer.Argument(
         ..., metavar="INPUT", help="Video or audio files, or folders of them.", show_default=False
     ),
@@ -43,8 +47,19 @@ def command(
         help="Split inputs at speech segments. (default: only inputs over 30 s)",
         show_default=False,
     ),
+    segment_pad: str = typer.Option(
+        "next",
+        "--segment-pad",
+        help="Move each recognised segment's end on (Whisper ends them early): to the next segment's start "
+        "or the media's end (next), by SECONDS but not past the next start, or not at all (none). (default: next)",
+        metavar="next|none|SECONDS",
+        show_default=False,
+    ),
     asr_model: Optional[str] = typer.Option(
-        None, "--asr-model", help="faster-whisper model name or folder. (default: the pip-shipped Whisper base)"
+        None,
+        "--asr-model",
+        help="faster-whisper model name or local CTranslate2 folder, for better words than Whisper base. "
+        "(default: the pip-shipped Whisper base)",
     ),
     language: str = typer.Option(
         "en", "--language", help="Spoken language code, or auto. (default: en)", show_default=False
@@ -60,9 +75,11 @@ def command(
     from emo.errors import UsageError
     from emo.predict import Predictor, media_files, write_outputs
     from emo.predict.files import check_out
+    from emo.predict.segments import parse_segment_pad
 
     check_out(out, overwrite)  # like a typo in an input, fails before any model loads
     media_files(inputs)
+    pad = parse_segment_pad(segment_pad)
     if transcript is not None and not transcript.is_file():
         raise UsageError(f"Transcript {transcript} does not exist; pass a MELD-style CSV, SRT, WebVTT or JSON file.")
     with ProgressView() as view:
@@ -70,7 +87,7 @@ def command(
             run, cache=cache, device=device, asr_model=asr_model, language=language, progress=view
         )
         with predictor:
-            result = predictor.predict(inputs, transcript=transcript, segment=segment)
+            result = predictor.predict(inputs, transcript=transcript, segment=segment, segment_pad=pad)
         files = write_outputs(result, out, overwrite=overwrite)
     print_result(result, files, predictor.heads)
     result.require_any()  # exit 1 when every input was skipped (the reasons are printed above)
@@ -113,6 +130,15 @@ def print_result(result, files, heads, console=None) -> None:
         console.print(
             f"{what}: {problem.message}", style="yellow" if problem.skipped else None, highlight=False, soft_wrap=True
         )
+    guessed = sum(s.transcript_source == "asr" for s in result.segments)
+    if guessed:
+        console.print(
+            f"Transcripts from speech recognition (transcript_source asr): {guessed} of "
+            f"{count(len(result.segments), 'utterance')}; check them, and where they are wrong pass "
+            "--transcript FILE or a larger --asr-model.",
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.seconds:
         total = sum(result.seconds.values())
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(result.seconds.items(), key=lambda kv: -kv[1]))
@@ -120,4 +146,6 @@ def print_result(result, files, heads, console=None) -> None:
     written = [str(files["csv"]), str(files["jsonl"])] + [str(v) for k, v in files.items() if k.startswith("timeline:")]
     if "problems" in files:
         written.append(str(files["problems"]))
+    if "report" in files:
+        written.append(str(files["report"]))
     console.print(f"Predictions written to {', '.join(written)}.", highlight=False, soft_wrap=True)

@@ -66,10 +66,11 @@ class ExtractConfig:
     text_model: str = DEFAULT_TEXT_MODEL  # Hugging Face id or local folder (BERT family)
     text_max_length: int = 128  # tokens per utterance (context included), truncated beyond
     context: int = 0  # earlier utterances of the dialogue prepended as "speaker: text" turns
+    text_layers: str = "last"  # text-model hidden states pooled per utterance: last, all, or e.g. 6,8,12 (a layers set)
     visual_model: str = DEFAULT_VISUAL_MODEL  # open_clip architecture name, or efficientnet-lite0
     visual_pretrained: str = DEFAULT_VISUAL_PRETRAINED  # open_clip pretrained tag or a checkpoint file
     audio_model: str = "mel"  # mel (log-mel, the seed), whisper-base, egemaps, or a transformers speech id/folder
-    audio_layers: str = "last"  # speech-model layers mean-pooled per clip: last, all, or e.g. 6,12
+    audio_layers: str = "last"  # speech-model layers mean-pooled per clip: last, all, or e.g. 6,12 (a layers set)
     crop: str = "none"  # none: whole frames; faces: the image encoder sees the most prominent face
     name: str = ""  # feature set name(s) instead of the model's: NAME (one modality) or audio=NAME,visual=NAME
     preset: str = "none"  # none, or offline: MiniLM-L6 text + EfficientNet-Lite0 frames, pip-shipped
@@ -219,14 +220,15 @@ class ExtractConfig:
             raise ConfigError(f"Unknown crop '{self.crop}'; use none or faces.")
         self.set_names()
         self.check_options_apply()
-        # What an encoder accepts (--audio-layers, --crop) is the encoder's own fact: the registry
+        # What an encoder accepts (--text-layers, --audio-layers, --crop) is the encoder's own fact: the registry
         # checks it when it picks the encoders (`emo.extract.encoders.registry.entry_for`).
         if self.frame_resize not in FRAME_RESIZE:
             raise ConfigError(f"Unknown frame_resize '{self.frame_resize}'; use exact or ffmpeg.")
         if self.format not in FORMATS:
             raise ConfigError(f"Unknown cache format '{self.format}'; use h5 or zarr.")
-        if self.device.split(":")[0] not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"Unknown device '{self.device}'; use auto, cpu or cuda.")
+        from emo.device import check_device_name
+
+        check_device_name(self.device)
         positive = {
             "text_max_length": self.text_max_length,
             "frames": self.frames,

@@ -9,6 +9,8 @@ written last. A cell counts as finished
 exactly when its result.json exists: a cell's folder is built beside its final name and
 renamed into place whole (`emo.fuse.run_folder`), so an interrupted grid loses at most
 the fit in flight (nothing of it is left) and a re-run trains only what is missing.
+With several seeds, each cell is also reported as its seed ensemble: the mean of its seeds'
+class probabilities on dev and test, averaged by `emo.fuse.ensemble` as `emo eval` averages.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from emo import atomic
 from emo.config import config_to_dict
 from emo.errors import CacheError, UsageError
 from emo.fuse.ablate_grid import (
+    ALL_SUBSETS,
     CONFIG_NAME,
     AblateConfig,
     Job,
@@ -33,7 +36,8 @@ from emo.fuse.ablate_grid import (
 from emo.fuse.ablate_report import aggregate, per_seed_rows, write_reports
 from emo.fuse.checkpoint import plain
 from emo.fuse.config import FitConfig, resolve_text_feature
-from emo.fuse.feature_cache import fit_fingerprint, load_raw, resolved_features, select_for_fit
+from emo.fuse.feature_cache import cache_sets, fit_fingerprint, load_raw, resolved_features, select_for_fit
+from emo.fuse.fit_request import and_list, modalities_of
 from emo.fuse.run_folder import is_finished, run_folder
 from emo.labels import MODALITIES
 from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
@@ -77,7 +81,10 @@ def load_done(out: Path, job: Job, digest: str, overwrite: bool) -> dict[str, An
             f"{out} holds results trained on a different cache (fingerprint {result.get('fingerprint_digest')} vs "
             f"{digest}); use another --out or pass --overwrite."
         )
-    if _comparable(result.get("fit_config", {})) != _comparable(config_to_dict(job.config)):
+    # a key the saved config lacks was added to FitConfig later, with a default that does what
+    # the older emo did (layer_mix, say), so the cell still answers this grid's question
+    saved = {**config_to_dict(FitConfig()), **result.get("fit_config", {})}
+    if _comparable(saved) != _comparable(config_to_dict(job.config)):
         if overwrite:
             return None
         raise UsageError(
@@ -104,7 +111,11 @@ def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback
         raise UsageError(f"--out {out} is a file; pass a folder for the ablation.")
     started = time.perf_counter()
     info = cache_api.open_cache(cache_dir)
-    cells, jobs = plan_grid(ablate, base)
+    held = modalities_of([*cache_sets(info), *(info.damaged_sets or {})])  # what 'all-subsets' ranges over
+    cells, jobs = plan_grid(ablate, base, held)
+    if held and held != MODALITIES and {ALL_SUBSETS, "all_subsets"} & set(ablate.modalities):
+        what = and_list(held)
+        emit(progress, Message(f"Cache {cache_dir} holds {what} features only; all-subsets covers {what}."))
     # Each cell's feature sets and 'auto' text pooling are resolved against the cache up front,
     # so a wrong set name fails before any training and saved cells compare with what they
     # really used; a cell's digest covers exactly its own sets.
@@ -137,9 +148,17 @@ def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback
         ),
     )
     load_seconds = train_seconds = 0.0
-    if pending:  # read (and verify) first: a cache that fails to load leaves no ablation folder
+    # a cell's seed ensemble scores its seeds' checkpoints, so with several seeds every cell's sets are read
+    loading = list(range(len(jobs))) if ablate.seeds > 1 else pending
+    if loading:  # read (and verify) first: a cache that fails to load leaves no ablation folder
         splits, load_seconds = _load_once(
-            cache_dir, ablate, base, [jobs[i] for i in pending], [selections[i] for i in pending], progress
+            cache_dir,
+            ablate,
+            base,
+            [jobs[i] for i in loading],
+            [selections[i] for i in loading],
+            progress,
+            bool(pending),
         )
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(ablate, base, out / CONFIG_NAME)
@@ -152,7 +171,8 @@ def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback
         emit(progress, TaskFinished("ablate"))
         train_seconds = time.perf_counter() - t0
 
-    rows = aggregate(cells, jobs, done, base)
+    ensembles = _seed_ensembles(cells, jobs, done, splits, ablate, base, progress) if ablate.seeds > 1 else None
+    rows = aggregate(cells, jobs, done, base, ensembles)
     seed_rows = per_seed_rows(jobs, done, base)
     paths = write_reports(rows, seed_rows, out, title=f"emo ablate: {cache_dir}")
     return AblateResult(
@@ -168,12 +188,17 @@ def run_ablate(ablate: AblateConfig, base: FitConfig, progress: ProgressCallback
     )
 
 
-def _load_once(cache_dir: Path, ablate: AblateConfig, base: FitConfig, jobs: list[Job], selections, progress):
-    """Every split the pending fits need, read and verified once, with the union of their
-    feature sets (or, for a cache without sets, of their modalities); each fit composes its own."""
+def _load_once(
+    cache_dir: Path, ablate: AblateConfig, base: FitConfig, jobs: list[Job], selections, progress, train: bool = True
+):
+    """Every split the pending fits (and seed ensembles) need, read and verified once, with the
+    union of their feature sets (or, for a cache without sets, of their modalities); each fit
+    composes its own. `train`: whether any fit is left (seed ensembles read only dev and test)."""
     needed = tuple(m for m in MODALITIES if any(m in job.config.modalities for job in jobs))
     t0 = time.perf_counter()
-    names = (base.train_split, base.dev_split) + ((ablate.test_split,) if ablate.test_split else ())
+    names = (
+        ((base.train_split,) if train else ()) + (base.dev_split,) + ((ablate.test_split,) if ablate.test_split else ())
+    )
     splits = {name: load_raw(cache_dir, name, selections, needed, verify=True) for name in names}
     seconds = time.perf_counter() - t0
     emit(
@@ -184,6 +209,23 @@ def _load_once(cache_dir: Path, ablate: AblateConfig, base: FitConfig, jobs: lis
         ),
     )
     return splits, seconds
+
+
+def _seed_ensembles(cells, jobs: list[Job], done, splits, ablate: AblateConfig, base: FitConfig, progress):
+    """{cell key: {"dev"/"test": scores per head}} of each cell with several finished seeds:
+    the mean of its seeds' class probabilities, scored as `emo eval` scores an ensemble."""
+    from emo.device import resolve_device
+    from emo.fuse.ensemble import ensemble_scores
+
+    names = {"dev": base.dev_split, **({"test": ablate.test_split} if ablate.test_split else {})}
+    device = resolve_device(base.device)
+    out: dict[str, dict[str, Any]] = {}
+    for cell in cells:
+        runs = [Path(ablate.out) / job.run_dir for i, job in enumerate(jobs) if job.cell == cell and i in done]
+        if len(runs) > 1:
+            out[cell.key] = ensemble_scores(runs, {k: splits[v] for k, v in names.items()}, device)
+    emit(progress, Message(f"Seed ensembles: the mean of each cell's seeds' probabilities, for {len(out)} cells."))
+    return out
 
 
 def _train_cell(

@@ -38,7 +38,8 @@ FEATURE_AXIS = "features."  # features.<modality>=set,set+set: an axis over one 
 class AblateConfig:
     cache: Path | None = None  # feature cache written by `emo extract`
     out: Path | None = None  # ablation directory: cells/, results.{md,csv,png,json}, ablate.toml
-    modalities: tuple[str, ...] = (ALL_SUBSETS,)  # all-subsets, or subsets joined by '+': text,text+audio
+    # all-subsets (every non-empty subset of the cache's modalities), or subsets joined by '+': text,text+audio
+    modalities: tuple[str, ...] = (ALL_SUBSETS,)
     fusion: tuple[str, ...] = ("ensemble",)  # any fusion heads of emo.fuse.heads: early, late, ensemble, ...
     seeds: int = 3  # replicates per cell: seeds fit.seed, fit.seed+1, ...
     grid: tuple[str, ...] = ()  # more axes over any fit option: "class_weights=none,meld" (repeatable)
@@ -74,13 +75,16 @@ class AblateConfig:
         parse_axes(self.grid)
 
 
-def modality_subsets(spec: tuple[str, ...]) -> list[tuple[str, ...]]:
-    """'all-subsets' -> the 7 non-empty subsets (singles, pairs, all three); else each 'a+b'."""
+def modality_subsets(spec: tuple[str, ...], held: tuple[str, ...] = MODALITIES) -> list[tuple[str, ...]]:
+    """'all-subsets' -> the non-empty subsets of the modalities the cache holds (`held`; all
+    three: the 7 singles, pairs and the triple); else each 'a+b', as asked (a cache without
+    one of its modalities is refused when its sets are chosen)."""
     out: list[tuple[str, ...]] = []
+    held = tuple(m for m in MODALITIES if m in held) or MODALITIES
     for item in spec:
         if item in (ALL_SUBSETS, "all_subsets"):
-            for size in range(1, len(MODALITIES) + 1):
-                out.extend(itertools.combinations(MODALITIES, size))
+            for size in range(1, len(held) + 1):
+                out.extend(itertools.combinations(held, size))
             continue
         names = [m.strip() for m in item.replace(" ", "+").split("+") if m.strip()]
         unknown = [m for m in names if m not in MODALITIES]
@@ -183,13 +187,16 @@ class Job:
         return Path(RESULT_DIR) / self.cell.key / f"seed-{self.seed}"
 
 
-def plan_grid(ablate: AblateConfig, base: FitConfig) -> tuple[list[Cell], list[Job]]:
-    """Every cell and every (cell, seed) fit config, in a stable order."""
+def plan_grid(
+    ablate: AblateConfig, base: FitConfig, held: tuple[str, ...] = MODALITIES
+) -> tuple[list[Cell], list[Job]]:
+    """Every cell and every (cell, seed) fit config, in a stable order; `held`: the modalities
+    the cache holds, which 'all-subsets' ranges over."""
     axes = parse_axes(ablate.grid)
     cells: list[Cell] = []
     jobs: list[Job] = []
     combos = list(itertools.product(*[[(k, v) for v in values] for k, values in axes])) if axes else [()]
-    for subset in modality_subsets(ablate.modalities):
+    for subset in modality_subsets(ablate.modalities, held):
         for fusion in ablate.fusion:
             for combo in combos:
                 # a feature-set axis of a modality the subset lacks does not make another cell

@@ -2,7 +2,9 @@
 
     results.csv      one row per (cell, seed): cell, seed, dev/test weighted F1 and accuracy
                      as fractions, plus the cell's modalities, fusion and grid options
-    summary.csv      one row per cell: mean and sample std over seeds (fractions)
+    summary.csv      one row per cell: mean and sample std over seeds (fractions), and with
+                     several seeds the cell's seed ensemble (`*_ensemble`: the mean of its
+                     seeds' probabilities, scored once)
     results.md       the same table for people, in percent; ★ marks the seed report's design
     results.json     the per-cell rows (fractions)
     results.png      bars of test (else dev) weighted F1 with std error bars
@@ -24,6 +26,9 @@ from emo.fuse.config import FitConfig
 
 REPORT_STEM = "results"
 METRIC_COLUMNS = (("dev_wf1", "dev wF1"), ("dev_acc", "dev acc"), ("test_wf1", "test wF1"), ("test_acc", "test acc"))
+# a cell's seed ensemble, shown beside mean ± std (the tables show weighted F1; the files all four)
+ENSEMBLE_COLUMNS = (("dev_wf1", "dev wF1 ens"), ("test_wf1", "test wF1 ens"))
+ENSEMBLE_FIELDS = tuple(f"{m}_ensemble" for m, _ in METRIC_COLUMNS)
 SEED_COLUMNS = (
     "dev_weighted_f1",
     "test_weighted_f1",
@@ -41,6 +46,7 @@ _BASE_KEYS = {
     "seeds",
     "seed_design",
     *(f"{m}_{s}" for m, _ in METRIC_COLUMNS for s in ("mean", "std")),
+    *ENSEMBLE_FIELDS,
 }
 
 
@@ -64,9 +70,15 @@ def option_keys(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def aggregate(
-    cells: list[Cell], jobs: list[Job], done: dict[int, dict[str, Any]], base: FitConfig
+    cells: list[Cell],
+    jobs: list[Job],
+    done: dict[int, dict[str, Any]],
+    base: FitConfig,
+    ensembles: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per cell: mean and sample std over seeds of dev/test accuracy and weighted F1."""
+    """One row per cell: mean and sample std over seeds of dev/test accuracy and weighted F1;
+    with `ensembles` ({cell key: {split: scores per head}}, `emo.fuse.ensemble.ensemble_scores`)
+    also each cell's seed ensemble (NaN for a cell with fewer than two finished seeds)."""
     head = _head(base)
     rows = []
     for cell in cells:
@@ -84,6 +96,11 @@ def aggregate(
             for metric, name in (("weighted_f1", "wf1"), ("accuracy", "acc")):
                 values = [r[split][head][metric] for r in results if r.get(split)]
                 row[f"{split}_{name}_mean"], row[f"{split}_{name}_std"] = mean_std(values)
+        if ensembles is not None:
+            for split in ("dev", "test"):
+                scores = ensembles.get(cell.key, {}).get(split, {}).get(head, {})
+                for metric, name in (("weighted_f1", "wf1"), ("accuracy", "acc")):
+                    row[f"{split}_{name}_ensemble"] = scores.get(metric, math.nan)
         rows.append(row)
     return rows
 
@@ -120,6 +137,11 @@ def _csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
     return buffer.getvalue()
 
 
+def has_ensembles(rows: list[dict[str, Any]]) -> bool:
+    """Whether the rows carry seed-ensemble columns (an ablation with several seeds)."""
+    return any(field in row for row in rows for field in ENSEMBLE_FIELDS)
+
+
 def format_cell(mean: float, std: float, seeds: int = 2) -> str:
     """'58.62 ± 0.72' in percent ('58.62' for one seed: no spread to show), '-' for a split
     that was not scored."""
@@ -138,13 +160,18 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
         "★ marks the seed report's design (text+audio+visual, ensemble fusion).",
         "",
     ]
+    ensemble = has_ensembles(rows)
+    if ensemble:
+        lines.insert(-1, "ens: the cell's seed ensemble, the mean of its seeds' class probabilities scored once.")
     header = ["modalities", "fusion", *keys, "seeds", *[n for _, n in METRIC_COLUMNS]]
+    header += [n for _, n in ENSEMBLE_COLUMNS] if ensemble else []
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     for row in rows:
         mark = " ★" if row["seed_design"] else ""
         cells = [row["modalities"] + mark, row["fusion"], *[str(row.get(k, "")) for k in keys], str(row["seeds"])]
         cells += [format_cell(row[f"{m}_mean"], row[f"{m}_std"], row["seeds"]) for m, _ in METRIC_COLUMNS]
+        cells += [format_cell(row[f"{m}_ensemble"], 0.0, 1) for m, _ in ENSEMBLE_COLUMNS] if ensemble else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -167,6 +194,7 @@ def write_reports(
     summary_fields = ["cell", "modalities", "fusion", *keys, "seeds", "seed_design"] + [
         f"{m}_{s}" for m, _ in METRIC_COLUMNS for s in ("mean", "std")
     ]
+    summary_fields += list(ENSEMBLE_FIELDS) if has_ensembles(rows) else []
     atomic.write_text(paths["summary_csv"], _csv_text(rows, summary_fields))
     atomic.write_text(paths["markdown"], markdown_table(rows, title))
     atomic.write_json(paths["json"], rows)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from emo import atomic
 from emo.errors import CacheError, UsageError
 from emo.fuse.heads import head_names
-from emo.fuse.model import FusionModel, ModelConfig
+
+if TYPE_CHECKING:  # torch loads only when a checkpoint is written or read, so a run folder's
+    import torch  # checks (emo.fuse.run_folder) answer a command's usage error before it loads
+
+    from emo.fuse.model import FusionModel
 
 CHECKPOINT_NAME = "model.pt"
 FORMAT = "emo.fuse.checkpoint/1"
@@ -58,12 +60,16 @@ def _save(payload: dict[str, Any], path: Path) -> None:
     # Through a Python file object, not a file name: torch's own writer reports a full disk
     # as "unexpected pos 576 vs 534", while this way the OSError (ENOSPC, EFBIG) underneath
     # stays attached to the error, and `emo.atomic.is_disk_full` can tell the user so.
+    import torch
+
     with open(path, "wb") as handle:
         torch.save(payload, handle)
 
 
-def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[FusionModel, dict[str, Any]]:
-    """The model (eval mode, on `device`) and the checkpoint's metadata, from a run directory."""
+def require_run(run_dir: Path) -> Path:
+    """The checkpoint file of `run_dir` (a run folder, or the file itself), after one sentence
+    for a path that is not there, a feature cache given as a run, or a folder without one.
+    Torch-free: `emo eval` and `emo predict` answer these before torch loads."""
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT_NAME if run_dir.is_dir() else run_dir
     if not run_dir.exists():
@@ -79,6 +85,16 @@ def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[
         raise UsageError(
             f"{run_dir} holds no checkpoint ({CHECKPOINT_NAME}); run `emo fit --cache CACHE --out {run_dir}` first."
         )
+    return path
+
+
+def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> tuple[FusionModel, dict[str, Any]]:
+    """The model (eval mode, on `device`) and the checkpoint's metadata, from a run directory."""
+    path = require_run(run_dir)
+    import torch
+
+    from emo.fuse.model import FusionModel, ModelConfig
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: the user's to fix

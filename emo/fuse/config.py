@@ -18,6 +18,7 @@ from emo.labels import MODALITIES
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced", "meld")
 TEXT_FEATURES: tuple[str, ...] = ("auto", "cls", "mean")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+LAYER_MIXES: tuple[str, ...] = ("weighted", "mean", "concat", "last")  # emo.fuse.layer_mix says what each does
 
 
 @dataclass
@@ -29,7 +30,9 @@ class FitConfig:
     train_split: str = "train"
     dev_split: str = "dev"  # model selection and LR schedule use this split
     # model
-    modalities: tuple[str, ...] = MODALITIES  # any non-empty subset of text, audio, visual
+    # any subset of text, audio, visual; empty (the default) = every modality the cache holds,
+    # decided by `emo.fuse.fit_request.check_fit` (a full cache: all three, the seed design)
+    modalities: tuple[str, ...] = ()
     # cached feature sets per modality, e.g. "text=all-MiniLM-L6-v2,audio=mel+whisper-base" ('+'
     # concatenates); a modality not named uses the cache's default set ("" = the seed design)
     features: str = ""
@@ -37,6 +40,10 @@ class FitConfig:
     task: str = "emotion"  # emotion | sentiment | both (joint heads)
     text_feature: str = "auto"  # auto | cls | mean: cached text embedding; auto = the encoder's own pooling
     proj_dim: int = 256  # per-modality projection size
+    # how a `layers` set (every hidden state of one encoder) enters the head (emo.fuse.layer_mix):
+    # weighted (learned softmax weight per layer x gamma) | mean | concat | last; no effect without one
+    layer_mix: str = "weighted"
+    layer_norm: bool = False  # LayerNorm (no affine) over each layer's features before mixing
     # dialogue context (off in the seed design)
     context_model: str = "none"  # none | gru | transformer over each dialogue's utterance embeddings
     context_direction: str = "both"  # both (whole dialogue, offline) | past (earlier turns only, live use)
@@ -87,19 +94,22 @@ class FitConfig:
     def validate(self) -> None:
         """Reject impossible values with one sentence each, before any work starts."""
         from emo.config import require_finite
+        from emo.device import check_device_name
         from emo.fuse.heads import head_names
 
         require_finite(self)  # inf and nan first: every range check below is false for nan
+        check_device_name(self.device)
         unknown = [m for m in self.modalities if m not in MODALITIES]
-        if unknown or not self.modalities:
+        if unknown:
             raise ConfigError(
-                f"modalities must be a non-empty subset of {', '.join(MODALITIES)}; got {', '.join(self.modalities) or 'none'}."
+                f"modalities must be a subset of {', '.join(MODALITIES)}; got {', '.join(self.modalities)}."
             )
         self.modalities = tuple(m for m in MODALITIES if m in self.modalities)
         choices = {
             "fusion": head_names(),
             "task": ("emotion", "sentiment", "both"),
             "text_feature": TEXT_FEATURES,
+            "layer_mix": LAYER_MIXES,
             "class_weights": CLASS_WEIGHTS,
             "precision": PRECISIONS,
             "context_model": ("none", "gru", "transformer"),

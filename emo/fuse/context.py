@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from emo.fuse.recurrence import run_gru
+
 CONTEXT_MODELS: tuple[str, ...] = ("none", "gru", "transformer")
 DIRECTIONS: tuple[str, ...] = ("both", "past")
 SPEAKER_EMBEDDINGS: tuple[str, ...] = ("none", "speaker", "turn")  # turn = same speaker as the previous turn?
@@ -73,10 +75,7 @@ class ContextModel(nn.Module):
         sequence = units.new_zeros(*layout.shape, units.shape[-1])
         sequence[valid] = units[positions]
         if self.kind == "gru":
-            lengths = valid.sum(1).cpu()
-            packed = nn.utils.rnn.pack_padded_sequence(sequence, lengths, batch_first=True, enforce_sorted=False)
-            hidden, _ = self.sequence(packed)
-            hidden, _ = nn.utils.rnn.pad_packed_sequence(hidden, batch_first=True, total_length=layout.shape[1])
+            hidden = run_gru(self.sequence, sequence, valid)  # emo.fuse.recurrence: few kernels on CPU
         else:
             steps = torch.arange(layout.shape[1], device=layout.device).clamp_max(MAX_POSITIONS - 1)
             sequence = sequence + self.position(steps).unsqueeze(0)
@@ -85,6 +84,6 @@ class ContextModel(nn.Module):
                 ones = torch.ones(layout.shape[1], layout.shape[1], dtype=torch.bool, device=layout.device)
                 mask = torch.triu(ones, diagonal=1)  # True = may not attend: every later turn
             hidden = self.sequence(sequence, mask=mask, src_key_padding_mask=~valid, is_causal=self.causal)
-        context = units.new_zeros(batch, hidden.shape[-1])
+        context = hidden.new_zeros(batch, hidden.shape[-1])
         context[positions] = hidden[valid]
         return self.out(context)

@@ -72,17 +72,21 @@ def write_report(
     report: dict[str, Any], run_dir: Path, predictions: list[dict[str, Any]] | None = None
 ) -> dict[str, Path]:
     """Write the report's JSON, Markdown and one confusion-matrix PNG per head into `run_dir`,
-    and with `predictions` (one row per utterance) `<stem>-predictions.csv` and `.jsonl`.
+    `<stem>-layers.png` when the head learned layer weights for a layers set, and with
+    `predictions` (one row per utterance) `<stem>-predictions.csv` and `.jsonl`.
 
     Sets `report["files"]` (kind -> path) before writing, so the JSON lists its siblings.
     """
-    from emo.fuse.plots import plot_confusion
+    from emo.fuse.plots import plot_confusion, plot_layer_weights
     from emo.fuse.predictions import write_predictions
 
     stem = report_stem(run_dir, report["cache"], report["fingerprint_digest"], report["split"])
     paths = {"json": run_dir / f"{stem}.json", "markdown": run_dir / f"{stem}.md"}
     for head in report["metrics"]:
         paths[f"confusion_{head}"] = run_dir / f"{stem}-confusion-{head}.png"
+    learned = {name: mix for name, mix in (report.get("layer_mix") or {}).items() if mix.get("weights")}
+    if learned:
+        paths["layer_weights"] = run_dir / f"{stem}-layers.png"
     if predictions is not None:
         paths["predictions_csv"] = run_dir / f"{stem}-predictions.csv"
         paths["predictions_jsonl"] = run_dir / f"{stem}-predictions.jsonl"
@@ -97,6 +101,8 @@ def write_report(
                 temp[f"confusion_{head}"],
                 lambda tmp: plot_confusion(metrics["confusion"], metrics["labels"], tmp, title),
             )
+        if learned:
+            atomic.write_with(temp["layer_weights"], lambda tmp: plot_layer_weights(learned, tmp))
         atomic.write_text(temp["markdown"], markdown_report(report))
         atomic.write_json(temp["json"], report, indent=2)
     return paths
@@ -111,13 +117,13 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"# emo eval: {report['run']} on {report['split']}",
         "",
         f"Cache `{report['cache']}` (fingerprint `{report['fingerprint_digest']}`), {report['rows']} rows, "
-        f"modalities {', '.join(report['modalities'])}, {report['fusion']} fusion, checkpoint from epoch "
-        f"{report['checkpoint_epoch']}.",
+        f"modalities {', '.join(report['modalities'])}, {report['fusion']} fusion, {_checkpoints(report)}.",
         "",
         f"**{head['head']} weighted F1 {percent(head['weighted_f1'])}**, accuracy {percent(head['accuracy'])}, "
         f"macro F1 {percent(head['macro_f1'])} (over the {len(main['macro_f1_classes'])} classes present: "
         f"{', '.join(main['macro_f1_classes']) or 'none'}).",
     ]
+    lines += ensemble_markdown(report.get("ensemble"))
     for warning in report.get("warnings", []):
         lines += ["", f"> **Warning:** {warning}"]
     lines += [
@@ -161,6 +167,9 @@ def markdown_report(report: dict[str, Any]) -> str:
             lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
     lines += ["", "## Fusion weights (share of each head in the ensemble)", ""]
     lines += [f"- {k}: {percent(v)}" for k, v in report["fusion_weights"].items()]
+    lines += layer_mix_markdown(report.get("layer_mix") or {})
+    if not report["modality_importance"]:
+        return "\n".join(lines + ["", "## Modality importance", "", importance_note(report)]) + "\n"
     lines += [
         "",
         f"## Modality importance (drop in {head['head']} weighted F1 when the modality is hidden at eval time)",
@@ -173,3 +182,52 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| {name} | {percent(imp['weighted_f1_without'])} | {points(imp['drop'])} | {report['missing'][name]} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def importance_note(report: dict[str, Any]) -> str:
+    """What a report without modality importance says instead (a single-modality run)."""
+    used = " and ".join(report.get("modalities") or []) or "one modality"
+    return f"Modality importance: not measured, since the run uses {used} only (hiding it would leave no input)."
+
+
+def layer_mix_markdown(mixes: dict[str, Any]) -> list[str]:
+    """Which layers the head used, per layers set: every learned weight (no layer left out)
+    and gamma, or the fixed choice of a mix that learns none."""
+    lines: list[str] = []
+    for name, mix in mixes.items():
+        norm = ", each layer layer-normalised first" if mix.get("layer_norm") else ""
+        lines += ["", f"## Layer mix of {name} ({mix['mode']}{norm})", "", f"The head uses {mix['uses']}."]
+        if mix.get("weights"):
+            lines += [f"Gamma (the mix's learned scale): {mix['gamma']:.4f}.", ""]
+            lines += ["| hidden state | weight |", "|---|---|"]
+            lines += [f"| {i} | {percent(w)} |" for i, w in zip(mix["layers"], mix["weights"])]
+    return lines
+
+
+def _checkpoints(report: dict[str, Any]) -> str:
+    epochs = report["checkpoint_epoch"]
+    if not isinstance(epochs, list):
+        return f"checkpoint from epoch {epochs}"
+    return f"the mean probabilities of {len(epochs)} runs (checkpoints from epochs {', '.join(map(str, epochs))})"
+
+
+def ensemble_markdown(ensemble: dict[str, Any] | None) -> list[str]:
+    """An ensemble's members, each scored alone on the same rows, and its gain over their mean."""
+    if not ensemble:
+        return []
+    lines = ["", f"## Ensemble members ({ensemble['head']}, each alone on the same rows)", ""]
+    lines += ["| member | run | seed | weighted F1 | accuracy | macro F1 |", "|---|---|---|---|---|---|"]
+    for m in ensemble["members"]:
+        lines.append(
+            f"| {m['name']} | {m['run']} | {m['seed']} | {percent(m['weighted_f1'])} | {percent(m['accuracy'])} "
+            f"| {percent(m['macro_f1'])} |"
+        )
+    mean, gain = ensemble["members_mean"], ensemble["gain"]
+    lines += [
+        f"| members' mean | | | {percent(mean['weighted_f1'])} | {percent(mean['accuracy'])} "
+        f"| {percent(mean['macro_f1'])} |",
+        "",
+        f"The ensemble gains {points(gain['weighted_f1'])} of weighted F1 over its members' mean "
+        f"({points(gain['accuracy'])} of accuracy).",
+    ]
+    return lines

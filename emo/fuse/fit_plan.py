@@ -28,6 +28,7 @@ from emo.fuse.feature_sets import (
     resolve_features,
 )
 from emo.fuse.inputs import ModelInputs, check_compatible, compose
+from emo.labels import MODALITIES
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,13 @@ def plan_fit(
 ) -> FitPlan:
     """The one plan of a fit whose `config` is validated. `selection`: the sets the caller
     chose against the cache (None: resolve `config.features` against `train`'s sets, each
-    modality's first set by default). One sentence for anything the splits cannot give."""
+    modality's first set by default; modalities left open become those `train` holds, as
+    `check_fit` decides them for a cache). One sentence for anything the splits cannot give."""
+    if not config.modalities:
+        from emo.fuse.fit_request import fit_modalities, modalities_of
+
+        held = modalities_of(train.sets) if train.sets else MODALITIES  # no sets: loaded by modality
+        config = config.copy_with(modalities=fit_modalities((), held, config.features)[0])
     if selection is None:
         selection = resolve_features(
             parse_features(config.features), train.sets, default_sets(train.sets), config.modalities

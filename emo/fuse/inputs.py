@@ -19,6 +19,10 @@ Shapes (N rows = every annotated utterance of the split, failed clips included):
   mel_index int64[N, V, 2] = (start row in `mel`, number of frames) for clip i, view v.
   View 0 is the clean audio; views 1..V-1 are augmented copies made at extract time.
 - audio_vector: float16[N, D] pooled speech-model features, besides or instead of mel.
+- layouts: {modality: parts} where a modality's row holds a `layers` set ([N, L, D], every
+  hidden state of one encoder): the set is flattened to L*D columns of the text/audio row
+  (one gather per batch, as for any vector), and the layout (`emo.fuse.layer_mix`) tells
+  the model where each part's columns are, so it mixes the layers before the projection.
 - truncated bool[N]: a selected set's clip was longer than the max duration and was cut.
 - failure list[str]: why the selected sets failed for the clip, "" where they did not.
 Modalities the run did not select are None.
@@ -66,6 +70,7 @@ class ModelInputs:
     audio_vector: np.ndarray | None = None
     text: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    layouts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.emotion.shape[0])
@@ -119,13 +124,39 @@ def check_compatible(inputs: ModelInputs, modalities: Sequence[str], text_featur
 
 
 def _vector(loaded, want: str) -> np.ndarray | None:
-    """A vector set's [N, D] array for `want` (cls/mean), else its `values`, else its only array."""
+    """A vector set's [N, D] array for `want` (cls/mean), else its `values`, else its only array;
+    a layers set's [N, L, D] array the same way, flattened to [N, L*D] (a view, no copy)."""
     arrays = loaded.arrays
     if want in arrays:
-        return arrays[want]
-    if "values" in arrays:
-        return arrays["values"]
-    return next(iter(arrays.values())) if len(arrays) == 1 else None
+        found = arrays[want]
+    elif "values" in arrays:
+        found = arrays["values"]
+    else:
+        found = next(iter(arrays.values())) if len(arrays) == 1 else None
+    if found is not None and loaded.kind == "layers":
+        found = found.reshape(found.shape[0], -1)
+    return found
+
+
+def layer_indices(loaded) -> list[int]:
+    """A layers set's hidden-state indices (`LoadedSet.layers`), else 0..L-1 from its arrays."""
+    recorded = [int(i) for i in (getattr(loaded, "layers", None) or ())]
+    if recorded:
+        return recorded
+    return list(range(next(iter(loaded.arrays.values())).shape[1]))
+
+
+def _part(loaded, width: int) -> dict[str, Any]:
+    """One set's place in its modality's row (see `emo.fuse.layer_mix.MixedInput`)."""
+    if loaded.kind == "layers":
+        layers = layer_indices(loaded)
+        return {"set": loaded.name, "kind": "layers", "layers": layers, "dim": width // len(layers)}
+    return {"set": loaded.name, "kind": "vector", "width": int(width)}
+
+
+def _layout(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The parts, only when one of them is a layers set ([] means "a plain vector")."""
+    return parts if any(p["kind"] == "layers" for p in parts) else []
 
 
 def pooled(loaded) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +164,7 @@ def pooled(loaded) -> tuple[np.ndarray, np.ndarray]:
     set averaged over ITS OWN valid frames (a row without any valid frame has none: its zeros
     are never passed off as a face or a voice)."""
     present = np.asarray(loaded.present, dtype=bool)
-    if loaded.kind == "vector":
+    if loaded.kind in ("vector", "layers"):  # a layers set as its L*D flattened columns
         values = _vector(loaded, "values")
         if values is None:
             raise ConfigError(
@@ -143,8 +174,8 @@ def pooled(loaded) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(values, dtype=np.float32), present
     if loaded.kind != "frames":
         raise ConfigError(
-            f"Feature set {loaded.name} is a {loaded.kind} set; only vector and frames sets can be pooled and "
-            f"concatenated (a run takes at most one sequence set, the log-mel)."
+            f"Feature set {loaded.name} is a {loaded.kind} set; only vector, layers and frames sets can be pooled "
+            f"and concatenated (a run takes at most one sequence set, the log-mel)."
         )
     values, mask = loaded.arrays["values"], np.asarray(loaded.arrays["mask"], dtype=bool)
     out = np.zeros((values.shape[0], values.shape[2]), dtype=np.float32)
@@ -171,11 +202,18 @@ def _all(flags: list[np.ndarray], n: int) -> np.ndarray:
 
 
 def _compose_text(out: ModelInputs, sets: list) -> None:
-    wrong = [s for s in sets if s.kind != "vector"]
+    wrong = [s for s in sets if s.kind not in ("vector", "layers")]
     if wrong:
-        raise ConfigError(f"Text feature set {wrong[0].name} is a {wrong[0].kind} set; text sets must be vectors.")
-    out.text_cls = _concat([_vector(s, "cls") for s in sets])
-    out.text_mean = _concat([_vector(s, "mean") for s in sets])
+        raise ConfigError(
+            f"Text feature set {wrong[0].name} is a {wrong[0].kind} set; text sets must be vector or layers sets."
+        )
+    cls, mean = [_vector(s, "cls") for s in sets], [_vector(s, "mean") for s in sets]
+    out.text_cls, out.text_mean = _concat(cls), _concat(mean)
+    widths = next((p for p in (cls, mean) if all(a is not None for a in p)), None)
+    if widths is not None:
+        layout = _layout([_part(s, a.shape[1]) for s, a in zip(sets, widths)])
+        if layout:
+            out.layouts["text"] = layout
     out.has_text = _all([s.present for s in sets], len(out))
 
 
@@ -197,7 +235,28 @@ def _pooled_together(sets: list) -> tuple[np.ndarray, np.ndarray]:
     return _concat(values + flags), present
 
 
+def _pooled_layout(sets: list) -> list[dict[str, Any]]:
+    """`_pooled_together`'s columns as layout parts: each set, then its presence columns."""
+    parts = [_part(s, _width(s)) for s in sets]
+    if len(sets) > 1:
+        parts.append({"set": "+".join(s.name for s in sets), "kind": "vector", "width": len(sets)})
+    return _layout(parts)
+
+
+def _width(loaded) -> int:
+    """Columns one set takes once pooled: D (L*D for a layers set)."""
+    if loaded.kind == "frames":
+        return int(loaded.arrays["values"].shape[2])
+    return int(_vector(loaded, "values").shape[1])
+
+
 def _compose_visual(out: ModelInputs, sets: list) -> None:
+    layered = [s for s in sets if s.kind == "layers"]
+    if layered:
+        raise ConfigError(
+            f"Feature set {layered[0].name} is a layers set, and layer mixing works for text and audio sets only; "
+            f"choose a vector or frames set for visual."
+        )
     if len(sets) == 1 and sets[0].kind == "frames":  # as extracted: frame sampling keeps working
         only = sets[0]
         present = np.asarray(only.present, dtype=bool)
@@ -227,6 +286,9 @@ def _compose_audio(out: ModelInputs, sets: list) -> None:
     if others:
         out.audio_vector, any_vector = _pooled_together(others)
         flags.append(any_vector)
+        layout = _pooled_layout(others)
+        if layout:
+            out.layouts["audio"] = layout
     out.has_audio = _all(flags, n)  # the log-mel (the mel CNN needs it) and at least one of the others
 
 

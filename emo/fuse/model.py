@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from emo.fuse.fusion import EarlyFusion, LateFusion  # noqa: F401  (the seed's fusion modules, built by heads)
+from emo.fuse.mel_cnn import MelCNN
 from emo.labels import EMOTIONS, MODALITIES, SENTIMENTS
 
 TASKS: tuple[str, ...] = ("emotion", "sentiment", "both")
@@ -54,10 +55,17 @@ class ModelConfig:
     context_dim: int = 128  # width of the context GRU / transformer
     speaker_embedding: str = "none"  # none | speaker (learned per speaker) | turn (same speaker as before?)
     speakers: tuple[str, ...] = ()  # the speaker vocabulary (index 0 = everyone else)
-    mel_chunk: int = 0  # run the mel CNN on length-sorted chunks of this many clips (0 = whole batch)
+    # layers sets (emo.fuse.layer_mix): how text_dim / audio_dim columns split into parts
+    # (emo.fuse.inputs' layout; () = one plain vector) and how each layers part is mixed
+    text_layout: tuple[dict[str, Any], ...] = ()
+    audio_layout: tuple[dict[str, Any], ...] = ()
+    layer_mix: str = "weighted"
+    layer_norm: bool = False
 
     def __post_init__(self) -> None:
         self.modalities = tuple(m for m in MODALITIES if m in tuple(self.modalities))
+        self.text_layout = tuple(dict(part) for part in self.text_layout)
+        self.audio_layout = tuple(dict(part) for part in self.audio_layout)
         self.mel_channels = tuple(self.mel_channels)
         self.heads = tuple(self.heads)
         self.early_hidden = tuple(self.early_hidden)
@@ -101,75 +109,27 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-class MelCNN(nn.Module):
-    """Two small 1-D convolutions over time, then an average over the clip's real frames.
-
-    Padding frames are excluded from the pool, so a clip's embedding does not depend on
-    how long the longest clip in its batch happened to be.
-    """
-
-    def __init__(self, n_mels: int = 40, channels: tuple[int, int] = (64, 128), out_dim: int = 256, chunk: int = 0):
-        super().__init__()
-        self.chunk = chunk
-        self.conv = nn.Sequential(
-            nn.Conv1d(n_mels, channels[0], kernel_size=3),
-            nn.ReLU(),
-            nn.Conv1d(channels[0], channels[1], kernel_size=3),
-            nn.ReLU(),
-            nn.MaxPool1d(2),
-        )
-        self.proj = nn.Linear(channels[1], out_dim)
-
-    @staticmethod
-    def output_lengths(lengths: Tensor) -> Tensor:
-        """Frames left after two k=3 valid convolutions and a pool of 2 (at least 1)."""
-        return ((lengths - 4) // 2).clamp_min(1)
-
-    def forward(self, mel: Tensor, lengths: Tensor) -> Tensor:
-        """mel [B, n_mels, T] channels-first, lengths [B] -> [B, out_dim].
-
-        With `chunk`, clips are encoded in length-sorted groups, each cut to its own longest
-        clip: dialogue batches mix short and long clips, and padding every clip to the
-        batch's longest would multiply the convolutions' cost. Padding never changes a
-        clip's embedding, so the result is the same either way.
-        """
-        if self.chunk and mel.shape[0] > self.chunk:
-            out = mel.new_empty(mel.shape[0], self.proj.out_features)
-            order = torch.argsort(lengths)
-            for group in torch.split(order, self.chunk):
-                longest = max(int(lengths[group].max()), 6)
-                longest = min(-(-longest // 16) * 16, mel.shape[-1])
-                out[group] = self._encode(mel[group, :, :longest], lengths[group])
-            return out
-        return self._encode(mel, lengths)
-
-    def _encode(self, mel: Tensor, lengths: Tensor) -> Tensor:
-        if mel.shape[-1] < 6:  # too short for the two convolutions and the pool
-            mel = nn.functional.pad(mel, (0, 6 - mel.shape[-1]))
-        hidden = self.conv(mel)  # [B, C, T']
-        valid = torch.arange(hidden.shape[-1], device=mel.device) < self.output_lengths(lengths).unsqueeze(1)
-        weights = valid.to(hidden.dtype).unsqueeze(1)  # [B, 1, T']
-        pooled = (hidden * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
-        return self.proj(pooled)
-
-
 class ModalityEncoders(nn.Module):
     """Project each modality's cached features to `proj_dim`, zeroing absent ones."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        from emo.fuse.layer_mix import mixed_input
+
         self.modalities = config.modalities
-        self.text = nn.Linear(config.text_dim, config.proj_dim) if "text" in config.modalities else None
-        audio = "audio" in config.modalities
-        self.audio = (
-            MelCNN(config.n_mels, config.mel_channels, config.proj_dim, config.mel_chunk)
-            if audio and config.audio_mel
-            else None
-        )
+        # A layers set is mixed (emo.fuse.layer_mix) before its modality's projection; without
+        # one these are None and the model is exactly what it was before layer mixing.
+        text, audio = "text" in config.modalities, "audio" in config.modalities
+        self.text_mix = mixed_input(config.text_layout, config.layer_mix, config.layer_norm) if text else None
+        self.audio_mix = mixed_input(config.audio_layout, config.layer_mix, config.layer_norm) if audio else None
+        text_in = self.text_mix.out_dim if self.text_mix is not None else config.text_dim
+        self.text = nn.Linear(text_in, config.proj_dim) if text else None
+        self.audio = MelCNN(config.n_mels, config.mel_channels, config.proj_dim) if audio and config.audio_mel else None
         # A speech model's pooled features: one more projection into the same audio slot,
         # summed with the mel CNN's when a run uses both (a late sum keeps one audio slot,
         # so fusion heads, modality dropout and importance treat audio as one modality).
-        self.audio_vector = nn.Linear(config.audio_dim, config.proj_dim) if audio and config.audio_dim > 0 else None
+        audio_in = self.audio_mix.out_dim if self.audio_mix is not None else config.audio_dim
+        self.audio_vector = nn.Linear(audio_in, config.proj_dim) if audio and config.audio_dim > 0 else None
         self.visual = nn.Linear(config.visual_dim, config.proj_dim) if "visual" in config.modalities else None
 
     def forward(
@@ -192,13 +152,14 @@ class ModalityEncoders(nn.Module):
         outputs = []
         for name in self.modalities:
             if name == "text":
-                outputs.append(self.text(text))
+                outputs.append(self.text(text if self.text_mix is None else self.text_mix(text)))
             elif name == "audio":
                 parts = []
                 if self.audio is not None:
                     parts.append(self.audio(mel, mel_lengths))
                 if self.audio_vector is not None:
-                    parts.append(self.audio_vector(audio_vector))
+                    vector = audio_vector if self.audio_mix is None else self.audio_mix(audio_vector)
+                    parts.append(self.audio_vector(vector))
                 outputs.append(parts[0] if len(parts) == 1 else parts[0] + parts[1])
             else:
                 pooled = visual if visual.dim() == 2 else masked_mean(visual, visual_mask)

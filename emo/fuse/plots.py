@@ -77,6 +77,28 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
     return save_figure(plt, fig, path)
 
 
+def plot_layer_weights(mixes: dict[str, dict[str, Any]], path: Path) -> Path:
+    """One bar chart per learned layer mix: the softmax weight (percent) of each hidden state,
+    with the equal share 1/L dashed, so "which layers the head used" reads at a glance."""
+    plt = pyplot()
+    learned = {name: mix for name, mix in mixes.items() if mix.get("weights")}
+    widest = max(len(mix["layers"]) for mix in learned.values())
+    fig, axes = plt.subplots(
+        len(learned), 1, figsize=(max(5.0, 2.0 + 0.45 * widest), 3.0 * len(learned)), squeeze=False
+    )
+    for axis, (name, mix) in zip(axes[:, 0], learned.items()):
+        shares = [100 * w for w in mix["weights"]]
+        axis.bar([str(i) for i in mix["layers"]], shares, color="tab:blue")
+        axis.axhline(100 / len(shares), color="grey", linestyle="--", linewidth=1, label="equal share (mean)")
+        axis.set_xlabel("hidden state (0 = embedding output)")
+        axis.set_ylabel("weight (%)")
+        norm = ", layer norm" if mix.get("layer_norm") else ""
+        axis.set_title(f"{name}: gamma {mix['gamma']:.3f}{norm}", fontsize=10)
+        axis.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(plt, fig, path)
+
+
 def save_figure(plt, fig, path: Path) -> Path:
     """Save `fig` as `path` (the format follows its suffix) and free its memory."""
     try:

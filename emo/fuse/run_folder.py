@@ -63,6 +63,16 @@ def require_finished(run_dir: Path) -> None:
         )
 
 
+def recorded_cache(run_dir: Path) -> Path | None:
+    """The cache a finished run was trained from, as its summary.json records it (the very
+    path its checkpoint holds), read without torch; None when there is none to read."""
+    try:
+        recorded = json.loads((Path(run_dir) / SUMMARY_NAME).read_text(encoding="utf-8")).get("cache")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(recorded) if isinstance(recorded, str) and recorded else None
+
+
 def is_run_file(name: str) -> bool:
     """A file a run folder holds: the run's own, its eval reports, an ablation cell's
     result.json, or a temporary of one of these."""

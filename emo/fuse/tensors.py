@@ -174,9 +174,10 @@ class TensorSplit:
         return batch
 
     def gather_mel(self, starts: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """float32 [B, n_mels, T] channels-first, zero-padded; T = the batch's longest clip
-        rounded up to a multiple of 16, so the convolution kernels see a few dozen distinct
-        shapes per run instead of one per clip length (oneDNN builds a kernel per shape)."""
+        """float32 [B, n_mels, T], zero-padded; T = the batch's longest clip rounded up to a
+        multiple of 16. Shaped channels-first but laid out [B, T, n_mels] in memory (a
+        transposed view): the mel CNN packs frames as rows of that layout, so no copy is made
+        to transpose them twice."""
         longest = max(int(lengths.max()), 1)
         longest = -(-longest // MEL_PAD_MULTIPLE) * MEL_PAD_MULTIPLE
         steps = torch.arange(longest, device=self.device)
@@ -184,7 +185,7 @@ class TensorSplit:
         rows = (starts.unsqueeze(1) + torch.minimum(steps.unsqueeze(0), last)).clamp(0, self.mel.shape[0] - 1)
         frames = self.mel[rows].float()  # [B, T, n_mels]
         frames = frames * (steps.unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
-        return frames.transpose(1, 2).contiguous(), lengths
+        return frames.transpose(1, 2), lengths
 
 
 def epoch_batches(lengths: Tensor, batch_size: int, generator: torch.Generator, bucketing: bool = True) -> list[Tensor]:

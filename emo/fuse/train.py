@@ -29,7 +29,7 @@ import torch
 from emo.cache.fingerprint import fingerprint_digest
 from emo.cache.load import LoadedSplit
 from emo.device import resolve_device, seed_everything
-from emo.errors import EmoError, UsageError
+from emo.errors import EmoError
 from emo.fuse.augment import augment_batch
 from emo.fuse.checkpoint import plain
 from emo.fuse.config import FitConfig
@@ -40,10 +40,8 @@ from emo.fuse.scoring import autocast, batch_loss, class_weights, predict, prima
 from emo.fuse.tensors import TensorSplit, epoch_batches
 from emo.fuse.model import FusionModel, ModelConfig, task_heads
 from emo.fuse.run_folder import RunWriter, run_folder
-from emo.progress import ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
-
-
-MEL_CHUNK = 8  # dialogue batches mix clip lengths: encode mel in length-sorted groups of 8
+from emo.fuse.threads import small_kernels
+from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
 
 
 @dataclass
@@ -72,13 +70,15 @@ def model_config_for(config: FitConfig, features: ModelInputs) -> ModelConfig:
     if "audio" in config.modalities:
         dims["audio_mel"] = features.mel is not None
         dims["audio_dim"] = int(features.audio_vector.shape[1]) if features.audio_vector is not None else 0
+    for modality in ("text", "audio"):  # layers sets: where each part's columns are (emo.fuse.layer_mix)
+        if modality in config.modalities and features.layouts.get(modality):
+            dims[f"{modality}_layout"] = features.layouts[modality]
     if config.context_model != "none":
         dims.update(
             context_model=config.context_model,
             context_direction=config.context_direction,
             context_layers=config.context_layers,
             speaker_embedding=config.speaker_embedding,
-            mel_chunk=MEL_CHUNK,
         )
         if config.speaker_embedding == "speaker":
             dims["speakers"] = speaker_vocabulary(list(features.speaker))
@@ -87,6 +87,8 @@ def model_config_for(config: FitConfig, features: ModelInputs) -> ModelConfig:
         fusion=config.fusion,
         heads=task_heads(config.task),
         proj_dim=config.proj_dim,
+        layer_mix=config.layer_mix,
+        layer_norm=config.layer_norm,
         **dims,
     )
 
@@ -95,24 +97,20 @@ def run_fit(config: FitConfig, progress: ProgressCallback | None = None) -> FitR
     """`emo fit`: load the cache's train and dev splits, fit, write the run folder.
 
     Everything that can fail on the user's input (paths, the cache, the device) is checked
-    before the run folder exists, and a fit that fails later removes what it wrote, so a
+    before the run folder exists (`emo.fuse.fit_request.check_fit`, which also decides the
+    modalities a config leaves open), and a fit that fails later removes what it wrote, so a
     failed command leaves nothing behind.
     """
-    config.validate()
-    config.check_options_apply()
-    if config.cache is None:
-        raise UsageError("No cache given; pass --cache DIR (a folder written by emo extract).")
-    if config.out is None:
-        raise UsageError("No run directory given; pass --out runs/NAME.")
-    if not Path(config.cache).exists():
-        raise UsageError(f"Cache {config.cache} does not exist; run emo extract first.")
-    resolve_device(config.device)  # --device cuda without a GPU fails here, before any folder exists
-    from emo.cache import open_cache
-    from emo.fuse.feature_cache import load_raw, select_for_fit
+    from emo.fuse.feature_cache import load_raw
+    from emo.fuse.fit_request import check_fit
 
+    request = check_fit(config)
+    config, selection = request.config, request.selection
+    resolve_device(config.device)  # --device cuda without a GPU fails here, before any folder exists
+    if request.note:  # e.g. a text-only cache: "Cache C holds text features only; fitting on text."
+        emit(progress, Message(request.note))
     started = time.perf_counter()
     cache = Path(config.cache)
-    selection = select_for_fit(open_cache(cache), config.features, config.modalities, cache)  # the one choice
     # verify=True: every shard's SHA-256 is checked against its sidecar, so a cache with a
     # flipped byte is refused instead of silently training on wrong numbers.
     train, dev = (
@@ -197,7 +195,12 @@ class Trainer:
 
     # --- one epoch ----------------------------------------------------------------------
     def train_epoch(self) -> float:
-        """One pass over the training split; returns the mean training loss."""
+        """One pass over the training split; returns the mean training loss. On CPU the many
+        small kernels run on one thread and the mel CNN's on all (emo.fuse.threads)."""
+        with small_kernels(self.device):
+            return self._train_epoch()
+
+    def _train_epoch(self) -> float:
         config, model, train_set, device = self.config, self.model, self.train_set, self.device
         model.train()
         views = None

@@ -41,6 +41,7 @@ class SegmentPrediction:
     sentiment: str | None = None  # only when the run trained a sentiment head
     sentiment_probabilities: dict[str, float] | None = None
     speaker: str = ""
+    transcript_source: str = "none"  # asr (speech recognition: check it), given (--transcript) or none
 
     def to_row(self) -> dict[str, Any]:
         row = {
@@ -49,6 +50,7 @@ class SegmentPrediction:
             "start": round(self.start, 3),
             "end": round(self.end, 3),
             "transcript": self.transcript,
+            "transcript_source": self.transcript_source,
             "speaker": self.speaker,
             "emotion": self.emotion,
             "emotion_probabilities": self.probabilities,
@@ -67,6 +69,7 @@ class PredictResult:
     seconds: dict[str, float] = field(default_factory=dict)  # where the time went, by stage
     inputs: list[str] = field(default_factory=list)
     audio_seconds: float = 0.0  # total length of the predicted inputs
+    durations: dict[str, float] = field(default_factory=dict)  # each predicted input's length, by file
     heads: tuple[str, ...] = ("emotion",)  # the run's heads: the columns a prediction has
 
     def require_any(self) -> None:
@@ -118,8 +121,15 @@ class Predictor:
         asr_model: str | None = None,
         language: str | None = "en",
         progress: ProgressCallback | None = None,
+        ensemble=None,
     ):
+        from emo.fuse.ensemble import Ensemble, Member
+
         self.run_dir, self.model, self.payload, self.maker = Path(run_dir), model, payload, features
+        # the models that predict: this run alone, or an ensemble's members (their probabilities averaged)
+        self.ensemble = ensemble or Ensemble(
+            [Member(self.run_dir.name, self.run_dir, str(run_dir), model, payload)], str(run_dir)
+        )
         self.device = device
         self.asr_model, self.language = asr_model, language
         self.progress = progress
@@ -135,22 +145,26 @@ class Predictor:
         language: str | None = "en",
         progress: ProgressCallback | None = None,
     ) -> "Predictor":
-        """Load `run_dir`'s checkpoint and the encoders of the cache it was trained on."""
-        from emo.fuse.checkpoint import load_checkpoint
-        from emo.fuse.run_folder import require_finished
+        """Load `run_dir`'s checkpoint and the encoders of the cache it was trained on; an
+        ensemble folder (`emo ensemble`) loads every member, and the features are made once
+        for all of them (they share their sets) and their probabilities averaged."""
+        from emo.fuse.ensemble import open_members
         from emo.predict.encode import FeatureMaker, recipe_cache, set_recipes
 
+        from emo.device import check_device_name
         from emo.predict.asr import check_language
 
         run_dir = Path(run_dir)
         language = check_language(language)  # a typo fails here, not after the encoders load
-        require_finished(run_dir)
-        model, payload = load_checkpoint(run_dir, "cpu")
+        check_device_name(device)  # and so does a device typo, before torch loads
+        ensemble = open_members([run_dir], "cpu")  # one finished run, or an ensemble's compatible members
+        model, payload = ensemble.first.model, ensemble.first.payload
         folder = recipe_cache(payload, run_dir, Path(cache) if cache is not None else None)
         recipes = set_recipes(payload, run_dir, folder, tuple(model.config.modalities))
         maker = FeatureMaker(recipes, payload["fingerprint"], device, run_dir, progress)
-        model.to(maker.device).eval()
-        return cls(run_dir, model, payload, maker, maker.device, asr_model, language, progress)
+        for member in ensemble.members:
+            member.model.to(maker.device).eval()
+        return cls(run_dir, model, payload, maker, maker.device, asr_model, language, progress, ensemble)
 
     def close(self) -> None:
         """Release the encoders' native resources (MediaPipe) now rather than at exit."""
@@ -180,16 +194,20 @@ class Predictor:
         inputs: str | Path | Iterable[str | Path],
         transcript: str | Path | None = None,
         segment: bool | None = None,
+        segment_pad: str | float = "next",
     ) -> PredictResult:
         """Predict every utterance of `inputs` (files or folders). `segment`: split inputs at
         speech segments (None: only inputs over 30 s); `transcript`: a CSV, SRT, WebVTT or JSON
-        file to use instead of speech recognition."""
-        from emo.predict.segments import plan_segments
+        file to use instead of speech recognition; `segment_pad`: how far a recognised
+        segment's end is moved on (next: to the next segment's start or the media's end,
+        none, or seconds; see `emo.predict.segments.pad_ends`)."""
+        from emo.predict.segments import parse_segment_pad, plan_segments
         from emo.predict.transcripts import read_transcript
 
         if isinstance(inputs, (str, Path)):
             inputs = [inputs]
         files = media_files(inputs)
+        pad = parse_segment_pad(segment_pad)
         cues = read_transcript(transcript) if transcript is not None else None
         result = PredictResult(inputs=[str(f) for f in files], heads=self.heads)
         stages: dict[str, float] = {}
@@ -197,11 +215,13 @@ class Predictor:
         segments = []
         for index, path in enumerate(files):
             planned, problems, seconds = plan_segments(
-                self.recognizer, self.maker.max_duration, index, path, cues, segment, len(files) == 1, stages
+                self.recognizer, self.maker.max_duration, index, path, cues, segment, len(files) == 1, stages, pad
             )
             segments += planned
             result.problems += problems
             result.audio_seconds += seconds if planned else 0.0
+            if planned:
+                result.durations[str(path)] = seconds or max(s.end for s in planned)
             emit(self.progress, TaskAdvanced("predict:plan", index + 1))
         emit(self.progress, TaskFinished("predict:plan", count(len(segments), "utterance")))
         if segments:
@@ -214,7 +234,8 @@ class Predictor:
     def _predict_segments(
         self, segments, stages: dict[str, float]
     ) -> tuple[list[SegmentPrediction], list[InputProblem]]:
-        from emo.fuse.predictions import head_columns, predict_features, used_modalities
+        from emo.fuse.ensemble import predict_loaded
+        from emo.fuse.predictions import head_columns, used_modalities
 
         emit(self.progress, TaskStarted("predict:encode", "encode utterances", len(segments), "utterances"))
         done = 0
@@ -229,7 +250,7 @@ class Predictor:
             stages[name] = stages.get(name, 0.0) + value
         emit(self.progress, TaskFinished("predict:encode"))
         started = time.perf_counter()
-        logits, present = predict_features(self.model, self.payload, features, self.device)
+        logits, present = predict_loaded(self.ensemble, features, self.device)  # one run's, or the members' mean
         stages["head"] = stages.get("head", 0.0) + time.perf_counter() - started
         used = used_modalities(self.model.config.modalities, present)
         out = []
@@ -248,6 +269,7 @@ class Predictor:
                     sentiment=heads.get("sentiment"),
                     sentiment_probabilities=heads.get("sentiment_probabilities"),
                     speaker=s.speaker,
+                    transcript_source=s.transcript_source,
                 )
             )
         return out, _media_problems(segments, records)

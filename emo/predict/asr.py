@@ -8,8 +8,16 @@ them into one model folder under the user's cache folder (`~/.cache/emo/whisper-
 name and renamed into place, so an interrupted first use leaves nothing that looks finished
 (`emo.extract.encoders.pip_models.whisper_base_dir`, shared with the frozen speech encoders).
 
-`--asr-model` takes any faster-whisper model name (`small`, `distil-large-v3`, a hub id) or
-a local CTranslate2 folder. A name that is not already in the local Hugging Face cache
+Whisper base is small and fast but misses words: on the real MELD clip it drops the opening
+"But then who?" and keeps only "The waitress I went out with last month?". `--asr-model` takes
+any faster-whisper model name (`small`, `distil-large-v3`, a hub id) or a local CTranslate2
+folder (one holding `model.bin`, as `ct2-transformers-converter` or faster-whisper's hub
+models write it), for better words at a slower pace.
+
+Times come from the words (`word_timestamps=True`: each segment starts at its first word
+and ends at its last), which are closer to the speech than Whisper's segment timestamps;
+they still tend to end a few tenths of a second before the speech does, which is why
+`emo.predict.segments` pads each segment's end (`--segment-pad`). A name that is not already in the local Hugging Face cache
 needs the hub; without a network that is one sentence pointing at the offline default or a
 local path, never minutes of retries.
 """
@@ -107,6 +115,7 @@ class Recognizer:
         language: str | None = "en",
         beam_size: int = 1,
         threads: int = 0,
+        word_timestamps: bool = True,
     ):
         try:
             from faster_whisper import WhisperModel
@@ -123,6 +132,7 @@ class Recognizer:
             raise UsageError(f"ASR model {self.path} cannot be loaded ({str(error).splitlines()[0]}).") from None
         self.language = check_language(language)
         self.beam_size = beam_size
+        self.word_timestamps = word_timestamps
 
     def transcribe(self, audio: np.ndarray, vad: bool = True) -> list[AsrSegment]:
         """Speech segments of `audio` (float32 16 kHz mono), in order; none for silence."""
@@ -138,14 +148,17 @@ class Recognizer:
             # One decoding pass: Whisper's default retries at higher temperatures cost seconds per
             # window on music or noise, which then comes out as invented text anyway.
             temperature=0.0,
+            word_timestamps=self.word_timestamps,
         )
         out = []
         for segment in segments:
             text = " ".join(segment.text.split())
+            words = [w for w in (segment.words or []) if w.word.strip()]
+            start, end = (words[0].start, words[-1].end) if words else (segment.start, segment.end)
             # Whisper's own hallucination tests: a loop repeats itself (compresses too well),
             # and non-speech decodes with low confidence and a high no-speech probability.
             looping = (segment.compression_ratio or 0.0) > 2.4
             silent = segment.no_speech_prob > 0.6 and segment.avg_logprob < -1.0
             if text and not looping and not silent:
-                out.append(AsrSegment(float(segment.start), float(segment.end), text))
+                out.append(AsrSegment(float(start), float(max(end, start)), text))
         return out

@@ -39,6 +39,7 @@ class Segment:
     end: float
     text: str = ""
     speaker: str = ""
+    transcript_source: str = "none"  # where `text` came from: asr, given (--transcript) or none
 
     # The utterance interface `ShardRunner` reads (as `emo.data.meld.Utterance` has it).
     @property

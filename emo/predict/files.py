@@ -1,6 +1,7 @@
 """What `emo predict --out DIR` writes: predictions.csv, predictions.jsonl, a timeline per
-input with several segments (emotion probabilities over time, with the transcript), and
-problems.json when an input was skipped or degraded.
+input with several segments (emotion probabilities over time, with the transcript:
+`emo.predict.timeline`), report.html (all of it on one self-contained page:
+`emo.predict.report`) and problems.json when an input was skipped or degraded.
 
 DIR is one artifact: it is built in a hidden folder beside it and renamed into place
 whole (`emo.atomic.atomic_folder`), so a failed or interrupted command (a full disk,
@@ -11,24 +12,15 @@ anything but prediction files is never replaced."""
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 from emo import atomic
 from emo.errors import UsageError
 from emo.labels import EMOTIONS, SENTIMENTS
+from emo.predict.timeline import plot_timeline
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-COLOURS = {
-    "neutral": "#9e9e9e",
-    "joy": "#f4b400",
-    "surprise": "#ab47bc",
-    "anger": "#db4437",
-    "sadness": "#4285f4",
-    "disgust": "#0f9d58",
-    "fear": "#3f3f3f",
-}
-FILES = ("predictions.csv", "predictions.jsonl", "problems.json")
+FILES = ("predictions.csv", "predictions.jsonl", "problems.json", "report.html")
 TIMELINE_SUFFIX = "-timeline.png"
 
 
@@ -62,12 +54,13 @@ def write_outputs(result, out: Path, overwrite: bool = False) -> dict[str, Path]
     out = Path(out)
     check_out(out, overwrite)
     with atomic.disk_full_as_error(out), atomic.atomic_folder(out) as building:
-        files = _write_files(result, building)
+        files = _write_files(result, building, out)
     return {kind: out / path.name for kind, path in files.items()}
 
 
-def _write_files(result, out: Path) -> dict[str, Path]:
+def _write_files(result, out: Path, final: Path) -> dict[str, Path]:
     from emo.fuse.predictions import write_predictions
+    from emo.predict.report import render_report
 
     rows = [s.to_row() for s in result.segments]
     paths = write_predictions(rows, out / "predictions.csv", out / "predictions.jsonl", header=_columns(result.heads))
@@ -76,6 +69,7 @@ def _write_files(result, out: Path) -> dict[str, Path]:
     for s in result.segments:
         by_file.setdefault(s.file, []).append(s)
     used: set[str] = set()
+    pictures: dict[str, bytes] = {}
     for file, segments in by_file.items():
         if len(segments) < 2:
             continue
@@ -84,10 +78,13 @@ def _write_files(result, out: Path) -> dict[str, Path]:
             name += "_"
         used.add(name)
         path = out / f"{name}{TIMELINE_SUFFIX}"
-        atomic.write_with(path, lambda tmp, s=segments, f=file: plot_timeline(s, f, tmp))
+        duration = result.durations.get(file)
+        atomic.write_with(path, lambda tmp, s=segments, f=file, d=duration: plot_timeline(s, f, tmp, d))
         files[f"timeline:{file}"] = path
+        pictures[file] = path.read_bytes()
     if result.problems:
         files["problems"] = atomic.write_json(out / "problems.json", [vars(p) for p in result.problems], indent=2)
+    files["report"] = atomic.write_text(out / "report.html", render_report(result, final, pictures))
     return files
 
 
@@ -110,54 +107,3 @@ def _columns(heads) -> list[str]:
         sentiment_probabilities=dict.fromkeys(SENTIMENTS, 0.0) if sentiment else None,
     )
     return list(flat_row(template.to_row()))
-
-
-def plot_timeline(segments, title: str, path: Path) -> None:
-    """Stacked emotion probabilities per segment over time, the transcript under each segment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    end = max(s.end for s in segments)
-    fig, (ax, words) = plt.subplots(
-        2, 1, figsize=(max(10.0, min(40.0, end / 6)), 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
-    )
-    for s in segments:
-        bottom = 0.0
-        for emotion in EMOTIONS:
-            p = float(s.probabilities.get(emotion, 0.0))
-            ax.bar(
-                s.start,
-                p,
-                width=s.end - s.start,
-                bottom=bottom,
-                align="edge",
-                color=COLOURS[emotion],
-                edgecolor="white",
-                linewidth=0.3,
-            )
-            bottom += p
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("probability")
-    ax.set_title(f"{Path(title).name}: emotion probabilities per segment")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[e]) for e in EMOTIONS]
-    ax.legend(handles, EMOTIONS, ncol=7, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=8, frameon=False)
-    words.set_ylim(0, 1)
-    words.set_yticks([])
-    for i, s in enumerate(segments):
-        text = "\n".join(textwrap.wrap(s.transcript or "(no words)", 18)[:6])
-        words.text(
-            s.start,
-            0.95 - 0.5 * (i % 2),
-            f"{s.emotion}\n{text}",
-            fontsize=6,
-            va="top",
-            ha="left",
-            color=COLOURS.get(s.emotion, "black"),
-        )
-    words.set_xlabel("time (s)")
-    ax.set_xlim(0, end)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)

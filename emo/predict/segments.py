@@ -4,7 +4,14 @@
   segmenting, otherwise their text is the clip's.
 - Otherwise speech recognition runs over the file's audio: the whole clip is one
   utterance with everything said in it, or (segmenting) each recognised stretch of speech,
-  found with the recogniser's voice-activity filter, is an utterance of its own.
+  found with the recogniser's voice-activity filter, is an utterance of its own. Whisper
+  ends a stretch 0.3-0.5 s before the voice stops (its last word's timestamp: measured on
+  espeak-ng speech and the real MELD clip, where a cut at 2.0 s of 2.46 s lost the clip's
+  tail), so each recognised segment's end is padded (`pad_ends`): by default to the next
+  segment's start, the last one to the media's end. A given transcript's times are the
+  user's own and are kept.
+- Each utterance says where its words came from (`transcript_source`: asr, given or none),
+  so a reader knows which transcripts a recogniser guessed.
 - A file that cannot be opened is skipped and reported; a file without an audio stream or
   without speech is still predicted from what it has (frames, silence) and reported too.
   Each input gets one outcome: a file too short to predict is reported as skipped only.
@@ -40,6 +47,7 @@ MEDIA_SUFFIXES = (
     ".opus",
     ".wma",
 )
+SEGMENT_PADS = ("next", "none")  # --segment-pad's words; a number of seconds is the third form
 LONGEST_INPUT_S = 6 * 3600.0  # decoded for recognition at most (a film is shorter)
 MIN_MEDIA_S = 0.1  # an utterance shorter than this is not predicted
 MIN_SEGMENT_S = MIN_MEDIA_S
@@ -56,6 +64,42 @@ class InputProblem:
     skipped: bool = True
 
 
+def parse_segment_pad(value: str | float | None) -> str | float:
+    """`--segment-pad` as `plan_segments` takes it: "next", "none" or seconds >= 0 (a float);
+    one sentence for anything else, before any model loads."""
+    from emo.errors import UsageError
+
+    if value is None:
+        return "next"
+    if isinstance(value, str) and value.strip().lower() in SEGMENT_PADS:
+        return value.strip().lower()
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise UsageError(f"--segment-pad takes next, none or a number of seconds >= 0, not {value!r}.")
+    return seconds
+
+
+def pad_ends(spans: list[tuple], duration: float | None, pad: str | float) -> list[tuple]:
+    """Recognised `spans` ((start, end, ...) in order) with each end moved later: "next" to
+    the next span's start (the last to `duration`), seconds: by that much but never into the
+    next span or past `duration`, "none": as recognised. An end is never moved earlier."""
+    if pad == "none":
+        return list(spans)
+    out = []
+    for i, (start, end, *rest) in enumerate(spans):
+        following = spans[i + 1][0] if i + 1 < len(spans) else duration
+        if pad == "next":
+            padded = following if following is not None else end
+        else:
+            padded = end + float(pad)
+            padded = min(padded, following) if following is not None else padded
+        out.append((start, max(end, padded), *rest))
+    return out
+
+
 def _add(stages: dict[str, float], name: str, started: float) -> None:
     stages[name] = stages.get(name, 0.0) + time.perf_counter() - started
 
@@ -69,12 +113,14 @@ def plan_segments(
     segment: bool | None,
     only_input: bool,
     stages: dict[str, float],
+    pad: str | float = "next",
 ) -> tuple[list[Segment], list[InputProblem], float]:
     """(segments, problems, seconds of media) for input number `index`.
 
     `recognizer()` gives the speech recogniser (loaded on first call: only inputs with audio
     and no transcript need one); `max_duration` is how long an input whose container states
-    no duration is taken to be when nothing else says where its utterance ends."""
+    no duration is taken to be when nothing else says where its utterance ends; `pad` is how
+    recognised segments' ends are padded (`parse_segment_pad`, `pad_ends`)."""
     from emo.extract.media.decode import decode_clip
     from emo.extract.media.probe import ClipError, probe_clip
 
@@ -97,12 +143,13 @@ def plan_segments(
     if cues is not None:
         timed = [c for c in cues if c.start is not None and c.end is not None]
         if split and timed:
-            spans = [(c.start, c.end, c.text, c.speaker) for c in timed]
+            spans = [(c.start, c.end, c.text, c.speaker, "given") for c in timed]
         else:
-            spans = [(0.0, duration, " ".join(c.text for c in cues if c.text), cues[0].speaker if cues else "")]
+            text = " ".join(c.text for c in cues if c.text)
+            spans = [(0.0, duration, text, cues[0].speaker if cues else "", "given")]
     elif not info.has_audio:
         problems.append(InputProblem(name, "no_audio", f"{path} has no audio: predicted from its frames alone.", False))
-        spans = [(0.0, duration, "", "")]
+        spans = [(0.0, duration, "", "", "none")]
     else:
         started = time.perf_counter()
         try:
@@ -120,20 +167,20 @@ def plan_segments(
             problems.append(
                 InputProblem(name, "no_speech", f"No speech was recognised in {path}: predicted without words.", False)
             )
-            spans = [(0.0, duration, "", "")]
+            spans = [(0.0, duration, "", "", "none")]
         elif split:
-            spans = [(s.start, s.end, s.text, "") for s in found]
+            spans = pad_ends([(s.start, s.end, s.text, "", "asr") for s in found], duration, pad)
         else:
-            spans = [(0.0, duration, " ".join(s.text for s in found), "")]
+            spans = [(0.0, duration, " ".join(s.text for s in found), "", "asr")]
     segments = []
-    for start, end, text, speaker in spans:
+    for start, end, text, speaker, source in spans:
         end = end if end is not None else (duration or max_duration)
         if duration is not None:
             end = min(end, duration)
         start = max(0.0, float(start))
         if end - start < MIN_SEGMENT_S:
             continue
-        segments.append(Segment(index, len(segments), path, start, float(end), text, speaker))
+        segments.append(Segment(index, len(segments), path, start, float(end), text, speaker, source))
     if not segments:  # one input, one outcome: skipped, not also "predicted without audio"
         problems = [InputProblem(name, "empty", f"{path} is shorter than {MIN_SEGMENT_S} s: nothing to predict.")]
     return segments, problems, float(duration or 0.0)

@@ -29,6 +29,7 @@ class Needs:
     `encode(frames uint8 [N, h, w, 3], batch_size) -> [N, D]`;
     FACES: `encode(frames uint8 [F, H, W, 3]) -> (values [F, D], mask [F])`;
     WAVEFORM: `encode(waveforms) -> [N, D]` (mono float32 at the run's sample rate);
+    an encoder asked for layers (`takes_layers`) returns [N, L, D] instead of [N, D];
     MEL: nothing (the decoding workers compute log-mel)."""
 
     TEXT = "text"  # the utterance (and its context turns)
@@ -60,7 +61,9 @@ class Encoder:
     summary: str = ""  # one line for `emo encoders`
     family: bool = False
     loads_model: bool = True  # False for log-mel, which the decoding workers compute
-    takes_layers: bool = False  # True: `--audio-layers` picks which of its layers are pooled
+    # True: its modality's `--text-layers` / `--audio-layers` picks which hidden states are pooled; any
+    # choice but `last` writes a `layers` set whose indices the identity lists under "layers".
+    takes_layers: bool = False
 
     # -- light: no model ------------------------------------------------------------------
 
@@ -80,19 +83,34 @@ class Encoder:
         raise NotImplementedError
 
     def spec(self, config, identity: dict[str, Any]) -> SetSpec:
-        """The feature set this encoder writes under `config`, from its `identity`."""
+        """The feature set this encoder writes under `config`, from its `identity` (a
+        `layers` set when its modality's layers option asks for more than the last)."""
+        layers = self.stored_layers(config, identity)
         return SetSpec(
             f"{self.modality}/{self.set_name(config, identity)}",
-            self.kind,
+            "layers" if layers else self.kind,
             self.set_dim(config, identity),
             self.label(config, identity),
             self.fingerprint(config, identity),
             ("cls", "mean") if self.needs == Needs.TEXT else ("values",),
             frames=int(config.frames) if self.kind == "frames" else 0,
+            layers=layers,
         )
 
+    def stored_layers(self, config, identity: dict[str, Any]) -> tuple[int, ...]:
+        """The hidden-state indices a `layers` set stores (its identity's "layers"); () for a plain set."""
+        from emo.extract.encoders.layers import stores_layers
+
+        if not (self.takes_layers and stores_layers(config, self.modality)):
+            return ()
+        return tuple(int(i) for i in identity["layers"])
+
     def set_name(self, config, identity: dict[str, Any]) -> str:
-        return plain_name(str(identity.get("name") or self.name))
+        """The model's plain name, plus `-layers-<choice>` for a set of chosen layers."""
+        from emo.extract.encoders.layers import layers_suffix
+
+        suffix = layers_suffix(config, self.modality) if self.takes_layers else ""
+        return plain_name(str(identity.get("name") or self.name)) + suffix
 
     def set_dim(self, config, identity: dict[str, Any]) -> int:
         return int(identity.get("dim") or self.dim or 0)

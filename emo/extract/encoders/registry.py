@@ -115,11 +115,17 @@ def selected_name(config, modality: str) -> str:
 
 def entry_for(config, modality: str) -> Encoder:
     """The encoder that writes `modality`'s set under `config` (face crops applied)."""
+    from emo.extract.encoders.layers import OPTIONS, layers_choice, parse_layers, stores_layers
+
     entry = lookup(modality, selected_name(config, modality))
-    if modality == "audio" and not entry.takes_layers and str(config.audio_layers) not in ("", "last"):
+    if stores_layers(config, modality):  # malformed: one sentence before any work (a model's range: on load)
+        parse_layers(layers_choice(config, modality), "Speech" if modality == "audio" else "Text")
+    if stores_layers(config, modality) and not entry.takes_layers:
+        model = "speech model" if modality == "audio" else f"{modality} model"
+        other = "a transformers speech model" if modality == "audio" else "a transformers text model"
         raise ConfigError(
-            f"--audio-layers {config.audio_layers} picks layers of a speech model, and --audio-model {entry.name} "
-            "has none; leave it out or pass a transformers speech model."
+            f"{OPTIONS[modality]} {layers_choice(config, modality)} picks layers of a {model}, and "
+            f"--{modality}-model {entry.name} has none; leave it out or pass {other}."
         )
     if modality == "visual" and config.crop != "none":
         if entry.needs != Needs.FRAMES or config.crop not in _CROPS:
@@ -179,11 +185,19 @@ class EncoderRow:
     summary: str
     family: bool
     module: str
+    layers_option: str = ""  # `--text-layers` / `--audio-layers` when it can write a layers set instead
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
 
         return asdict(self)
+
+
+def layers_option(entry: Encoder) -> str:
+    """The option that makes `entry` write a layers set ("" when it gives one vector only)."""
+    from emo.extract.encoders.layers import OPTIONS
+
+    return OPTIONS.get(entry.modality, "") if entry.takes_layers else ""
 
 
 def catalogue() -> list[EncoderRow]:
@@ -204,6 +218,7 @@ def catalogue() -> list[EncoderRow]:
                 entry.summary,
                 entry.family,
                 type(entry).__module__,
+                layers_option(entry),
             )
         )
     return rows

@@ -12,8 +12,9 @@ brings what it learned from thousands of hours of speech, run once at extract ti
   last layer only, so other layers need the transformers form of Whisper.
 - any other name: a Hugging Face id or local folder of a wav2vec2, HuBERT, WavLM,
   data2vec-audio or Whisper model, loaded through transformers. Chosen hidden states are
-  each mean-pooled over the clip's real frames and concatenated (`layers`: middle layers
-  of these models often carry more paralinguistic information than the last).
+  each mean-pooled over the clip's real frames and kept apart, [N, L, D], for a `layers`
+  set (`--audio-layers`: middle layers of these models often carry more paralinguistic
+  information than the last); `last` gives the plain [N, D] vector.
 
 A clip's vector does not depend on what it was batched with: models whose feature
 extractor asks for an attention mask are padded with one; models trained without masks
@@ -28,11 +29,12 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import numpy as np
 
 from emo.errors import UsageError
+from emo.extract.encoders.layers import Layers, parse_layers, resolve_layers
 from emo.extract.encoders.pip_models import WHISPER_BASE, whisper_base_dir
 from emo.extract.encoders.weights import (
     file_sha256,
@@ -50,36 +52,8 @@ FRAME_SAMPLES = 320  # Whisper's encoder: a 10 ms mel hop, halved by its stride-
 WINDOW_FRAMES = WINDOW_SAMPLES // FRAME_SAMPLES
 POOLING = "mean over the clip's real frames"
 OPTION = "--audio-model"
-Layers = Union[str, tuple[int, ...]]
-
-
-def parse_layers(text: str) -> Layers:
-    """ "last", "all", or a tuple of hidden-state indices from "6,12" (0 = the output of the
-    convolutional front end, i = after transformer layer i); one sentence when malformed."""
-    value = str(text).strip().lower()
-    if value in ("last", "all"):
-        return value
-    try:
-        indices = tuple(int(part) for part in value.split(","))
-    except ValueError:
-        indices = ()
-    if not indices or min(indices) < 0 or len(set(indices)) != len(indices):
-        raise UsageError(
-            f"Speech layers '{text}' are not understood; use last, all, or distinct hidden-state numbers such as 6,12."
-        )
-    return indices
-
-
-def resolve_layers(layers: Layers | str, num_layers: int) -> tuple[int, ...]:
-    """The hidden-state indices `layers` stands for in a model with `num_layers` transformer layers."""
-    spec = parse_layers(layers) if isinstance(layers, str) else tuple(layers)
-    if spec == "last":
-        return (num_layers,)
-    if spec == "all":
-        return tuple(range(num_layers + 1))
-    if max(spec) > num_layers:
-        raise UsageError(f"Speech layer {max(spec)} does not exist; this model has hidden states 0 to {num_layers}.")
-    return spec
+# `parse_layers` / `resolve_layers` (emo.extract.encoders.layers, shared with text): hidden state 0 is
+# the output of the convolutional front end, i the output of transformer layer i.
 
 
 def whisper_windows(num_samples: int) -> list[tuple[int, int]]:
@@ -94,23 +68,28 @@ def real_frames(num_samples: int) -> int:
 
 
 class SpeechEncoder:
-    """A frozen speech model: `encode` maps clips to float32 [N, dim] pooled vectors."""
+    """A frozen speech model: `encode` maps clips to float32 [N, dim] pooled vectors, or
+    [N, L, dim] when it was asked for layers (`stacked`)."""
 
     name: str
-    dim: int
+    dim: int  # one layer's size
     identity: dict[str, Any]
     sample_rate: int = SAMPLE_RATE
     batch_size: int = 8
+    layer_count: int = 1  # hidden states pooled per clip
+    stacked: bool = False  # True: [N, L, dim] for a layers set; False: [N, dim]
 
     def encode(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
-        """float32 [N, dim], in input order; each waveform float32 mono 16 kHz, >= 1 sample."""
+        """float32 [N, dim] (or [N, L, dim] when `stacked`), in input order; each waveform
+        float32 mono 16 kHz, >= 1 sample."""
         clips = [np.ascontiguousarray(w, dtype=np.float32) for w in waveforms]
         for i, clip in enumerate(clips):
             if clip.ndim != 1 or clip.size < 1:
                 raise ValueError(f"waveform {i} must be 1-D with at least one sample, got shape {clip.shape}")
         if not clips:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self._encode(clips)
+            return np.zeros((0, self.layer_count, self.dim) if self.stacked else (0, self.dim), dtype=np.float32)
+        flat = self._encode(clips)  # [N, L * dim], the chosen layers side by side
+        return flat.reshape(len(clips), self.layer_count, self.dim) if self.stacked else flat
 
     def _encode(self, clips: list[np.ndarray]) -> np.ndarray:
         raise NotImplementedError
@@ -119,7 +98,7 @@ class SpeechEncoder:
         """Whisper-style pooling: every clip cut into 30-s windows, windows from all clips
         batched through `run(windows) -> [B, 1500, dim] float`, each clip's real frames summed."""
         jobs = [(i, clip[a:b]) for i, clip in enumerate(clips) for a, b in whisper_windows(clip.size)]
-        sums = np.zeros((len(clips), self.dim), dtype=np.float64)
+        sums = np.zeros((len(clips), self.layer_count * self.dim), dtype=np.float64)
         counts = np.zeros(len(clips), dtype=np.int64)
         for start in range(0, len(jobs), self.batch_size):
             batch = jobs[start : start + self.batch_size]
@@ -174,7 +153,7 @@ class WhisperBaseEncoder(SpeechEncoder):
 
 class TransformersSpeechEncoder(SpeechEncoder):
     """A wav2vec2-family or Whisper model from transformers; chosen hidden states, each
-    mean-pooled over real frames, concatenated."""
+    mean-pooled over real frames, kept apart ([N, L, D]) unless only `last` was asked."""
 
     def __init__(self, name: str, layers: Layers | str = "last", device: str = "cpu"):
         import torch
@@ -203,7 +182,8 @@ class TransformersSpeechEncoder(SpeechEncoder):
         self.model = model.eval().requires_grad_(False).to(self.device, self.dtype)
         self.layers = resolve_layers(layers, _num_layers(config.to_dict()))
         self.name = _short_name(name)
-        self.dim = int(config.hidden_size) * len(self.layers)
+        self.dim, self.layer_count = int(config.hidden_size), len(self.layers)
+        self.stacked = layers != "last"  # any choice but `last` writes a layers set
         self.masked = bool(getattr(self.extractor, "return_attention_mask", False))
         self.min_samples = 1 if self.whisper else _receptive_field(config)
         self.identity = speech_identity(name, self.layers, device) or _identity(
@@ -231,7 +211,7 @@ class TransformersSpeechEncoder(SpeechEncoder):
                 last.append(i)
             else:
                 batches.append([i])
-        out = np.zeros((len(clips), self.dim), dtype=np.float32)
+        out = np.zeros((len(clips), self.layer_count * self.dim), dtype=np.float32)
         for idx in batches:
             enc = self.extractor(
                 [clips[i] for i in idx],
@@ -332,7 +312,7 @@ def _identity(
         "feature_extractor_sha256": file_sha256(preprocessor) if preprocessor and preprocessor.is_file() else None,
         "architecture": config.get("model_type"),
         "layers": list(layers),
-        "dim": hidden * len(layers),
+        "dim": hidden,  # one layer's size: a layers set stores [L, dim] per clip
         "pooling": POOLING,
         "window_seconds": WINDOW_SECONDS if whisper else None,
         "sample_rate": SAMPLE_RATE,

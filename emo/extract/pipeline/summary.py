@@ -42,6 +42,12 @@ class SplitSummary:
                 self.failures_by_modality[modality] = self.failures_by_modality.get(modality, 0) + 1
 
 
+def row_unit(modalities: Sequence[str]) -> str:
+    """What an extraction's rows are called when it counts them: clips when it decodes media,
+    utterances when it reads only the CSV's text (a text-only cache has rows, not clips)."""
+    return "clips" if {"audio", "visual"} & set(modalities) else "utterances"
+
+
 @dataclass
 class ExtractSummary:
     cache: Path
@@ -52,6 +58,7 @@ class ExtractSummary:
     wall_seconds: float
     encoders_loaded: bool = True  # False when a finished cache was recognised without loading them
     sets: list[str] = field(default_factory=list)  # the feature sets this run wrote or found finished
+    unit: str = "clips"  # what a row is called in messages (`row_unit`): clips, or utterances for text alone
 
     @property
     def rows_written(self) -> int:
@@ -128,4 +135,5 @@ def combine(summaries: Sequence[ExtractSummary], cache: Path, wall_seconds: floa
         wall_seconds=wall_seconds,
         encoders_loaded=any(s.encoders_loaded for s in summaries),
         sets=list(first.sets),
+        unit=first.unit,
     )

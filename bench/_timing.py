@@ -1,0 +1,133 @@
+"""Side-by-side timing that stays honest on a shared machine, for the bench/ scripts.
+
+A ratio of two timings taken one after the other measures the neighbours as much as the
+code: a load average of 6 on 2 cores once showed a context head at 0.76x the time of the
+plain head that an idle machine put at 1.59x. So every bench here
+
+- runs its sides interleaved, A B A B ..., so slow and quiet spells fall on both sides;
+- reports each ratio as the median of the per-round ratios with their spread (min-max);
+- records the 1-minute load average before, after every round and at the end, next to the
+  cores this bench itself kept busy (its own processes' CPU time over the wall time);
+- refuses to print a figure at all ("not measured", and a non-zero exit) when the load
+  average exceeded the core count at any of those moments: a contended core's figure is
+  not one to quote. `--allow-load` prints it anyway, marked as measured under load, for
+  trying a bench out on a busy machine.
+
+Only public tools: time, os.getloadavg, os.times and statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Callable
+
+NOT_MEASURED_EXIT = 3  # a bench whose figures were refused exits with this
+
+
+def add_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """--repeats and --allow-load, the same in every bench."""
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"interleaved rounds per side (default {repeats})")
+    parser.add_argument(
+        "--allow-load",
+        action="store_true",
+        help="print figures even when the load average exceeds the core count (marked; not for quoting)",
+    )
+
+
+class Timing:
+    """Interleaved rounds, load-average records, and the verdict on each printed figure."""
+
+    def __init__(self, allow_load: bool = False, cores: int | None = None):
+        self.allow_load = allow_load
+        self.cores = cores or os.cpu_count() or 1
+        self.loads: list[tuple[str, float]] = [("before", os.getloadavg()[0])]
+        self.refused: list[str] = []
+        self._cpu, self._wall = _cpu_seconds(), time.perf_counter()
+
+    def note_load(self, when: str) -> float:
+        load = os.getloadavg()[0]
+        self.loads.append((when, load))
+        return load
+
+    def interleave(
+        self, sides: dict[str, Callable[[], float | None]], repeats: int, label: str = "round"
+    ) -> dict[str, list[float]]:
+        """Each side once per round, in the given order, for `repeats` rounds. A side returns
+        its measurement (seconds per epoch, GFLOP/s, ...), or None to be timed as a whole."""
+        results: dict[str, list[float]] = {name: [] for name in sides}
+        for round_ in range(1, repeats + 1):
+            for name, side in sides.items():
+                started = time.perf_counter()
+                value = side()
+                results[name].append(time.perf_counter() - started if value is None else float(value))
+            self.note_load(f"{label} {round_}")
+        return results
+
+    def busy(self) -> str | None:
+        """Why figures cannot be trusted now, or None: the highest load average recorded."""
+        when, load = max(self.loads, key=lambda item: item[1])
+        if load > self.cores:
+            return f"load average {load:.2f} ({when}) exceeds the {self.cores} cores"
+        return None
+
+    def ratio(self, label: str, top: list[float], bottom: list[float], target: str = "") -> str:
+        """`label: 1.07x (median of 3 interleaved rounds, spread 1.02-1.12x)`; pairs by round."""
+        ratios = [a / b for a, b in zip(top, bottom) if b]
+        if not ratios:
+            return f"{label}: not measured (no rounds)"
+        text = f"{statistics.median(ratios):.2f}x (median of {len(ratios)} interleaved rounds, spread {spread(ratios)})"
+        return self._verdict(label, text, target)
+
+    def figure(self, label: str, values: list[float], unit: str, digits: int = 2, target: str = "") -> str:
+        """`label: 8.41 s/epoch (median of 3, spread 8.20-8.77)`: an absolute figure, same rules."""
+        if not values:
+            return f"{label}: not measured (no rounds)"
+        median = f"{statistics.median(values):.{digits}f}"
+        unit = unit if unit in ("", "x") else f" {unit}"
+        text = f"{median}{unit} (median of {len(values)}, spread {spread(values, digits)})"
+        return self._verdict(label, text, target)
+
+    def _verdict(self, label: str, text: str, target: str) -> str:
+        target = f"  {target}" if target else ""
+        reason = self.busy()
+        if reason is None:
+            return f"{label}: {text}{target}"
+        if self.allow_load:
+            return f"{label}: {text}{target}  [--allow-load: {reason}; not a figure to quote]"
+        self.refused.append(label)
+        return f"{label}: not measured ({reason}; rerun on a quiet machine, or pass --allow-load)"
+
+    def load_line(self) -> str:
+        """The load averages recorded and the cores this bench itself kept busy."""
+        self.note_load("end")
+        wall = time.perf_counter() - self._wall
+        own = (_cpu_seconds() - self._cpu) / wall if wall > 0 else 0.0
+        highest = max(load for _, load in self.loads)
+        return (
+            f"load average (1 min): before {self.loads[0][1]:.2f}, highest {highest:.2f}, at the end "
+            f"{self.loads[-1][1]:.2f}, on {self.cores} cores; this bench kept {own:.2f} cores busy on average"
+        )
+
+    def finish(self) -> int:
+        """Print the load line and what was refused; the exit status for the bench."""
+        print(self.load_line())
+        if self.refused:
+            print(
+                f"{len(self.refused)} figure(s) not measured: the load average exceeded the core count "
+                "(other work shares this machine). Nothing above is a figure to quote."
+            )
+            return NOT_MEASURED_EXIT
+        return 0
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system

@@ -1,0 +1,170 @@
+"""The fit's fast kernels compute the seed's functions: the packed mel CNN is the padded
+`nn.Conv1d` model clip by clip, the CPU GRU is `nn.GRU` over packed sequences (outputs and
+every gradient), thread settings come back as they were, and a bf16 fit agrees with fp32."""
+
+from __future__ import annotations
+
+import emo.fuse  # noqa: F401, I001 - first: sets OpenMP's passive wait policy before torch loads
+
+import pytest
+import torch
+from torch import nn
+
+from emo.fuse.config import FitConfig
+from emo.fuse.mel_cnn import MelCNN, output_lengths
+from emo.fuse.recurrence import run_gru
+from emo.fuse.threads import large_kernels, one_thread, small_kernels
+from emo.fuse.train import fit_splits
+from synthetic_features import make_synthetic_split, to_feature_sets
+
+# mixed lengths: long, odd, even, and shorter than the 6 frames one output needs (0 = no audio)
+LENGTHS = [300, 12, 50, 7, 299, 100, 64, 8, 200, 33, 1, 0, 5, 4, 6, 3, 2, 9, 11, 13]
+
+
+def padded_reference(cnn: MelCNN, mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The seed's model, one clip at a time: its own frames, zero-padded to 6, through the
+    nn.Conv1d stack, the mean over the outputs of real frames, the projection."""
+    out = []
+    for i, length in enumerate(lengths.tolist()):
+        clip = nn.functional.pad(mel[i : i + 1, :, :length], (0, max(6 - length, 0)))
+        hidden = cnn.conv(clip)[..., : int(output_lengths(torch.tensor(length)))]
+        out.append(cnn.proj(hidden.mean(-1)))
+    return torch.cat(out)
+
+
+def test_packed_mel_cnn_equals_the_padded_conv1d_model_clip_by_clip():
+    torch.manual_seed(0)
+    cnn = MelCNN(40, (8, 16), 12)
+    lengths = torch.tensor(LENGTHS)
+    mel = torch.randn(len(LENGTHS), 40, 300) * 3  # frames past each length hold noise, never read
+    weights = torch.randn(len(LENGTHS), 12)
+    grads = []
+    for encode in (cnn, lambda m, n: padded_reference(cnn, m, n)):
+        cnn.zero_grad()
+        out = encode(mel, lengths)
+        (out * weights).sum().backward()
+        grads.append((out.detach(), {name: p.grad.clone() for name, p in cnn.named_parameters()}))
+    (packed, packed_grads), (reference, reference_grads) = grads
+    torch.testing.assert_close(packed, reference, rtol=1e-5, atol=1e-5)
+    assert packed_grads.keys() == reference_grads.keys() == {n for n, _ in cnn.named_parameters()}
+    for name, grad in packed_grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+    # a batch too short for one output everywhere is zero-padded, as the seed's was
+    short = mel[:3, :, :4]
+    torch.testing.assert_close(
+        cnn(short, torch.tensor([4, 1, 0])), padded_reference(cnn, short, torch.tensor([4, 1, 0]))
+    )
+
+
+def test_mel_cnn_ties_in_the_pool_go_to_the_first_frame_as_max_pool_does():
+    """Digital silence gives constant frames, so equal neighbours are real; the gradient of a
+    tied pair goes to one frame, as nn.MaxPool1d sends it, not to both."""
+    torch.manual_seed(1)
+    cnn = MelCNN(4, (3, 5), 2)
+    mel = torch.full((2, 4, 40), -13.8)
+    mel[1, :, :20] = torch.randn(4, 20)
+    lengths = torch.tensor([40, 33])
+    grads = []
+    for encode in (cnn, lambda m, n: padded_reference(cnn, m, n)):
+        cnn.zero_grad()
+        encode(mel, lengths).sum().backward()
+        grads.append([p.grad.clone() for p in cnn.parameters()])
+    for packed, reference in zip(*grads):
+        torch.testing.assert_close(packed, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_mel_cnn_refuses_a_mel_that_wants_a_gradient():
+    with pytest.raises(ValueError, match="does not backpropagate into the mel"):
+        MelCNN()(torch.randn(2, 40, 20, requires_grad=True), torch.tensor([20, 10]))
+
+
+def packed_gru(gru: nn.GRU, sequence: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The context head's GRU as it was: nn.GRU over packed sequences."""
+    lengths = valid.sum(1)
+    packed = nn.utils.rnn.pack_padded_sequence(sequence, lengths, batch_first=True, enforce_sorted=False)
+    hidden, _ = gru(packed)
+    return nn.utils.rnn.pad_packed_sequence(hidden, batch_first=True, total_length=sequence.shape[1])[0]
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_cpu_gru_equals_nn_gru_over_packed_sequences(bidirectional, layers):
+    torch.manual_seed(0)
+    sizes = torch.tensor([23, 1, 5, 12, 7, 2, 9])  # dialogue lengths, one of a single turn
+    width = 16
+    gru = nn.GRU(width, width // 2, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+    valid = torch.arange(int(sizes.max())) < sizes.unsqueeze(1)
+    sequence = torch.randn(len(sizes), int(sizes.max()), width, requires_grad=True)
+    upstream = torch.randn(len(sizes), int(sizes.max()), gru.hidden_size * (1 + bidirectional)) * valid.unsqueeze(-1)
+    results = []
+    for run in (run_gru, packed_gru):
+        out = run(gru, sequence, valid)
+        results.append((out[valid], torch.autograd.grad((out * upstream).sum(), [sequence, *gru.parameters()])))
+    (fast, fast_grads), (reference, reference_grads) = results
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+    for name, a, b in zip(["input", *(n for n, _ in gru.named_parameters())], fast_grads, reference_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_thread_settings_nest_and_come_back():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with small_kernels("cpu"):
+            assert torch.get_num_threads() == 1
+            with large_kernels():
+                assert torch.get_num_threads() == 2
+                with small_kernels("cpu"):  # nested: a no-op, large kernels still get 2
+                    assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 1
+            with one_thread():
+                assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with large_kernels():  # outside a fit: leaves torch alone
+            assert torch.get_num_threads() == 2
+        with one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with small_kernels("cuda"):  # a GPU model: the CPU threads are not the fit's to change
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+BF16_TOLERANCE = 0.03  # |dev weighted F1 (bf16) - dev weighted F1 (fp32)|, per epoch and at the best epoch
+
+
+@pytest.mark.parametrize("context_model", ["none", "gru"])
+def test_bf16_fit_agrees_with_fp32_on_dev(context_model):
+    """bf16 autocast (the mel CNN's convolutions and the heads' matmuls in bf16; means,
+    losses, the GRU and every weight in float32) follows the fp32 fit's dev scores within
+    BF16_TOLERANCE epoch by epoch, from the same seed."""
+    shapes = dict(text_dim=32, visual_dim=16, frames=4, mean_mel_frames=60, max_mel_frames=200)
+    train = to_feature_sets(make_synthetic_split(400, "train", seed=0, **shapes))
+    dev = to_feature_sets(make_synthetic_split(200, "dev", seed=1, **shapes))
+    scores, losses = {}, {}
+    for precision in ("fp32", "bf16"):
+        config = FitConfig(epochs=5, device="cpu", seed=0, precision=precision, context_model=context_model)
+        result = fit_splits(config, train, dev)
+        scores[precision] = [row["dev"]["emotion"]["weighted_f1"] for row in result.history]
+        losses[precision] = [row["dev"]["emotion"]["loss"] for row in result.history]
+    assert max(scores["fp32"]) > 0.45  # it learned (the majority class scores ~0.3): two fits that work
+    for epoch, (full, half) in enumerate(zip(scores["fp32"], scores["bf16"]), 1):
+        assert abs(full - half) <= BF16_TOLERANCE, (epoch, scores)
+    assert abs(max(scores["fp32"]) - max(scores["bf16"])) <= BF16_TOLERANCE
+    assert losses["fp32"] != losses["bf16"]  # bf16 did run: its rounding shows in the losses
+    torch.testing.assert_close(losses["bf16"], losses["fp32"], rtol=0.02, atol=0.0)
+
+
+def test_mel_cnn_runs_its_convolutions_in_bf16_under_autocast():
+    torch.manual_seed(0)
+    cnn = MelCNN(40, (8, 16), 12)
+    mel, lengths = torch.randn(6, 40, 80), torch.tensor([80, 7, 3, 64, 33, 50])
+    full = cnn(mel, lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = cnn(mel, lengths)
+        half.float().sum().backward()
+    assert half.dtype == torch.bfloat16  # the projection, as autocast runs every Linear
+    assert all(p.grad.dtype == torch.float32 for p in cnn.parameters())  # weights stay float32
+    assert not torch.equal(half.float(), full)
+    torch.testing.assert_close(half.float(), full, rtol=0.05, atol=0.05)
