@@ -74,7 +74,8 @@ class Result:
         )
 
 
-def emo(*args: str, cwd: Path | None = None, timeout: float = 240, **env: str) -> Result:
+def emo(*args: str, cwd: Path | None = None, timeout: float = 240, preexec=None, **env: str) -> Result:
+    """`emo ARGS` in a child process; `preexec` runs in the child first (e.g. a disk quota)."""
     process = subprocess.run(
         emo_argv(*args),
         cwd=cwd or REPO_ROOT,
@@ -82,6 +83,7 @@ def emo(*args: str, cwd: Path | None = None, timeout: float = 240, **env: str) -
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=preexec,
     )
     return Result(tuple(map(str, args)), process.returncode, process.stdout, process.stderr)
 

@@ -7,11 +7,8 @@ from __future__ import annotations
 import emo.fuse  # noqa: F401, I001 - first: sets OpenMP's passive wait policy before torch loads
 import csv
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,24 +17,13 @@ import pytest
 from emo.cli import app, run as run_cli
 from emo.labels import EMOTIONS
 from extract_fixtures import tiny_bert  # noqa: F401  (the session's tiny BERT, for the predict test)
+from reliability_fixtures import emo
 from synthetic_features import SYNTHETIC_FINGERPRINT, make_synthetic_split, write_synthetic_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = dict(text_dim=16, visual_dim=8, frames=2, mean_mel_frames=20, max_mel_frames=40)
 SENTENCE = re.compile(r"^emo: error: [^\n]+\.\n$")  # one line
 FIT = dict(epochs=2, lr=2e-3, device="cpu", max_mel_frames=40, threads=1)
-
-
-def emo(*args, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "emo", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=env,
-    )
 
 
 def one_sentence(err: str, words: str) -> None:
@@ -200,6 +186,10 @@ def test_incompatible_or_unfinished_runs_are_refused_in_one_sentence(runs, tmp_p
     shutil.copytree(seeds[1], unfinished)
     (unfinished / "summary.json").unlink()  # as a fit killed before its end would leave it (older layouts)
     cases.append((["ensemble", seeds[0], unfinished], 1, f"{unfinished} is not a finished run"))
+    unreadable = tmp_path / "unreadable"  # every path is answered before any checkpoint is read
+    shutil.copytree(seeds[2], unreadable)
+    (unreadable / "model.pt").write_bytes(b"not a checkpoint")
+    cases.append((["ensemble", unreadable, tmp_path / "nope"], 2, f"Run directory {tmp_path / 'nope'} does not exist"))
     for args, code, words in cases:
         argv = [str(a) for a in args] + (["--out", str(out)] if args[0] == "ensemble" else ["--device", "cpu"])
         assert run_cli(app, argv) == code, argv
@@ -336,11 +326,9 @@ def test_ensemble_on_a_full_disk_leaves_nothing_and_works_after_freeing_space(ru
     with small_disk(tmp_path, kib=1024) as disk:  # less room than the three checkpoints need
         print("small disk:", disk.method)
         out = disk.path / "ens"
-        args = [sys.executable, "-m", "emo", "ensemble", *map(str, seeds), "--out", str(out)]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
 
-        def ensemble() -> subprocess.CompletedProcess:
-            return subprocess.run(args, capture_output=True, text=True, timeout=300, preexec_fn=disk.preexec, env=env)
+        def ensemble():
+            return emo("ensemble", *seeds, "--out", out, timeout=300, preexec=disk.preexec)
 
         done = ensemble()
         assert done.returncode == 1, (done.stdout, done.stderr)

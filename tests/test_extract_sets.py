@@ -59,6 +59,17 @@ def test_a_second_extract_adds_a_set_and_leaves_every_other_file_byte_for_byte(t
     assert features.modalities == ("text", "audio") and "audio/mel" in features.sets
 
 
+def test_a_text_set_made_differently_is_refused_before_any_encoder_loads(text_cache):
+    """The encoders' identities come from their files, so the refusal costs no model load
+    (tens of seconds for a real text encoder on a CPU)."""
+    events = []
+    shorter = dataclasses.replace(text_cache, text_max_length=text_cache.text_max_length // 2)
+    with pytest.raises(CacheError, match=r"Feature set text/\S+ .* made differently .*--name.*--overwrite"):
+        run(shorter, progress=events.append)
+    said = [getattr(event, "text", "") for event in events]
+    assert not any(text.startswith("Loading the encoders") for text in said), said
+
+
 def test_a_same_named_set_made_differently_is_refused_then_named_or_replaced(text_cache):
     from emo.cache import load_split, open_cache
 

@@ -19,25 +19,13 @@ from pathlib import Path
 import pytest
 
 from disk_fixtures import small_disk
+from reliability_fixtures import emo
 from synthetic_features import make_synthetic_split, write_synthetic_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = dict(text_dim=16, visual_dim=8, frames=2, mean_mel_frames=20, max_mel_frames=40)
 FIT = ["--device", "cpu", "--set", "max_mel_frames=40", "--set", "threads=1"]
 SENTENCE = re.compile(r"^emo: error: [^\n]+\.\n$")  # one line, one sentence
-
-
-def emo(*args, preexec=None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "emo", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=env,
-        preexec_fn=preexec,
-    )
 
 
 def start(*args) -> subprocess.Popen:

@@ -323,3 +323,41 @@ def test_asr_model_takes_a_local_ctranslate2_folder(tmp_path, monkeypatch):
     assert resolve_model("~/models/faster-whisper-small") == str(folder)
     with pytest.raises(UsageError, match="holds no CTranslate2 model.bin"):
         resolve_model(str(tmp_path / "models"))
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_the_terminal_table_keeps_every_transcript_word_readable_at_80_to_160_columns(width):
+    """At 100 columns the transcript once got 12 characters a line; now the fixed columns are
+    narrow (the modalities said once in the title when every row has the same), the runner-up
+    emotion is shown from 100 columns, and long file names keep their end."""
+    import io
+
+    from rich.console import Console
+
+    from emo.commands.predict import print_result
+    from emo.predict.api import PredictResult, SegmentPrediction
+
+    words = "Oh my God, you guys, I cannot believe he actually said that to her in front of everybody!"
+    probabilities = {e: 0.05 for e in EMOTIONS} | {"joy": 0.55, "neutral": 0.15}
+    name = "friends_season_one_dialogue_0042.mp4"
+    segments = [
+        SegmentPrediction(name, i, 2.5 * i, 2.5 * i + 2.4, words, "joy", probabilities, ["text", "visual", "audio"])
+        for i in range(2)
+    ]
+    result = PredictResult(segments=segments, inputs=[name])
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
+    print_result(result, {"csv": "p.csv", "jsonl": "p.jsonl"}, ("emotion",), console=console)
+    lines = buffer.getvalue().splitlines()
+    table = [line for line in lines if line.startswith(("│", "┃", "┏", "└"))]
+    assert table and all(len(line) <= width for line in table), lines
+    rows = [[cell.strip() for cell in line.strip("│").split("│")] for line in table if line.startswith("│")]
+    starts = [i for i, row in enumerate(rows) if row[0]]  # a segment's first line names its file
+    first_segment = rows[starts[0] : starts[1]]
+    assert " ".join(row[-1] for row in first_segment) == words, lines  # whole, in order, in its own column
+    header = [cell.strip() for cell in table[1].strip("┃").split("┃")]
+    assert header[-1] == "transcript" and len(table[1].strip("┃").split("┃")[-1]) >= 22, lines
+    assert rows[starts[0]][0].endswith("dialogue_0042.mp4") and rows[starts[1]][2] == "2.5-4.9", lines
+    assert rows[starts[0]][0].startswith("…") and len(rows[starts[0]][0]) == 20, lines
+    assert "(modalities text+visual+audio)" in lines[0] and "modalities" not in " ".join(table)
+    assert ("neutral 15 %" in buffer.getvalue()) == (width >= 100)

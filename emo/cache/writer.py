@@ -144,25 +144,32 @@ class CacheWriter:
         `--overwrite` to replace that set alone). Nothing is written yet.
         """
         digest = set_digest(spec)
-        existing = list_sets(self.root).get(spec.name) if self.root.is_dir() else None
+        existing = self.check_set(spec)
         if existing is not None and existing.get("fingerprint_digest") != digest:
-            if not self.overwrite:
-                old = {
-                    k: existing.get(k)
-                    for k in ("kind", "dim", "arrays", "frames", "views", "layers", "encoder", "fingerprint")
-                }
-                new = {k: v for k, v in spec.describe().items() if k in old}
-                raise CacheError(
-                    f"Feature set {spec.name} in {self.root} was made differently "
-                    f"({describe_difference(new, old)}); choose another name with --name, or pass --overwrite "
-                    "to replace that set."
-                )
             self._replace.add(spec.name)
         if existing is None:  # a damaged set.json is rewritten when its shards are this spec's (emo.cache.repair)
             repair_set_meta(self.root, spec, digest, self.overwrite, self._config)
         self.sets[spec.name] = spec
         self.set_digests[spec.name] = digest
         return digest
+
+    def check_set(self, spec: SetSpec) -> dict | None:
+        """The record of the cache's set named like `spec` (None when there is none), after one
+        sentence when it was made differently and this writer may not replace it. Reads only:
+        `emo extract` asks with the encoders' planned specs before it loads any model."""
+        existing = list_sets(self.root).get(spec.name) if self.root.is_dir() else None
+        if existing is not None and existing.get("fingerprint_digest") != set_digest(spec) and not self.overwrite:
+            old = {
+                k: existing.get(k)
+                for k in ("kind", "dim", "arrays", "frames", "views", "layers", "encoder", "fingerprint")
+            }
+            new = {k: v for k, v in spec.describe().items() if k in old}
+            raise CacheError(
+                f"Feature set {spec.name} in {self.root} was made differently "
+                f"({describe_difference(new, old)}); choose another name with --name, or pass --overwrite "
+                "to replace that set."
+            )
+        return existing
 
     @reports_disk_full(lambda self, name: layout.set_dir(self.root, name))
     def _set_ready(self, name: str) -> None:

@@ -28,6 +28,8 @@ from emo.commands.output import ProgressView, count, make_console
 from emo.units import percent
 
 MAX_ROWS_SHOWN = 40  # the terminal table's length; the files hold every row
+FILE_SHOWN = 20  # characters of a file name in the terminal table
+TRANSCRIPT_SHOWN = 100  # characters of a transcript in the terminal table; the files hold it whole
 
 
 def command(
@@ -94,35 +96,8 @@ def command(
 
 
 def print_result(result, files, heads, console=None) -> None:
-    from rich.table import Table
-
     console = console or make_console()
-    table = Table(
-        title=f"emo predict: {count(len(result.segments), 'utterance')} in {count(len(result.inputs), 'input')}"
-    )
-    columns = ["file", "seg", "start", "end", "emotion", "p", "2nd"]
-    if "sentiment" in heads:
-        columns.append("sentiment")
-    columns += ["modalities", "transcript"]
-    for column in columns:
-        table.add_column(column, overflow="fold", justify="right" if column in ("seg", "start", "end", "p") else "left")
-    for s in result.segments[:MAX_ROWS_SHOWN]:
-        ranked = sorted(s.probabilities.items(), key=lambda kv: -kv[1])
-        second = f"{ranked[1][0]} {percent(ranked[1][1], 0)}" if len(ranked) > 1 else ""
-        row = [
-            Path(s.file).name,
-            str(s.segment),
-            f"{s.start:.1f}",
-            f"{s.end:.1f}",
-            s.emotion,
-            percent(s.probabilities.get(s.emotion), 0),
-            second,
-        ]
-        if "sentiment" in heads:
-            row.append(s.sentiment or "")
-        row += ["+".join(s.modalities), s.transcript[:80]]
-        table.add_row(*row)
-    console.print(table)
+    console.print(prediction_table(result, heads, console.width))
     if len(result.segments) > MAX_ROWS_SHOWN:
         console.print(f"... {len(result.segments) - MAX_ROWS_SHOWN} more rows in {files['csv']}.", highlight=False)
     for problem in result.problems:
@@ -149,3 +124,51 @@ def print_result(result, files, heads, console=None) -> None:
     if "report" in files:
         written.append(str(files["report"]))
     console.print(f"Predictions written to {', '.join(written)}.", highlight=False, soft_wrap=True)
+
+
+def prediction_table(result, heads, width: int):
+    """The terminal table, laid out so the transcript keeps a readable column on an 80-column
+    terminal: long file names keep their end (what tells files apart), the modalities get a
+    column only when the segments differ in them (else the title says them once), and the
+    runner-up emotion only on a terminal of 100 columns or more."""
+    from rich.table import Table
+
+    used = {"+".join(s.modalities) for s in result.segments[:MAX_ROWS_SHOWN]}
+    title = f"emo predict: {count(len(result.segments), 'utterance')} in {count(len(result.inputs), 'input')}"
+    if len(used) == 1:
+        title += f" (modalities {next(iter(used))})"
+    table = Table(title=title)
+    table.add_column("file", no_wrap=True)
+    table.add_column("seg", justify="right", no_wrap=True)
+    table.add_column("time (s)", justify="right", no_wrap=True)
+    table.add_column("emotion", no_wrap=True)
+    runner_up = width >= 100
+    if runner_up:
+        table.add_column("2nd", no_wrap=True)
+    if "sentiment" in heads:
+        table.add_column("sentiment", no_wrap=True)
+    if len(used) > 1:
+        table.add_column("modalities", overflow="fold")
+    table.add_column("transcript", overflow="fold")
+    for s in result.segments[:MAX_ROWS_SHOWN]:
+        ranked = sorted(s.probabilities.items(), key=lambda kv: -kv[1])
+        second = f"{ranked[1][0]} {percent(ranked[1][1], 0)}" if len(ranked) > 1 else ""
+        name = Path(s.file).name
+        name = name if len(name) <= FILE_SHOWN else "…" + name[1 - FILE_SHOWN :]  # the end tells files apart
+        row = [name, str(s.segment), f"{s.start:.1f}-{s.end:.1f}"]
+        row += [f"{s.emotion} {percent(s.probabilities.get(s.emotion), 0)}"] + ([second] if runner_up else [])
+        if "sentiment" in heads:
+            row.append(s.sentiment or "")
+        if len(used) > 1:
+            row.append("+".join(s.modalities))
+        row.append(_shortened(s.transcript, TRANSCRIPT_SHOWN))
+        table.add_row(*row)
+    return table
+
+
+def _shortened(text: str, limit: int) -> str:
+    """`text` cut at a word boundary to at most `limit` characters, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0] if " " in text[: limit - 1] else text[: limit - 1]
+    return cut.rstrip(" ,;:") + "…"

@@ -22,10 +22,10 @@ from typing import Any
 from emo import atomic
 from emo.config import save_config
 from emo.errors import UsageError
-from emo.fuse.checkpoint import CHECKPOINT_NAME
+from emo.fuse.checkpoint import CHECKPOINT_NAME, require_run
 from emo.fuse.ensemble import ENSEMBLE_CONFIG, ENSEMBLE_RECORD, FORMAT, MEMBERS_FOLDER, is_ensemble, open_members
 from emo.fuse.feature_sets import format_features, selection_of
-from emo.fuse.run_folder import CONFIG_NAME, SUMMARY_NAME, holds_run
+from emo.fuse.run_folder import CONFIG_NAME, SUMMARY_NAME, holds_run, require_finished
 from emo.progress import Message, ProgressCallback, emit
 
 MEMBER_FILES = (CHECKPOINT_NAME, CONFIG_NAME, SUMMARY_NAME)
@@ -87,9 +87,12 @@ def build_ensemble(config: EnsembleConfig, progress: ProgressCallback | None = N
     config.validate()
     out = Path(config.out)
     check_destination(out, config.overwrite)
-    for run in map(Path, config.runs):
+    for run in map(Path, config.runs):  # every path answered before any checkpoint is read
         if run.is_file():
             raise UsageError(f"Run {run} is a file; pass the run's folder (the one emo fit wrote).")
+        if not is_ensemble(run):  # an ensemble given as a member is open_members' to refuse
+            require_finished(run)
+            require_run(run)
     ensemble = open_members(list(config.runs), "cpu")  # every run finished and compatible, or one sentence
     first = ensemble.first.payload
     resolved = EnsembleConfig(tuple(str(Path(r).resolve()) for r in config.runs), out.resolve(), False)

@@ -55,7 +55,7 @@ def run_extract(config: ExtractConfig, progress: ProgressCallback | None = None)
     from emo.cache import CacheWriter
     from emo.device import resolve_device, seed_everything
 
-    from emo.extract.encoders.registry import run_encoders
+    from emo.extract.encoders.registry import planned_specs, run_encoders
 
     config.validate()
     run_encoders(config)  # what each encoder accepts (--audio-layers, --crop) is checked before any work
@@ -87,6 +87,8 @@ def run_extract(config: ExtractConfig, progress: ProgressCallback | None = None)
             overwrite=config.overwrite,
             defer_create=True,
         )
+        for spec in planned_specs(config, device) or []:  # None: only loading can tell
+            writer.check_set(spec)  # a same-named set made differently: refused before any model loads
         if needs_clips and config.workers > 0:
             # Started first so the workers' imports and warm-up overlap with loading the encoders.
             from emo.extract.encoders.registry import run_encoders
