@@ -14,7 +14,7 @@ of each split, instead of one per fit (and one more per `emo eval` for the test 
 
 Both sides run in this one run, --repeats times interleaved (ablate, sequential, ablate,
 ...), so the ratio is the median of per-round ratios with its spread; no ratio is printed
-when the load average exceeds the core count (bench/_timing.py).
+when other work takes over half the cores (bench/_timing.py).
 """
 
 from __future__ import annotations

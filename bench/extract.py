@@ -16,7 +16,7 @@ Clips are written once with PyAV into bench/out/extract/ (reused on later runs):
 real MELD release. Every number below comes from this one run on the same clips: the
 pipeline and the naive loop, and decode-only and PyAV's floor, run --repeats times
 interleaved (A B A B ...); ratios are medians over rounds with their spread, and none is
-printed when the load average exceeds the core count (bench/_timing.py). The naive loop's
+printed when other work takes over half the cores (bench/_timing.py). The naive loop's
 features are checked against the pipeline's cache (equal output).
 
 The pipeline overlaps work: with --workers 2 and an encoder thread it keeps up to three

@@ -2,7 +2,7 @@
 
 Not a test: it prints measured numbers and ratios from one run on this machine, each side
 run --repeats times interleaved (A B A B ...), ratios as the median over rounds with their
-spread, and nothing at all when the load average exceeds the core count (bench/_timing.py).
+spread, and nothing at all when other work takes over half the cores (bench/_timing.py).
 
 1. Writes a synthetic cache with MELD's real sizes and shapes (9,989 train and 1,109 dev
    clips; 768-d text, 16x512 frame embeddings, ~3.6 s of 40-bin log-mel at 100 frames/s)
@@ -132,7 +132,8 @@ def time_call(fn, repeats: int = 3, warmup: int = 1) -> float:
 
 def mel_cnn_rates(repeats: int, timing: Timing) -> dict[str, list[float]]:
     """GFLOP/s per round of one mel-CNN training step (forward, backward, fused AdamW) in fp32
-    and under bf16 autocast, and of a float32 2048^2 matmul, interleaved in this process.
+    and under bf16 autocast, of its convolutions alone, and of a float32 2048^2 matmul,
+    interleaved in this process.
 
     FLOPs counted are the convolutions' alone (conv1 forward and weight gradient, conv2
     forward, weight and input gradients: the mel needs no gradient); the time is the whole
@@ -168,9 +169,29 @@ def mel_cnn_rates(repeats: int, timing: Timing) -> dict[str, list[float]]:
 
         return side
 
+    # The same convolutions with nothing around them (forward, and the backward calls the step
+    # makes, on the step's channels-last shapes): the ceiling the step's other work falls from.
+    conv = torch.nn.functional.conv2d
+    last = torch.channels_last
+    rows = torch.randn(batch, 40, 1, time_steps).contiguous(memory_format=last)
+    k1 = torch.randn(64, 40, 1, 3).contiguous(memory_format=last)
+    k2 = torch.randn(128, 64, 1, 3).contiguous(memory_format=last)
+    hidden = conv(rows, k1).contiguous(memory_format=last)
+    grad_out = torch.randn(batch, 128, 1, time_steps - 4).contiguous(memory_format=last)
+    grad_hidden = torch.randn_like(hidden)
+    same = ([1, 1], [0, 0], [1, 1], False, [0, 0], 1)
+    backward = torch.ops.aten.convolution_backward
+
+    def convolutions() -> None:
+        conv(rows, k1)
+        conv(hidden, k2)
+        backward(grad_out, hidden, k2, [128], *same, [True, True, True])
+        backward(grad_hidden, rows, k1, [64], *same, [False, True, True])
+
     sides = {
         "mel-CNN fp32": rate(lambda: step(False), flops, 10),
         "mel-CNN bf16": rate(lambda: step(True), flops, 10),
+        "convolutions alone fp32": rate(convolutions, flops, 10),
         "matmul fp32": rate(lambda: a @ b, 2 * 2048**3, 5),
     }
     for side in sides.values():  # warm-up: oneDNN builds its kernels on first use
@@ -232,9 +253,9 @@ def encoder_seconds_per_clip() -> dict:
     return out
 
 
-def run_child(args, cache: Path, out: Path, context_model: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(cache), str(out), context_model]
-    cmd += ["--epochs", str(args.epochs), "--precision", args.precision, "--threads", str(args.threads)]
+def run_child(args, cache: Path, out: Path, context_model: str, precision: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(cache), str(out), context_model, precision]
+    cmd += ["--epochs", str(args.epochs), "--threads", str(args.threads)]
     cmd += ["--device", args.device]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -253,7 +274,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--train", type=int, default=TRAIN)
     parser.add_argument("--dev", type=int, default=DEV)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument(
+        "--precisions",
+        default="fp32",
+        help="comma list of fp32,bf16: the first is every context model's; the others fit the first context model "
+        "once more per round (bf16: autocast where the CPU has it) and are compared with it",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads for the fit (0: torch's default)")
     parser.add_argument("--device", default="cpu", help="device of the fits (cpu, cuda, auto)")
     parser.add_argument("--skip-encoders", action="store_true", help="skip timing the frozen encoders")
@@ -264,11 +290,15 @@ def main() -> None:
         help="fit once per context model per round and compare seconds/epoch with 'none' (the seed design)",
     )
     add_arguments(parser, repeats=3)
-    parser.add_argument("--child", nargs=3, metavar=("CACHE", "OUT", "CONTEXT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, metavar=("CACHE", "OUT", "CONTEXT", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child_fit(*args.child[:2], args.epochs, args.precision, args.threads, args.child[2], args.device)
+        cache, out, context_model, precision = args.child
+        child_fit(cache, out, args.epochs, precision, args.threads, context_model, args.device)
         return
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if not precisions or any(p not in ("fp32", "bf16") for p in precisions):
+        parser.error(f"--precisions takes fp32 and/or bf16, not {args.precisions!r}")
 
     timing = Timing(args.allow_load)
     print(
@@ -283,29 +313,50 @@ def main() -> None:
             f"{args.train / written['dialogues']:.1f} turns), mean {written['mean_mel_frames'] / 100:.2f} s of mel, "
             f"{written['bytes'] / 2**20:.0f} MiB HDF5, written in {written['write_s']:.1f} s"
         )
-        runs: dict[str, list[dict]] = {m: [] for m in models}
-        sides = {m: (lambda m=m: runs[m].append(run_child(args, cache, Path(tmp) / f"run-{m}", m))) for m in models}
-        timing.interleave(sides, args.repeats, label="fit round")
-    per_epoch = {m: [r["train_s_per_epoch"] for r in rows] for m, rows in runs.items()}
+        # Sides: every context model at the first precision, then the first model at each other one.
+        plan = [(m, precisions[0]) for m in models] + [(models[0], p) for p in precisions[1:]]
+        runs: dict[tuple[str, str], list[dict]] = {side: [] for side in plan}
+
+        def side(model: str, precision: str):
+            out = Path(tmp) / f"run-{model}-{precision}"
+            return lambda: runs[(model, precision)].append(run_child(args, cache, out, model, precision))
+
+        timing.interleave({f"{m} {p}": side(m, p) for m, p in plan}, args.repeats, label="fit round")
+    per_epoch = {key: [r["train_s_per_epoch"] for r in rows] for key, rows in runs.items()}
     print(
-        f"\nfits ({args.precision}, {args.device}, {args.epochs} epochs, defaults otherwise; "
-        f"{args.repeats} interleaved rounds of {' '.join(models)}):"
+        f"\nfits ({args.device}, {args.epochs} epochs, defaults otherwise; "
+        f"{args.repeats} interleaved rounds of {', '.join(f'{m} {p}' for m, p in plan)}):"
     )
-    for name, rows in runs.items():
+    for (name, precision), rows in runs.items():
         scores = sorted({round(r["best_dev_wf1"], 6) for r in rows})
         same = "the same in every round" if len(scores) == 1 else f"DIFFERS between rounds: {scores}"
-        print(f"  {timing.figure(f'context_model={name:<12} training', per_epoch[name], 's/epoch')}")
+        label = f"context_model={name:<12} {precision} training"
+        print(f"  {timing.figure(label, per_epoch[(name, precision)], 's/epoch')}")
         print(f"      best dev weighted F1 {rows[0]['best_dev_wf1']:.4f} ({same}; synthetic labels)")
-    base = "none" if "none" in runs else models[0]
+    first = precisions[0]
+    base = "none" if "none" in models else models[0]
     for name in models:
         if name != base:
             print(
                 "  "
                 + timing.ratio(
-                    f"{name} / {base}, training s/epoch", per_epoch[name], per_epoch[base], "(target <= 1.25x)"
+                    f"{name} / {base}, training s/epoch ({first})",
+                    per_epoch[(name, first)],
+                    per_epoch[(base, first)],
+                    "(target <= 1.25x)",
                 )
             )
-    fit = runs[base]
+    for precision in precisions[1:]:
+        key, reference = (models[0], precision), (models[0], first)
+        print(
+            "  "
+            + timing.ratio(
+                f"{precision} / {first}, {models[0]}, training s/epoch", per_epoch[key], per_epoch[reference]
+            )
+        )
+        shift = 100 * (runs[key][0]["best_dev_wf1"] - runs[reference][0]["best_dev_wf1"])
+        print(f"      best dev weighted F1 {precision} minus {first}: {shift:+.2f} points")
+    fit = runs[(base, first)]
     print(
         f"\nthe '{base}' fit, process start to exit (imports, cache load, {args.epochs} epochs incl. dev eval, artifacts):"
     )
@@ -328,12 +379,12 @@ def main() -> None:
         )
         for name, values in rates.items():
             print("  " + timing.figure(name, values, "GFLOP/s", 1))
-        for name in ("mel-CNN fp32", "mel-CNN bf16"):
-            target = "(target >= 0.60x)" if name.endswith("fp32") else ""
+        for name in ("mel-CNN fp32", "mel-CNN bf16", "convolutions alone fp32"):
+            target = "(target >= 0.60x)" if name == "mel-CNN fp32" else ""
             print("  " + timing.ratio(f"{name} / matmul fp32", rates[name], rates["matmul fp32"], target))
     if not args.skip_encoders:
         wall = statistics.median(r["wall_s"] for r in fit)
-        print_end_to_end(encoder_seconds_per_clip(), args, wall, statistics.median(per_epoch[base]), timing)
+        print_end_to_end(encoder_seconds_per_clip(), args, wall, statistics.median(per_epoch[(base, first)]), timing)
     raise SystemExit(timing.finish())
 
 

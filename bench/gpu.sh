@@ -4,7 +4,7 @@
 #   2. `emo fit` training seconds per epoch on a MELD-sized cache, none vs a GRU context head
 #   3. `emo ablate` vs the same grid as sequential `emo fit` + `emo eval` processes
 # Each step is a bench/ script: interleaved rounds, medians with their spread, no figure when
-# the load average exceeds the core count (bench/_timing.py). A step that fails or is refused
+# other work takes over half the cores (bench/_timing.py). A step that fails or is refused
 # does not stop the others; the script exits non-zero if any did.
 #
 #   bench/gpu.sh          # on the GPU machine

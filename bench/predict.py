@@ -3,8 +3,8 @@ factor (RTF = processing seconds / media seconds) for a long multi-speaker video
 real speech, with where the time goes (speech recognition, decoding, mel, encoders, head).
 
 Not a test: it prints measured numbers from one run on this machine: medians with their
-spread, the load average before and after, and no figure at all when the load average
-exceeds the core count (bench/_timing.py; --allow-load prints them anyway, marked).
+spread, the load average before and after, and no figure at all when other work takes
+over half the cores (bench/_timing.py; --allow-load prints them anyway, marked).
 
 1. Trains a small run on a synthetic cache extracted with the offline encoders at the
    default recipe (MiniLM-L6 text, EfficientNet-Lite0 on 16 frames per clip, 40-bin mel);
