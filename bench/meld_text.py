@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LR = 1e-3  # every row's lr unless the row sets its own (`--set lr=...`, kept in its options)
 DEFAULT_CSV = ROOT / "bench" / "results" / "meld_text.csv"
 README = ROOT / "README.md"
 MARK_START, MARK_END = "<!-- meld_text table: start -->", "<!-- meld_text table: end -->"
@@ -136,7 +137,9 @@ def run_grid(args, cache: Path, names: dict, head: str, layers: str, options: tu
     command += ["--grid", "features.text=" + ",".join(combos.values())]
     if layers != "last":
         command += ["--grid", "layer_mix=" + ",".join(args.layer_mix)]
-    base = [f"context_model={model}", f"context_direction={direction}", "text_feature=mean", f"lr={args.lr}"]
+    base = [f"context_model={model}", f"context_direction={direction}", "text_feature=mean"]
+    if not any(option.startswith("lr=") for option in options):
+        base.append(f"lr={DEFAULT_LR}")  # the grid's lr; another one is an option of the row (--set lr=...)
     for item in base + list(options):
         command += ["--set", item]
     emo(*command)
@@ -148,20 +151,10 @@ def run_grid(args, cache: Path, names: dict, head: str, layers: str, options: tu
             features = seed_row.get("features.text", "")
             if features not in by_features:
                 continue
+            scores = [seed_row[k] for k in ("dev_weighted_f1", "test_weighted_f1", "dev_accuracy", "test_accuracy")]
+            row = grid_row(by_features[features], layers, seed_row.get("layer_mix", ""), head, option_text)
             rows.append(
-                {
-                    "encoders": by_features[features],
-                    "layers": layers,
-                    "layer_mix": seed_row.get("layer_mix", "") if layers != "last" else "",
-                    "head": head,
-                    "options": option_text,
-                    "seed": seed_row["seed"],
-                    "dev_wf1": seed_row["dev_weighted_f1"],
-                    "test_wf1": seed_row["test_weighted_f1"],
-                    "dev_acc": seed_row["dev_accuracy"],
-                    "test_acc": seed_row["test_accuracy"],
-                    "best_epoch": seed_row.get("best_epoch", ""),
-                }
+                row | dict(zip(SCORES, scores), seed=seed_row["seed"], best_epoch=seed_row.get("best_epoch", ""))
             )
     rows += ensemble_rows(out, by_features, layers, head, option_text)
     return rows
@@ -178,22 +171,19 @@ def ensemble_rows(out: Path, by_features: dict, layers: str, head: str, option_t
             features = cell.get("features.text", "")
             if features not in by_features or not cell.get("test_wf1_ensemble"):
                 continue
-            rows.append(
-                {
-                    "encoders": by_features[features],
-                    "layers": layers,
-                    "layer_mix": cell.get("layer_mix", "") if layers != "last" else "",
-                    "head": head,
-                    "options": option_text,
-                    "seed": "ensemble",
-                    "dev_wf1": cell.get("dev_wf1_ensemble", ""),
-                    "test_wf1": cell["test_wf1_ensemble"],
-                    "dev_acc": cell.get("dev_acc_ensemble", ""),
-                    "test_acc": cell.get("test_acc_ensemble", ""),
-                    "best_epoch": "",
-                }
-            )
+            scores = [cell.get(f"{k}_ensemble", "") for k in SCORES]
+            row = grid_row(by_features[features], layers, cell.get("layer_mix", ""), head, option_text)
+            rows.append(row | dict(zip(SCORES, scores), seed="ensemble", best_epoch=""))
     return rows
+
+
+SCORES = ("dev_wf1", "test_wf1", "dev_acc", "test_acc")
+
+
+def grid_row(encoders: str, layers: str, layer_mix: str, head: str, options: str) -> dict:
+    """What names a row of the CSV (a seed's or a seed ensemble's): its encoders and fit options."""
+    mix = layer_mix if layers != "last" else ""
+    return {"encoders": encoders, "layers": layers, "layer_mix": mix, "head": head, "options": options}
 
 
 def key(row: dict) -> tuple:
@@ -296,7 +286,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--set", dest="options", action="append", default=[], help="extra fit option key=value")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=0, help="emo extract --workers")
     parser.add_argument("--table", action="store_true", help="only print the table computed from --csv")

@@ -12,6 +12,7 @@ import concurrent.futures
 import csv
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -53,6 +54,13 @@ def child_env(**extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def default_ctrl_c() -> None:
+    """A child's preexec_fn: SIGINT back to its default. A shell starts background jobs
+    (`nohup ... &`, a CI runner's) with SIGINT ignored, and children inherit that, so a
+    test's Ctrl-C would not reach the `emo` it starts; a terminal's always does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def emo_argv(*args: str) -> list[str]:

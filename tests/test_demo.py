@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emo.errors import CacheError
 from extract_fixtures import tiny_bert, tiny_config  # noqa: F401
 
 
@@ -244,8 +245,8 @@ def test_extract_over_a_finished_cache_loads_no_encoder(synth_root, tiny_bert, t
     said = " ".join(e.text for e in events if isinstance(e, Message))
     assert f"nothing to do: {shards} shards of text/bert, audio/mel already extracted" in said
 
-    # Same path, different weights: the cheap check cannot vouch for the cache, so the run
-    # goes on to load the encoders (and would then refuse the mismatched cache).
+    # Same path, different weights: the weight files' hashes differ from the set's, so the
+    # run refuses in one sentence that names the difference, still without loading a model.
     import torch
     from transformers import BertModel
 
@@ -253,7 +254,7 @@ def test_extract_over_a_finished_cache_loads_no_encoder(synth_root, tiny_bert, t
     with torch.no_grad():
         bert.embeddings.word_embeddings.weight.add_(1.0)
     bert.save_pretrained(model)
-    with pytest.raises(EncodersLoaded):
+    with pytest.raises(CacheError, match=r"Feature set text/bert .* made differently .*weights_sha256"):
         run_extract(config)
 
 

@@ -104,6 +104,24 @@ def test_every_option_trains(tmp_path):
         assert np.isfinite(result.history[0]["train_loss"])
 
 
+def test_label_smoothing_changes_the_training_loss_only(splits):
+    """Smoothing is a training objective: the first epoch's training loss rises (a smoothed
+    target's cross-entropy has a floor above 0), the dev loss stays the plain cross-entropy
+    (the same function of the model's logits: equal when the model is), and 0 is the seed."""
+    train, dev = splits
+    plain = fit_splits(quick(epochs=1), train, dev).history[0]
+    assert fit_splits(quick(epochs=1, label_smoothing=0.0), train, dev).history[0]["train_loss"] == plain["train_loss"]
+    smoothed = fit_splits(quick(epochs=1, label_smoothing=0.2), train, dev).history[0]
+    assert smoothed["train_loss"] > plain["train_loss"] + 0.1
+    assert (
+        0.2 < smoothed["dev"]["emotion"]["weighted_f1"]
+        and abs(smoothed["dev"]["emotion"]["loss"] - plain["dev"]["emotion"]["loss"]) < 0.5
+    )
+    for bad in (-0.1, 1.0):  # (a NaN is refused by every float key's own check first)
+        with pytest.raises(Exception, match="label_smoothing must be at least 0 and below 1"):
+            quick(label_smoothing=bad).validate()
+
+
 def test_cache_config_mismatches_are_one_sentence_errors(splits, tmp_path):
     train, dev = splits
     text_only = to_feature_sets(make_synthetic_split(100, "train", seed=1, modalities=("text",), **SHAPES))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from disk_fixtures import small_disk
-from reliability_fixtures import emo
+from reliability_fixtures import default_ctrl_c, emo
 from synthetic_features import make_synthetic_split, write_synthetic_cache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +37,7 @@ def start(*args) -> subprocess.Popen:
         text=True,
         cwd=ROOT,
         env=env,
+        preexec_fn=default_ctrl_c,
     )
 
 

@@ -30,7 +30,7 @@ import pytest
 
 from emo.errors import CacheError
 from extract_fixtures import assert_same_split, tiny_bert, tiny_clip  # noqa: F401  (session fixtures)
-from reliability_fixtures import BROKEN_SYNTH, child_env, emo_argv, extract_args, extract_config
+from reliability_fixtures import BROKEN_SYNTH, child_env, default_ctrl_c, emo_argv, extract_args, extract_config
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +116,9 @@ SCENARIOS = [
 
 def _run_and_kill(scenario: Scenario, argv: list[str], cache: Path) -> Scenario:
     log = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child can never block on it
-    process = subprocess.Popen(argv, env=child_env(), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    process = subprocess.Popen(
+        argv, env=child_env(), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True, preexec_fn=default_ctrl_c
+    )
     deadline = time.monotonic() + 300
     split_dir = cache / "train"
     try:
@@ -268,7 +270,9 @@ def test_decoding_workers_die_with_a_killed_parent(dataset, tiny_bert, tiny_clip
     cache = tmp_path / "cache"
     argv = emo_argv(*extract_args(dataset, cache, tiny_bert, tiny_clip, shard_size=SHARD_SIZE, workers=2))
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen(argv, env=child_env(), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    process = subprocess.Popen(
+        argv, env=child_env(), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True, preexec_fn=default_ctrl_c
+    )
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 300

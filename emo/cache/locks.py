@@ -224,13 +224,16 @@ def holders(root: str | Path) -> list[dict[str, Any]]:
     over by the next writer), `refreshed` (last heartbeat) and `file`."""
     base = Path(root) / LOCKS_DIR
     found = []
-    for path in sorted(base.rglob("*.lock")) if base.is_dir() else []:
+    # os.walk, not rglob: writers remove their lock folders while this reads (`emo cache status`
+    # during an extraction), and rglob raises when a folder goes between listing and entering.
+    files = [Path(top) / name for top, _, names in os.walk(base) for name in names if name.endswith(".lock")]
+    for path in sorted(files):
         holder = _record(path)
         try:
             refreshed = _dt.datetime.fromtimestamp(path.stat().st_mtime).astimezone().replace(microsecond=0)
-        except OSError:
+            live = not _stale(path, holder)
+        except OSError:  # released while this read it
             continue
-        live = not _stale(path, holder)
         found.append({**holder, "file": str(path), "refreshed": refreshed.isoformat(), "live": live})
     return found
 

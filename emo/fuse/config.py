@@ -62,6 +62,7 @@ class FitConfig:
     plateau_factor: float = 0.5  # ReduceLROnPlateau on dev weighted F1
     plateau_patience: int = 3
     class_weights: str = "none"  # none | balanced (from train counts) | meld (official 4,15,15,3,1,6,3)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing in training (0 = the seed's plain loss)
     seed: int = 0
     # robustness and augmentation (all off by default, as in the seed)
     modality_dropout: float = 0.0  # per-sample chance of hiding each present modality in training
@@ -128,6 +129,8 @@ class FitConfig:
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive; got {self.lr}.")
         # dropping every modality or keeping no frame means nothing; ReduceLROnPlateau refuses a factor >= 1
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be at least 0 and below 1; got {self.label_smoothing}.")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be at least 0 and below 1; got {self.modality_dropout}.")
         if not 0.0 < self.frame_keep <= 1.0:

@@ -45,13 +45,20 @@ def class_weights(scheme: str, head: str, labels: Tensor) -> Tensor | None:
     return counts.sum() / (num * counts)
 
 
-def batch_loss(logits: dict[str, Tensor], batch: Batch, weights: dict[str, Tensor | None] | None = None) -> Tensor:
-    """Sum of the heads' cross-entropies (joint emotion + sentiment when both are trained)."""
+def batch_loss(
+    logits: dict[str, Tensor],
+    batch: Batch,
+    weights: dict[str, Tensor | None] | None = None,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Sum of the heads' cross-entropies (joint emotion + sentiment when both are trained).
+    Label smoothing applies in training only: dev and test losses stay the plain ones."""
     weights = weights or {}
     total = 0.0
     for head, out in logits.items():
         target = batch.emotion if head == "emotion" else batch.sentiment
-        total = total + F.cross_entropy(out.float(), target, weight=weights.get(head))
+        loss = F.cross_entropy(out.float(), target, weight=weights.get(head), label_smoothing=label_smoothing)
+        total = total + loss
     return total
 
 

@@ -213,7 +213,7 @@ class Trainer:
             batch = augment_batch(batch, config, self.augment_rng, config.modalities)
             with autocast(config.precision, device):
                 logits = model(**batch.inputs())
-            loss = batch_loss(logits, batch, self.weights)
+            loss = batch_loss(logits, batch, self.weights, config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
