@@ -73,6 +73,7 @@ def main() -> None:
     if not (args.data / "train_sent_emo.csv").is_file():
         print(f"bench/layers_cost.py: the MELD CSVs are not in {args.data}; pass --data.", file=sys.stderr)
         raise SystemExit(2)
+    timing = Timing(args.allow_load)  # before extracting: its load is this bench's own
     cache = args.work / "cache"
     names = set_names(cache) if cache.is_dir() else {}
     for layers in ("last", "all"):
@@ -85,7 +86,6 @@ def main() -> None:
         print(f"  text/{name}: {set_bytes(cache, f'text/{name}') / 2**20:.0f} MiB")
 
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
-    timing = Timing(args.allow_load)
     runs: dict[tuple[str, str], list[dict]] = {(h, layers): [] for h in heads for layers in sets}
 
     def side(head: str, layers: str):
