@@ -128,9 +128,9 @@ class FitConfig:
             raise ConfigError("batch_size must be at least 2 because the early-fusion head uses batch norm.")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive; got {self.lr}.")
-        # dropping every modality or keeping no frame means nothing; ReduceLROnPlateau refuses a factor >= 1
-        if not 0.0 <= self.label_smoothing < 1.0:
+        if not 0.0 <= self.label_smoothing < 1.0:  # 1 would leave no trace of the label in the target
             raise ConfigError(f"label_smoothing must be at least 0 and below 1; got {self.label_smoothing}.")
+        # dropping every modality or keeping no frame means nothing; ReduceLROnPlateau refuses a factor >= 1
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be at least 0 and below 1; got {self.modality_dropout}.")
         if not 0.0 < self.frame_keep <= 1.0:
