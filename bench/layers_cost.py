@@ -34,12 +34,6 @@ from meld_text import extract, set_names
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def set_bytes(cache: Path, name: str) -> int:
-    """A feature set's files on disk (every split's shards and its metadata)."""
-    folder = cache / "sets" / Path(name)
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-
-
 def fit(cache: Path, out: Path, features: str, head: str, epochs: int, device: str) -> dict:
     """One `emo fit` as a user runs it; its training seconds per epoch and best dev weighted F1."""
     command = [sys.executable, "-m", "emo", "fit", "--cache", str(cache), "--out", str(out), "--overwrite"]
@@ -81,9 +75,12 @@ def main() -> None:
             extract(args.data, cache, args.encoder, layers, workers=0)
     names = set_names(cache)
     sets = {layers: names[(args.encoder, layers)] for layers in ("last", "all")}
+    import emo
+
+    info = emo.open_cache(cache)  # the cache's own record of its shards' sizes
     print(f"\n{args.encoder} on MELD's 13,708 utterances, size on disk:")
-    for layers, name in sets.items():
-        print(f"  text/{name}: {set_bytes(cache, f'text/{name}') / 2**20:.0f} MiB")
+    for name in sets.values():
+        print(f"  text/{name}: {info.sets[f'text/{name}'].bytes / 2**20:.0f} MiB")
 
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     runs: dict[tuple[str, str], list[dict]] = {(h, layers): [] for h in heads for layers in sets}

@@ -61,6 +61,7 @@ COLUMNS = (
     "test_acc",
     "best_epoch",
 )
+SCORES = ("dev_wf1", "test_wf1", "dev_acc", "test_acc")  # a row's scores, seed or seed ensemble
 PUBLISHED = (
     ("MELD paper: text-CNN", 55.12),
     ("MELD paper: contextual bcLSTM, text", 56.44),
@@ -175,9 +176,6 @@ def ensemble_rows(out: Path, by_features: dict, layers: str, head: str, option_t
             row = grid_row(by_features[features], layers, cell.get("layer_mix", ""), head, option_text)
             rows.append(row | dict(zip(SCORES, scores), seed="ensemble", best_epoch=""))
     return rows
-
-
-SCORES = ("dev_wf1", "test_wf1", "dev_acc", "test_acc")
 
 
 def grid_row(encoders: str, layers: str, layer_mix: str, head: str, options: str) -> dict:
