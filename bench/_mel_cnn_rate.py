@@ -1,80 +1,129 @@
-"""The mel-CNN's training-step rate beside this CPU's matmul rate, for bench/fit.py.
+"""The mel-CNN's training-step rate beside this CPU's matmul rate, for bench/fit.py and
+bench/mel_cnn_options.py.
 
 The mel-CNN's convolutions are ~95 % of a fit's FLOPs, so their achieved GFLOP/s against the
-same run's float32 matmul says how close a fit runs to what the CPU can do; the convolutions
-timed alone on the step's shapes say how much of the gap is the step's other work.
+same run's float32 matmul says how close a fit runs to what the CPU can do. The ceiling side
+runs the step's convolutions in the step's order, with their biases, the weights' layout
+copies and the fused AdamW, and nothing else: no ReLU, pool, per-clip mean or gather. No
+rearrangement of that other work, however fused, can make the step faster than that.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from _timing import Timing
 
+BATCH, FRAMES = 32, 400  # a MELD batch: 32 clips of ~4 s of 100 frame/s log-mel
+CONV1 = 2 * 40 * 64 * 3 * (FRAMES - 2)
+CONV2 = 2 * 64 * 128 * 3 * (FRAMES - 4)
+# FLOPs counted are the convolutions' alone: conv1 forward and weight gradient, conv2
+# forward, weight and input gradients (the mel needs no gradient). A side's time is the whole
+# step's, so the pool, the means, the projection and the optimiser count against it.
+STEP_FLOPS = BATCH * (2 * CONV1 + 3 * CONV2)
+MATMUL_N = 2048
 
-def mel_cnn_rates(repeats: int, timing: Timing) -> dict[str, list[float]]:
-    """GFLOP/s per round of one mel-CNN training step (forward, backward, fused AdamW) in fp32
-    and under bf16 autocast, of its convolutions alone, and of a float32 2048^2 matmul,
-    interleaved in this process.
 
-    FLOPs counted are the convolutions' alone (conv1 forward and weight gradient, conv2
-    forward, weight and input gradients: the mel needs no gradient); the time is the whole
-    step's, so the pool, the means, the projection and the optimiser count against it."""
+def rate(work: Callable[[], object], flop: float, calls: int) -> Callable[[], float]:
+    """A side for Timing.interleave: GFLOP/s of `calls` back-to-back calls of `work`."""
+
+    def side() -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            work()
+        return flop * calls / (time.perf_counter() - started) / 1e9
+
+    return side
+
+
+def matmul_side() -> Callable[[], float]:
+    import torch
+
+    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+    return rate(lambda: a @ b, 2 * MATMUL_N**3, 5)
+
+
+def model_step(model, mel, lengths=None, bf16: bool = False, fit_threads: bool = True) -> Callable[[], None]:
+    """One training step of a mel model: forward, a loss, backward, fused AdamW; with
+    `fit_threads`, on threads as `emo fit` runs its steps (emo.fuse.threads: small kernels on
+    one thread, the mel-CNN's convolutions on all)."""
+    import contextlib
+
+    import torch
+
+    from emo.fuse.threads import small_kernels
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    inputs = (mel,) if lengths is None else (mel, lengths)
+
+    def step() -> None:
+        with small_kernels() if fit_threads else contextlib.nullcontext():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(*inputs)
+            out.float().square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def convolution_chain() -> Callable[[], None]:
+    """The step's convolutions alone, in order (conv1 -> conv2 forward, conv2 backward for
+    input and weights, conv1 backward for weights), on the step's channels-last shapes, with
+    their biases, the weights' per-step layout copies and a fused AdamW over the model's
+    parameters: the ceiling for any arrangement of the step's other work."""
     import torch
 
     from emo.fuse.model import MelCNN
+    from emo.fuse.threads import large_kernels, small_kernels
 
-    torch.manual_seed(0)
-    batch, time_steps = 32, 400
-    cnn = MelCNN()
-    optimizer = torch.optim.AdamW(cnn.parameters(), lr=1e-4, fused=True)
-    mel = torch.randn(batch, 40, time_steps)
-    lengths = torch.full((batch,), time_steps)
-    conv1 = 2 * 40 * 64 * 3 * (time_steps - 2)
-    conv2 = 2 * 64 * 128 * 3 * (time_steps - 4)
-    flops = batch * (2 * conv1 + 3 * conv2)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-
-    def step(bf16: bool) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = cnn(mel, lengths)
-        out.float().square().mean().backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def rate(work, flop: float, calls: int):
-        def side() -> float:
-            started = time.perf_counter()
-            for _ in range(calls):
-                work()
-            return flop * calls / (time.perf_counter() - started) / 1e9
-
-        return side
-
-    # The same convolutions with nothing around them (forward, and the backward calls the step
-    # makes, on the step's channels-last shapes): the ceiling the step's other work falls from.
-    conv = torch.nn.functional.conv2d
     last = torch.channels_last
-    rows = torch.randn(batch, 40, 1, time_steps).contiguous(memory_format=last)
-    k1 = torch.randn(64, 40, 1, 3).contiguous(memory_format=last)
-    k2 = torch.randn(128, 64, 1, 3).contiguous(memory_format=last)
-    hidden = conv(rows, k1).contiguous(memory_format=last)
-    grad_out = torch.randn(batch, 128, 1, time_steps - 4).contiguous(memory_format=last)
-    grad_hidden = torch.randn_like(hidden)
+    cnn = MelCNN()
+    first, second = cnn.conv[0], cnn.conv[2]
+    optimizer = torch.optim.AdamW(cnn.parameters(), lr=1e-4, fused=True)
+    rows = torch.randn(BATCH, 40, 1, FRAMES).contiguous(memory_format=last)
+    grad_out = torch.randn(BATCH, 128, 1, FRAMES - 4).contiguous(memory_format=last)
     same = ([1, 1], [0, 0], [1, 1], False, [0, 0], 1)
     backward = torch.ops.aten.convolution_backward
+    conv = torch.nn.functional.conv2d
 
-    def convolutions() -> None:
-        conv(rows, k1)
-        conv(hidden, k2)
-        backward(grad_out, hidden, k2, [128], *same, [True, True, True])
-        backward(grad_hidden, rows, k1, [64], *same, [False, True, True])
+    def chain() -> None:
+        with small_kernels():  # threads as emo's step has them: all for the convolutions
+            with large_kernels():
+                k1 = first.weight.detach().unsqueeze(2).contiguous(memory_format=last)
+                k2 = second.weight.detach().unsqueeze(2).contiguous(memory_format=last)
+                hidden = conv(rows, k1, first.bias.detach())
+                conv(hidden, k2, second.bias.detach())
+                grad_hidden, grad_k2, grad_b2 = backward(grad_out, hidden, k2, [128], *same, [True, True, True])
+                _, grad_k1, grad_b1 = backward(grad_hidden, rows, k1, [64], *same, [False, True, True])
+            first.weight.grad, first.bias.grad = grad_k1.squeeze(2), grad_b1
+            second.weight.grad, second.bias.grad = grad_k2.squeeze(2), grad_b2
+            for parameter in cnn.proj.parameters():
+                parameter.grad = torch.zeros_like(parameter)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
+    return chain
+
+
+def mel_cnn_rates(repeats: int, timing: Timing) -> dict[str, list[float]]:
+    """GFLOP/s per round of one mel-CNN training step in fp32 and under bf16 autocast, of the
+    convolution chain alone (the ceiling), and of a float32 2048^2 matmul, interleaved."""
+    import torch
+
+    from emo.fuse.allocator import keep_freed_memory
+    from emo.fuse.model import MelCNN
+
+    keep_freed_memory()  # as `emo fit` sets it on a CPU (emo.fuse.allocator)
+    torch.manual_seed(0)
+    mel = torch.randn(BATCH, FRAMES, 40).transpose(1, 2)  # laid out as a fit's batches are (TensorSplit.gather_mel)
+    lengths = torch.full((BATCH,), FRAMES)
     sides = {
-        "mel-CNN fp32": rate(lambda: step(False), flops, 10),
-        "mel-CNN bf16": rate(lambda: step(True), flops, 10),
-        "convolutions alone fp32": rate(convolutions, flops, 10),
-        "matmul fp32": rate(lambda: a @ b, 2 * 2048**3, 5),
+        "mel-CNN fp32": rate(model_step(MelCNN(), mel, lengths), STEP_FLOPS, 10),
+        "mel-CNN bf16": rate(model_step(MelCNN(), mel, lengths, bf16=True), STEP_FLOPS, 10),
+        "convolution chain alone fp32": rate(convolution_chain(), STEP_FLOPS, 10),
+        "matmul fp32": matmul_side(),
     }
     for side in sides.values():  # warm-up: oneDNN builds its kernels on first use
         side()

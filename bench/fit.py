@@ -311,7 +311,7 @@ def main() -> None:
         )
         for name, values in rates.items():
             print("  " + timing.figure(name, values, "GFLOP/s", 1))
-        for name in ("mel-CNN fp32", "mel-CNN bf16", "convolutions alone fp32"):
+        for name in ("mel-CNN fp32", "mel-CNN bf16", "convolution chain alone fp32"):
             target = "(target >= 0.60x)" if name == "mel-CNN fp32" else ""
             print("  " + timing.ratio(f"{name} / matmul fp32", rates[name], rates["matmul fp32"], target))
     if not args.skip_encoders:

@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import emo.fuse  # noqa: F401, I001 - first: sets OpenMP's passive wait policy before torch loads
 
+import platform
+
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from emo.fuse.config import FitConfig
-from emo.fuse.mel_cnn import MelCNN, output_lengths
+from emo.fuse import packed_pool
+from emo.fuse.allocator import keep_freed_memory
+from emo.fuse.mel_cnn import MelCNN, RowPlan, output_lengths
 from emo.fuse.recurrence import run_gru
 from emo.fuse.threads import large_kernels, one_thread, small_kernels
 from emo.fuse.train import fit_splits
@@ -32,7 +39,16 @@ def padded_reference(cnn: MelCNN, mel: torch.Tensor, lengths: torch.Tensor) -> t
     return torch.cat(out)
 
 
-def test_packed_mel_cnn_equals_the_padded_conv1d_model_clip_by_clip():
+@pytest.fixture(params=["compiled", "torch"])
+def kernel_path(request, monkeypatch):
+    """Both ways the pool and its backward run: numba's kernels (float32 on a CPU) and the
+    PyTorch operations a GPU or bf16 takes, here forced on the CPU."""
+    if request.param == "torch":
+        monkeypatch.setattr(packed_pool, "compiled", lambda tensor: False)
+    return request.param
+
+
+def test_packed_mel_cnn_equals_the_padded_conv1d_model_clip_by_clip(kernel_path):
     torch.manual_seed(0)
     cnn = MelCNN(40, (8, 16), 12)
     lengths = torch.tensor(LENGTHS)
@@ -56,7 +72,7 @@ def test_packed_mel_cnn_equals_the_padded_conv1d_model_clip_by_clip():
     )
 
 
-def test_mel_cnn_ties_in_the_pool_go_to_the_first_frame_as_max_pool_does():
+def test_mel_cnn_ties_in_the_pool_go_to_the_first_frame_as_max_pool_does(kernel_path):
     """Digital silence gives constant frames, so equal neighbours are real; the gradient of a
     tied pair goes to one frame, as nn.MaxPool1d sends it, not to both."""
     torch.manual_seed(1)
@@ -71,6 +87,76 @@ def test_mel_cnn_ties_in_the_pool_go_to_the_first_frame_as_max_pool_does():
         grads.append([p.grad.clone() for p in cnn.parameters()])
     for packed, reference in zip(*grads):
         torch.testing.assert_close(packed, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_the_compiled_pool_and_the_pytorch_pool_agree_exactly():
+    """Same sums (to float32 rounding: the order of additions differs), the same frame gets
+    each gradient (ties and zeros included), and the compiled backward's bias sums are the
+    gradient's own sums over positions."""
+    torch.manual_seed(2)
+    rows, width, channels, batch = 5, 40, 16, 7
+    out = torch.randn(rows, channels, 1, width).clamp_min(0).contiguous(memory_format=torch.channels_last)
+    out[:, :, :, 10:20] = 0.5  # ties between the frames of a pair
+    owner = torch.randint(0, batch + 1, (rows * width // 2,))  # batch: nobody's position
+    owner[: width // 2] = 3
+    per_clip = torch.cat([torch.randn(batch, channels), torch.zeros(1, channels)])
+    assert packed_pool.compiled(out)
+    sums, kept = packed_pool.pool_sums(out, owner, batch, keep=True)
+    grad, bias = packed_pool.route_gradient(per_clip, owner, kept, torch.float32)
+    reference_sums, reference_kept = packed_pool.pool_sums(
+        out.contiguous(), owner, batch, keep=True
+    )  # not channels-last
+    reference_grad, no_bias = packed_pool.route_gradient(per_clip, owner, reference_kept, torch.float32)
+    assert len(kept) == 1 and len(reference_kept) == 2 and no_bias is None  # one of each path ran
+    torch.testing.assert_close(sums, reference_sums, rtol=1e-6, atol=1e-6)
+    assert torch.equal(grad, reference_grad)
+    torch.testing.assert_close(bias, grad.sum((0, 2, 3)), rtol=1e-5, atol=1e-5)
+    hidden = torch.randn(rows, channels, 1, width).contiguous(memory_format=torch.channels_last)
+    hidden[0, 0, 0, :5] = 0.0
+    upstream = torch.randn_like(hidden)
+    masked = upstream.clone()
+    bias = packed_pool.relu_backward(masked, hidden)
+    assert torch.equal(masked, torch.where(hidden > 0, upstream, 0.0))
+    torch.testing.assert_close(bias, masked.sum((0, 2, 3)), rtol=1e-5, atol=1e-5)
+
+
+def reference_first_fit_decreasing(need: list[int], width: int) -> list[tuple[int, int]]:
+    """(row, offset) per clip: longest first (ties in input order), each into the first row with room."""
+    free: list[int] = []
+    placed = [(0, 0)] * len(need)
+    for clip in sorted(range(len(need)), key=lambda i: -need[i]):
+        target = next((row for row, room in enumerate(free) if room >= need[clip]), len(free))
+        if target == len(free):
+            free.append(width)
+        placed[clip] = (target, width - free[target])
+        free[target] -= need[clip]
+    return placed
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 700), min_size=1, max_size=60))
+def test_row_plan_packs_every_clip_whole_into_one_row_first_fit_decreasing(lengths):
+    plan = RowPlan(np.array(lengths))
+    need = [max(n, 6) + max(n, 6) % 2 for n in lengths]
+    assert plan.need.tolist() == need and plan.width % 16 == 0 and plan.width >= max(need)
+    placed = reference_first_fit_decreasing(need, plan.width)
+    assert plan.rows == 1 + max(row for row, _ in placed)
+    used = np.zeros(plan.rows * plan.width, dtype=int)
+    for (row, offset), size in zip(placed, need):
+        assert offset % 2 == 0 and offset + size <= plan.width
+        used[row * plan.width + offset : row * plan.width + offset + size] += 1
+    assert used.max() == 1  # no two clips share a frame
+    # each clip owns its pooled outputs, inside its own frames' half-positions
+    out_len = np.maximum((np.array(lengths) - 4) // 2, 1)
+    for clip, ((row, offset), count) in enumerate(zip(placed, out_len)):
+        start = row * plan.pooled_width + offset // 2
+        assert (plan.segment[start : start + count] == clip).all()
+    assert (plan.segment == len(lengths)).sum() == plan.segment.size - out_len.sum()
+
+
+def test_keep_freed_memory_sets_glibcs_thresholds_once():
+    assert keep_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert keep_freed_memory() is keep_freed_memory()  # once per process
 
 
 def test_mel_cnn_refuses_a_mel_that_wants_a_gradient():

@@ -15,10 +15,11 @@ convolutions run once over the rows, whatever the batch is made of:
   there, so outputs that straddle two clips are never pooled: a clip's embedding is the same
   as if it were encoded alone (a test holds this against the plain padded convolution).
 
-The pool of 2 runs before the second ReLU (max then ReLU is ReLU then max), so the ReLU touches
-half the values, and the backward is written out (`_PackedConvs`) rather than left to a dozen
-autograd kernels. The weights stay those of the seed's `nn.Conv1d` layers, under the same
-names, so checkpoints load unchanged.
+On a CPU each ReLU runs inside its convolution (oneDNN's post-op), and the rest of the step,
+memory-bound passes over the convolutions' outputs, runs as one compiled pass each way
+(emo.fuse.packed_pool); the backward is written out (`_PackedConvs`) rather than left to a
+dozen autograd kernels. The weights stay those of the seed's `nn.Conv1d` layers, under the
+same names, so checkpoints load unchanged.
 """
 
 from __future__ import annotations
@@ -28,10 +29,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from emo.fuse.packed_pool import numba_kernels, pool_sums, relu_backward, route_gradient
 from emo.fuse.threads import large_kernels
 
 ROW_MULTIPLE = 16  # rows are a multiple of this many frames: few distinct shapes per run
 MIN_FRAMES = 6  # two k=3 valid convolutions and a pool of 2 need 6 frames for one output
+# oneDNN's convolution with a fused element-wise post-op, as PyTorch's own compiler calls it;
+# absent from builds without oneDNN, where the ReLU runs as its own pass.
+_ONEDNN_POINTWISE = (
+    getattr(torch.ops.mkldnn, "_convolution_pointwise", None) if torch.backends.mkldnn.is_available() else None
+)
 
 
 def output_lengths(lengths: Tensor) -> Tensor:
@@ -51,18 +58,10 @@ class RowPlan:
         need = np.maximum(lengths, MIN_FRAMES)
         need = need + need % 2
         self.width = width = int(-(-int(need.max()) // ROW_MULTIPLE) * ROW_MULTIPLE)
-        row = np.zeros(len(need), dtype=np.int64)
-        offset = np.zeros(len(need), dtype=np.int64)
-        free = np.zeros(len(need), dtype=np.int64)  # room left per row; at most one row per clip
-        rows = 0
-        for clip in np.argsort(-need, kind="stable"):  # first-fit decreasing
-            fits = np.flatnonzero(free[:rows] >= need[clip])
-            target = int(fits[0]) if len(fits) else rows
-            if target == rows:
-                free[rows], rows = width, rows + 1
-            row[clip], offset[clip] = target, width - free[target]
-            free[target] -= need[clip]
-        self.rows, self.need = rows, need
+        # first-fit decreasing, compiled: a Python loop over 128 clips took over 1 ms a batch
+        row, offset, rows = numba_kernels().first_fit_decreasing(need, width)
+        self.rows = rows = int(rows)
+        self.need = need
         self.pooled_width = (width - 4) // 2
         clip_of_frame = np.repeat(np.arange(len(need)), need)
         first = np.repeat(np.cumsum(need) - need, need)
@@ -148,15 +147,16 @@ class MelCNN(nn.Module):
 
 
 class _PackedConvs(torch.autograd.Function):
-    """conv -> ReLU -> conv -> pool of 2 -> ReLU -> per-clip mean over packed rows, with a
+    """conv -> ReLU -> conv -> ReLU -> pool of 2 -> per-clip mean over packed rows, with a
     hand-written backward.
 
     Autograd's version ran ten small kernels besides the convolutions (max-pool indices and
     their zero-filled gradient, two ReLU masks, a scatter for the means, weight layout
-    copies), which took as long as the convolutions' backward. Here the pool keeps the
-    difference of each pair (which frame won: the first on ties, as `max_pool1d` has it) and
-    the backward is one gather, three one-pass masks and the convolutions' own backward calls. A test
-    holds forward and gradients to the plain padded `nn.Conv1d` model clip by clip.
+    copies), which took as long as the convolutions' backward. Here the pool keeps which
+    frame of each pair won (the first on ties, as `max_pool1d` has it), and the backward is
+    the convolutions' own backward calls around one routing pass and one ReLU mask
+    (emo.fuse.packed_pool), which also sum the biases' gradients. A test holds forward and
+    gradients to the plain padded `nn.Conv1d` model clip by clip, on both of packed_pool's paths.
     """
 
     @staticmethod
@@ -173,44 +173,35 @@ class _PackedConvs(torch.autograd.Function):
     def _forward(ctx, rows, w1, b1, w2, b2, owner, counts):
         dtype = rows.dtype
         k1, k2 = _nhwc(w1, dtype), _nhwc(w2, dtype)
-        hidden = F.conv2d(rows, k1, b1.to(dtype)).clamp_min_(0)  # [R, C1, 1, W-2]
-        out = F.conv2d(hidden, k2, b2.to(dtype))  # [R, C2, 1, W-4]
-        r, c2, width = out.shape[0], out.shape[1], out.shape[3]
-        pairs = out.permute(0, 2, 3, 1).reshape(r, width // 2, 2, c2)  # a view of channels-last memory
-        pooled = torch.maximum(pairs[:, :, 0], pairs[:, :, 1]).clamp_min_(0)  # [R, W'/2, C2]
-        flat = pooled.view(-1, c2).float()
-        batch = counts.shape[0]
-        sums = flat.new_zeros(batch + 1, c2).index_add_(0, owner, flat)[:batch]  # row `batch`: nobody's
-        if any(ctx.needs_input_grad):  # training; evaluation keeps nothing
-            lead = torch.sub(pairs[:, :, 1], pairs[:, :, 0])  # > 0 where the second frame of a pair wins
-            ctx.save_for_backward(rows, hidden, lead, pooled, owner, counts, k1, k2)
+        hidden = _conv_relu(rows, k1, b1.to(dtype))  # [R, C1, 1, W-2]
+        out = _conv_relu(hidden, k2, b2.to(dtype))  # [R, C2, 1, W-4]; the pool of 2 follows
+        keep = any(ctx.needs_input_grad)  # training; evaluation keeps nothing
+        sums, kept = pool_sums(out, owner, counts.shape[0], keep)
+        if keep:
+            ctx.save_for_backward(rows, hidden, owner, counts, k1, k2, *kept)
             ctx.shapes = (w1.shape, w2.shape, b1.dtype)
         return sums / counts.unsqueeze(1)
 
     @staticmethod
     def _backward(ctx, grad):
-        rows, hidden, lead, pooled, owner, counts, k1, k2 = ctx.saved_tensors
+        rows, hidden, owner, counts, k1, k2, *kept = ctx.saved_tensors
         shape1, shape2, param_dtype = ctx.shapes
-        dtype = rows.dtype
-        r, half, c2 = pooled.shape
-        per_clip = torch.cat([grad.float() / counts.unsqueeze(1), grad.new_zeros(1, c2, dtype=torch.float32)])
-        spread = per_clip.to(dtype).index_select(0, owner).view(r, half, c2)
-        # threshold_backward(g, x, 0) is g where x > 0, else 0: one fast pass each (torch.where
-        # over bool masks was 1.5 ms per call here, longer than the convolution's backward).
-        threshold_backward = torch.ops.aten.threshold_backward
-        spread = threshold_backward(spread, pooled, 0)  # the ReLU after the pool
-        grad_out = torch.empty(r, half, 2, c2, dtype=dtype, device=grad.device)
-        threshold_backward.grad_input(spread, lead, 0, grad_input=grad_out[:, :, 1])  # second frame won
-        torch.sub(spread, grad_out[:, :, 1], out=grad_out[:, :, 0])  # else the first (ties too, as max_pool1d)
-        grad_out = grad_out.view(r, 1, 2 * half, c2).permute(0, 3, 1, 2)  # [R, C2, 1, W-4] channels-last
+        per_clip = torch.cat(
+            [grad.float() / counts.unsqueeze(1), grad.new_zeros(1, grad.shape[1], dtype=torch.float32)]
+        )
+        # Where the compiled kernels ran they also summed the biases' gradients on the way,
+        # and oneDNN's own bias reduction (a slow single pass) is skipped.
+        grad_out, grad_b2 = route_gradient(per_clip, owner, tuple(kept), rows.dtype)  # [R, C2, 1, W-4]
         conv_args = ([1, 1], [0, 0], [1, 1], False, [0, 0], 1)
-        grad_hidden, grad_k2, grad_b2 = torch.ops.aten.convolution_backward(
-            grad_out, hidden, k2, [k2.shape[0]], *conv_args, [True, True, True]
+        grad_hidden, grad_k2, conv_b2 = torch.ops.aten.convolution_backward(
+            grad_out, hidden, k2, [k2.shape[0]], *conv_args, [True, True, grad_b2 is None]
         )
-        grad_hidden = threshold_backward(grad_hidden, hidden, 0)  # the first ReLU
-        _, grad_k1, grad_b1 = torch.ops.aten.convolution_backward(
-            grad_hidden, rows, k1, [k1.shape[0]], *conv_args, [False, True, True]
+        grad_b1 = relu_backward(grad_hidden, hidden)  # the first ReLU, in place
+        _, grad_k1, conv_b1 = torch.ops.aten.convolution_backward(
+            grad_hidden, rows, k1, [k1.shape[0]], *conv_args, [False, True, grad_b1 is None]
         )
+        grad_b1 = conv_b1 if grad_b1 is None else grad_b1
+        grad_b2 = conv_b2 if grad_b2 is None else grad_b2
         return (
             None,
             grad_k1.reshape(shape1).to(param_dtype),
@@ -220,6 +211,14 @@ class _PackedConvs(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _conv_relu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """ReLU(conv2d(x)), the ReLU applied by oneDNN inside the convolution on a CPU (its
+    post-op: no second pass over the output), as a separate in-place pass elsewhere."""
+    if x.device.type == "cpu" and _ONEDNN_POINTWISE is not None:
+        return _ONEDNN_POINTWISE(x, weight, bias, [0, 0], [1, 1], [1, 1], 1, "relu", [], "")
+    return F.conv2d(x, weight, bias).clamp_min_(0)
 
 
 def _nhwc(weight: Tensor, dtype: torch.dtype) -> Tensor:

@@ -40,6 +40,7 @@ from emo.fuse.scoring import autocast, batch_loss, class_weights, predict, prima
 from emo.fuse.tensors import TensorSplit, epoch_batches
 from emo.fuse.model import FusionModel, ModelConfig, task_heads
 from emo.fuse.run_folder import RunWriter, run_folder
+from emo.fuse.allocator import keep_freed_memory
 from emo.fuse.threads import small_kernels
 from emo.progress import Message, ProgressCallback, TaskAdvanced, TaskFinished, TaskStarted, emit
 
@@ -158,6 +159,8 @@ class Trainer:
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         self.device = device = resolve_device(config.device)
+        if device.type == "cpu":
+            keep_freed_memory()  # no page faults for each step's activations (emo.fuse.allocator)
         seed_everything(config.seed)
         self.order_rng = torch.Generator().manual_seed(config.seed)
         self.augment_rng = torch.Generator().manual_seed(config.seed + 1)
