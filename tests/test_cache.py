@@ -34,7 +34,7 @@ from emo.cache import (
 from emo.cache import layout, storage
 from cache_writing import V1Writer
 from emo.cache.clips import build_set_columns
-from emo.cache.fingerprint import fingerprint_digest
+from emo.cache.fingerprint import describe_difference, fingerprint_digest
 from emo.cache.maintenance import remove_set, upgrade_cache
 from emo.cache.manifest import build_manifest
 from emo.commands.cache import app
@@ -510,6 +510,17 @@ def test_interrupted_write_leaves_no_shard_and_resume_equals_uninterrupted(tmp_p
     assert len(_shard_checksums(root)) == 12  # 3 row-table shards + 3 sets x 3 shards
 
 
+def test_a_fingerprint_difference_names_the_settings_that_differ_by_their_paths():
+    made = {"encoder": {"id": "minilm", "max_length": 128, "layers": [6]}, "sample_rate": 16000, "fps": 1}
+    now = {"encoder": {"id": "minilm", "max_length": 64, "layers": [6]}, "sample_rate": 16000}
+    assert describe_difference(now, made) == "encoder.max_length (128 vs 64), fps (1 vs None)"
+    many = {f"k{i}": {"v": i} for i in range(5)}
+    assert (
+        describe_difference(many, {})
+        == "k0 (None vs {'v': 0}), k1 (None vs {'v': 1}), k2 (None vs {'v': 2}) and 2 more"
+    )
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_set_fingerprint_or_format_mismatch_is_refused(tmp_path, fmt):
     root = tmp_path / "c"
@@ -517,7 +528,10 @@ def test_set_fingerprint_or_format_mismatch_is_refused(tmp_path, fmt):
     before = _file_hashes(root, root=root)
     changed = dict(FINGERPRINT, audio={"n_mels": 40, "views": 2})
     writer = V1Writer(root, changed, fmt=fmt)  # the row table is the same: opening is fine...
-    refusal = r"Feature set audio/mel .* made differently .*'n_mels': 6.*'n_mels': 40.*--name.*--overwrite"
+    # the one setting that differs, by its path, not both whole fingerprints
+    refusal = (
+        r"Feature set audio/mel .* made differently \(fingerprint\.audio\.n_mels \(6 vs 40\)\); .*--name.*--overwrite"
+    )
     with pytest.raises(CacheError, match=refusal):
         writer.write_shard("train", 0, shard_plan()[0][1], [])  # ...the audio set made differently is not
     other = "zarr" if fmt == "h5" else "h5"

@@ -23,12 +23,24 @@ def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
 
 
 def describe_difference(expected: dict[str, Any], found: dict[str, Any]) -> str:
-    """Name the first few keys whose values differ, for the error sentence."""
-    keys = sorted(set(expected) | set(found))
-    diffs = [k for k in keys if expected.get(k) != found.get(k)]
-    parts = [f"{k} ({found.get(k)!r} vs {expected.get(k)!r})" for k in diffs[:3]]
+    """Name the first few settings whose values differ, for the error sentence: the leaves, by
+    dotted path (`text.max_length (64 vs 128)`), not whole nested dicts a user must compare by eye."""
+    diffs = list(_differences(expected, found))
+    parts = [f"{path} ({was!r} vs {wanted!r})" for path, wanted, was in diffs[:3]]
     more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
     return ", ".join(parts) + more
+
+
+def _differences(expected: dict[str, Any], found: dict[str, Any], prefix: str = ""):
+    """(dotted path, expected value, found value) for each differing leaf, in key order."""
+    for key in sorted(set(expected) | set(found), key=str):
+        wanted, was = expected.get(key), found.get(key)
+        if wanted == was:
+            continue
+        if isinstance(wanted, dict) and isinstance(was, dict):
+            yield from _differences(wanted, was, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", wanted, was
 
 
 def require_same(expected: dict[str, Any], found: dict[str, Any], what: str) -> None:
