@@ -170,5 +170,5 @@ def _shortened(text: str, limit: int) -> str:
     """`text` cut at a word boundary to at most `limit` characters, with an ellipsis when cut."""
     if len(text) <= limit:
         return text
-    cut = text[: limit - 1].rsplit(" ", 1)[0] if " " in text[: limit - 1] else text[: limit - 1]
+    cut = text[: limit - 1].rsplit(" ", 1)[0]  # at the last space, if there is one
     return cut.rstrip(" ,;:") + "…"

@@ -31,11 +31,9 @@ def pool_sums(out: Tensor, owner: Tensor, batch: int, keep: bool) -> tuple[Tenso
     r, c, width = out.shape[0], out.shape[1], out.shape[3]
     pairs = out.permute(0, 2, 3, 1).reshape(r, width // 2, 2, c)  # a view of channels-last memory
     if compiled(out):
-        kernels = numba_kernels()
         sums = torch.zeros(batch + 1, c, dtype=torch.float32)
         won = torch.empty((r, width // 2, c) if keep else (0, 0, 0), dtype=torch.uint8)
-        kernels.use_threads(torch.get_num_threads())
-        kernels.pool_sums(pairs.numpy(), owner.numpy(), sums.numpy(), won.numpy(), keep)
+        _threaded_kernels().pool_sums(pairs.numpy(), owner.numpy(), sums.numpy(), won.numpy(), keep)
         return sums[:batch], (won,)
     pooled = torch.maximum(pairs[:, :, 0], pairs[:, :, 1])  # [R, W/2, C]
     sums = pooled.new_zeros(batch + 1, c, dtype=torch.float32).index_add_(0, owner, pooled.reshape(-1, c).float())
@@ -56,10 +54,8 @@ def route_gradient(
         r, half, c = won.shape
         grad_out = torch.empty(r, half, 2, c, dtype=torch.float32)
         bias_rows = torch.zeros(r, c, dtype=torch.float32)
-        kernels = numba_kernels()
-        kernels.use_threads(torch.get_num_threads())
         per_clip = per_clip.float().contiguous()
-        kernels.route(per_clip.numpy(), owner.numpy(), won.numpy(), grad_out.numpy(), bias_rows.numpy())
+        _threaded_kernels().route(per_clip.numpy(), owner.numpy(), won.numpy(), grad_out.numpy(), bias_rows.numpy())
         return grad_out.view(r, 1, 2 * half, c).permute(0, 3, 1, 2), bias_rows.sum(0)
     pooled, lead = kept
     r, half, c = pooled.shape
@@ -82,9 +78,7 @@ def relu_backward(grad: Tensor, hidden: Tensor) -> Tensor | None:
         return None
     r, c, width = grad.shape[0], grad.shape[1], grad.shape[3]
     bias_rows = torch.zeros(r, c, dtype=torch.float32)
-    kernels = numba_kernels()
-    kernels.use_threads(torch.get_num_threads())
-    kernels.relu_backward(
+    _threaded_kernels().relu_backward(
         grad.permute(0, 2, 3, 1).reshape(r, width, c).numpy(),
         hidden.permute(0, 2, 3, 1).reshape(r, width, c).numpy(),
         bias_rows.numpy(),
@@ -99,6 +93,14 @@ def compiled(tensor: Tensor) -> bool:
         and tensor.dtype == torch.float32
         and tensor.is_contiguous(memory_format=torch.channels_last)
     )
+
+
+def _threaded_kernels():
+    """The compiled kernels, their parallel loops on as many threads as torch has now (all the
+    fit's threads inside emo.fuse.threads.large_kernels())."""
+    kernels = numba_kernels()
+    kernels.use_threads(torch.get_num_threads())
+    return kernels
 
 
 def numba_kernels():
