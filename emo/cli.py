@@ -135,7 +135,13 @@ def run(application: typer.Typer, argv: list[str] | None = None, prog_name: str 
     Kept apart from `main` so tests can run any typer app through the same error handling.
     """
     try:
-        status = application(args=argv, prog_name=prog_name, standalone_mode=False)
+        try:
+            status = application(args=argv, prog_name=prog_name, standalone_mode=False)
+        except Exception as error:
+            interrupt = interrupt_beneath(error)
+            if interrupt is None:
+                raise
+            raise interrupt from None
     except ClickUsageError as error:
         if type(error).__name__ == "NoArgsIsHelpError":  # `emo` or `emo cache` alone: the help is the answer
             sys.stderr.write(error.format_message().rstrip("\n") + "\n")
@@ -167,6 +173,24 @@ def run(application: typer.Typer, argv: list[str] | None = None, prog_name: str 
     if status == INTERRUPTED_EXIT:  # typer turns Ctrl-C inside a command into a silent 130
         sys.stderr.write(INTERRUPTED)
     return status if isinstance(status, int) else 0
+
+
+def interrupt_beneath(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM) that `error` was raised while handling, if any.
+
+    A library's cleanup can fail because the interrupt stopped it half-way, and its error
+    then hides the interrupt: torch's zip writer, stopped inside `torch.save`, raises
+    "unexpected pos 296768 vs 296656" from its `__exit__`. The user pressed Ctrl-C; they get
+    the interrupt's line and exit code, not a traceback about a file emo deletes anyway.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 _terminated = False

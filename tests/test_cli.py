@@ -181,6 +181,45 @@ def test_ctrl_c_says_work_is_kept_and_exits_130(capsys):
     assert status == 130 and err == cli.INTERRUPTED
 
 
+def test_ctrl_c_hidden_by_a_failing_cleanup_is_still_ctrl_c(capsys):
+    # torch.save stopped by Ctrl-C fails again in its zip writer's __exit__ ("unexpected pos"):
+    # the user pressed Ctrl-C and must get its line and 130, not that error's traceback.
+    import io
+
+    import torch
+
+    class CtrlCMidWrite(io.BytesIO):
+        def write(self, data) -> int:
+            if self.tell() > 1000:
+                raise KeyboardInterrupt
+            return super().write(data)
+
+    toy = toy_app()
+
+    @toy.command("save")
+    def save() -> None:
+        torch.save({"weight": torch.zeros(4096)}, CtrlCMidWrite())
+
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # what torch itself lets out
+        save()
+    status, out, err = run(["save"], capsys, toy)
+    assert status == 130 and err == cli.INTERRUPTED
+
+
+def test_an_error_not_caused_by_an_interrupt_stays_a_bug():
+    toy = toy_app()
+
+    @toy.command("broken")
+    def broken() -> None:
+        try:
+            raise ValueError("first")
+        finally:
+            raise RuntimeError("second")
+
+    with pytest.raises(RuntimeError, match="second"):
+        cli.run(toy, ["broken"])
+
+
 def test_require_path_refuses_a_missing_path_as_usage(tmp_path):
     assert require_path(tmp_path, "Cache") == tmp_path
     with pytest.raises(PathNotFoundError, match=r"^Cache .*nope does not exist; run emo extract first\.$") as caught:
