@@ -3,8 +3,8 @@ bench/mel_cnn_options.py.
 
 The mel-CNN's convolutions are ~95 % of a fit's FLOPs, so their achieved GFLOP/s against the
 same run's float32 matmul says how close a fit runs to what the CPU can do. The ceiling side
-runs the step's convolutions in the step's order, with their biases, the weights' layout
-copies and the fused AdamW, and nothing else: no ReLU, pool, per-clip mean or gather. No
+runs the step's convolutions in the step's order and as the step runs them, with the weights'
+layout copies and the fused AdamW, and nothing else: no pool, per-clip mean or gather. No
 rearrangement of that other work, however fused, can make the step faster than that.
 """
 
@@ -68,37 +68,52 @@ def model_step(model, mel, lengths=None, bf16: bool = False, fit_threads: bool =
     return step
 
 
-def convolution_chain() -> Callable[[], None]:
-    """The step's convolutions alone, in order (conv1 -> conv2 forward, conv2 backward for
-    input and weights, conv1 backward for weights), on the step's channels-last shapes, with
-    their biases, the weights' per-step layout copies and a fused AdamW over the model's
-    parameters: the ceiling for any arrangement of the step's other work."""
+def convolution_chain(gradients: str = "blas") -> Callable[[], None]:
+    """The step's convolutions alone, in order (conv1 -> conv2 forward with their ReLUs fused
+    in, conv2's weight and input gradients, conv1's weight gradient) along one strip of the
+    batch's frames, with the weights' per-step layout copies and a fused AdamW over the model's
+    parameters: the ceiling for any arrangement of the step's other work.
+
+    `gradients="blas"` computes the gradients as emo's step does (emo.fuse.strip_conv: BLAS
+    products per tap); `"onednn"` as oneDNN's backward convolutions, biases included, as the
+    step did before."""
     import torch
 
     from emo.fuse.model import MelCNN
+    from emo.fuse.strip_conv import channels_last_weight, conv_relu, input_gradient, weight_gradient
     from emo.fuse.threads import large_kernels, small_kernels
 
-    last = torch.channels_last
     cnn = MelCNN()
     first, second = cnn.conv[0], cnn.conv[2]
     optimizer = torch.optim.AdamW(cnn.parameters(), lr=1e-4, fused=True)
-    rows = torch.randn(BATCH, 40, 1, FRAMES).contiguous(memory_format=last)
-    grad_out = torch.randn(BATCH, 128, 1, FRAMES - 4).contiguous(memory_format=last)
+    length = BATCH * FRAMES
+    strip = torch.randn(length, 40)
+    grad_out = torch.randn(length - 4, 128)
     same = ([1, 1], [0, 0], [1, 1], False, [0, 0], 1)
     backward = torch.ops.aten.convolution_backward
-    conv = torch.nn.functional.conv2d
+
+    def image(x):  # [N, C] as [1, C, 1, N] channels-last, a view
+        return x.view(1, 1, *x.shape).permute(0, 3, 1, 2)
 
     def chain() -> None:
         with small_kernels():  # threads as emo's step has them: all for the convolutions
             with large_kernels():
-                k1 = first.weight.detach().unsqueeze(2).contiguous(memory_format=last)
-                k2 = second.weight.detach().unsqueeze(2).contiguous(memory_format=last)
-                hidden = conv(rows, k1, first.bias.detach())
-                conv(hidden, k2, second.bias.detach())
-                grad_hidden, grad_k2, grad_b2 = backward(grad_out, hidden, k2, [128], *same, [True, True, True])
-                _, grad_k1, grad_b1 = backward(grad_hidden, rows, k1, [64], *same, [False, True, True])
-            first.weight.grad, first.bias.grad = grad_k1.squeeze(2), grad_b1
-            second.weight.grad, second.bias.grad = grad_k2.squeeze(2), grad_b2
+                k1 = channels_last_weight(first.weight.detach(), torch.float32)
+                k2 = channels_last_weight(second.weight.detach(), torch.float32)
+                hidden = conv_relu(strip, k1, first.bias.detach())
+                conv_relu(hidden, k2, second.bias.detach())
+                if gradients == "blas":
+                    grad_k2, grad_b2 = weight_gradient(hidden, grad_out), grad_out.sum(0)
+                    grad_hidden = input_gradient(grad_out, second.weight.detach())
+                    grad_k1, grad_b1 = weight_gradient(strip, grad_hidden), grad_hidden.sum(0)
+                else:
+                    grad_hidden, grad_k2, grad_b2 = backward(
+                        image(grad_out), image(hidden), k2, [128], *same, [True, True, True]
+                    )
+                    _, grad_k1, grad_b1 = backward(grad_hidden, image(strip), k1, [64], *same, [False, True, True])
+                    grad_k1, grad_k2 = grad_k1.squeeze(2), grad_k2.squeeze(2)
+            first.weight.grad, first.bias.grad = grad_k1, grad_b1
+            second.weight.grad, second.bias.grad = grad_k2, grad_b2
             for parameter in cnn.proj.parameters():
                 parameter.grad = torch.zeros_like(parameter)
             optimizer.step()

@@ -5,12 +5,14 @@ Each side is one training step (forward, a loss, backward, fused AdamW) on a bat
 x 400 frames, counted by the convolutions' FLOPs alone (bench/_mel_cnn_rate.py), all sides
 interleaved round by round (bench/_timing.py):
 
-- emo's step: clips packed end to end into channels-last rows, the backward written out
-  (`emo/fuse/mel_cnn.py`), what `emo fit` runs;
+- emo's step: the batch's clips end to end on one channels-last strip, the backward written
+  out (`emo/fuse/mel_cnn.py`, `emo/fuse/strip_conv.py`), what `emo fit` runs;
 - the seed's model as PyTorch writes it (padded `nn.Conv1d`, ReLU, `MaxPool1d`, mean), eager;
 - the same seed model under `torch.compile` (TorchInductor's generated C++), compile time
   reported separately;
-- the ceiling: the step's convolutions, biases, weight copies and AdamW with nothing else;
+- the ceiling: the step's convolutions as it runs them, weight copies and AdamW, nothing else;
+- the same chain with its gradients as oneDNN's backward convolutions (the step's way
+  before): BLAS products per tap compute the weights' gradients about twice as fast here;
 - the float32 2048^2 matmul.
 
 It also times fusing each ReLU into its convolution (oneDNN's post-op, through PyTorch's
@@ -79,7 +81,7 @@ def relu_pairs() -> dict:
     conv = torch.nn.functional.conv2d
     pointwise = torch.ops.mkldnn._convolution_pointwise
     last = torch.channels_last
-    rows = torch.randn(BATCH, 40, 1, FRAMES).contiguous(memory_format=last)
+    rows = torch.randn(1, 40, 1, BATCH * FRAMES).contiguous(memory_format=last)  # the strip, as emo runs it
     k1, b1 = torch.randn(64, 40, 1, 3).contiguous(memory_format=last), torch.randn(64)
     k2, b2 = torch.randn(128, 64, 1, 3).contiguous(memory_format=last), torch.randn(128)
     hidden = conv(rows, k1, b1).clamp_min_(0)
@@ -126,7 +128,7 @@ def main() -> None:
     mel = torch.randn(BATCH, FRAMES, 40).transpose(1, 2)  # laid out as a fit's batches are (TensorSplit.gather_mel)
     lengths = torch.full((BATCH,), FRAMES)
     sides = {
-        "emo step (packed rows, written-out backward)": rate(model_step(MelCNN(), mel, lengths), STEP_FLOPS, 10),
+        "emo step (clips on one strip, written-out backward)": rate(model_step(MelCNN(), mel, lengths), STEP_FLOPS, 10),
         "seed model, eager autograd": rate(model_step(seed_model(), mel, fit_threads=False), STEP_FLOPS, 10),
     }
     compile_note = "skipped (--no-compile)"
@@ -138,6 +140,7 @@ def main() -> None:
             sides["seed model, torch.compile"] = rate(step, STEP_FLOPS, 10)
             compile_note = f"first step, compiling included: {compiled:.1f} s"
     sides["ceiling: convolution chain + AdamW alone"] = rate(convolution_chain(), STEP_FLOPS, 10)
+    sides["the chain with oneDNN's backward convolutions"] = rate(convolution_chain("onednn"), STEP_FLOPS, 10)
     sides["matmul fp32"] = matmul_side()
     sides.update(relu_pairs())
     for side in sides.values():  # warm-up: oneDNN builds its kernels on first use
@@ -155,7 +158,7 @@ def main() -> None:
         target = "(target >= 0.60x)" if name.startswith("emo step") else ""
         print("  " + timing.ratio(f"{name} / matmul", rates[name], rates["matmul fp32"], target))
     print(f"  torch.compile: {compile_note}")
-    step_ms = [STEP_FLOPS / rate_ / 1e6 for rate_ in rates["emo step (packed rows, written-out backward)"]]
+    step_ms = [STEP_FLOPS / rate_ / 1e6 for rate_ in rates["emo step (clips on one strip, written-out backward)"]]
     saved = [a - b for a, b in zip(rates["ReLU as its own pass"], rates["ReLU as a oneDNN post-op"])]
     print("\nboth convolutions' forward with their ReLUs:")
     for name in ("ReLU as its own pass", "ReLU as a oneDNN post-op"):

@@ -18,7 +18,7 @@ from torch import nn
 from emo.fuse.config import FitConfig
 from emo.fuse import packed_pool
 from emo.fuse.allocator import keep_freed_memory
-from emo.fuse.mel_cnn import MelCNN, RowPlan, output_lengths
+from emo.fuse.mel_cnn import MelCNN, StripPlan, output_lengths, strip_length
 from emo.fuse.recurrence import run_gru
 from emo.fuse.threads import large_kernels, one_thread, small_kernels
 from emo.fuse.train import fit_splits
@@ -92,66 +92,64 @@ def test_mel_cnn_ties_in_the_pool_go_to_the_first_frame_as_max_pool_does(kernel_
 def test_the_compiled_pool_and_the_pytorch_pool_agree_exactly():
     """Same sums (to float32 rounding: the order of additions differs), the same frame gets
     each gradient (ties and zeros included), and the compiled backward's bias sums are the
-    gradient's own sums over positions."""
+    gradient's own sums over positions. Clips straddle the compiled passes' chunks."""
     torch.manual_seed(2)
-    rows, width, channels, batch = 5, 40, 16, 7
-    out = torch.randn(rows, channels, 1, width).clamp_min(0).contiguous(memory_format=torch.channels_last)
-    out[:, :, :, 10:20] = 0.5  # ties between the frames of a pair
-    owner = torch.randint(0, batch + 1, (rows * width // 2,))  # batch: nobody's position
-    owner[: width // 2] = 3
+    length, channels, batch = 200, 16, 7
+    out = torch.randn(length, channels).clamp_min(0)
+    out[50:70] = 0.5  # ties between the frames of a pair
+    owner = torch.randint(0, batch + 1, (length // 2,))  # batch: nobody's position
+    owner[:40] = 3  # one clip over several chunks
     per_clip = torch.cat([torch.randn(batch, channels), torch.zeros(1, channels)])
-    assert packed_pool.compiled(out)
-    sums, kept = packed_pool.pool_sums(out, owner, batch, keep=True)
-    grad, bias = packed_pool.route_gradient(per_clip, owner, kept, torch.float32)
-    reference_sums, reference_kept = packed_pool.pool_sums(
-        out.contiguous(), owner, batch, keep=True
-    )  # not channels-last
-    reference_grad, no_bias = packed_pool.route_gradient(per_clip, owner, reference_kept, torch.float32)
+    results = []
+    for path in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(packed_pool, "compiled", lambda tensor, path=path: path)
+            sums, kept = packed_pool.pool_sums(out, owner, batch, keep=True)
+            grad, bias = packed_pool.route_gradient(per_clip, owner, kept, torch.float32)
+        results.append((sums, kept, grad, bias))
+    (sums, kept, grad, bias), (reference_sums, reference_kept, reference_grad, no_bias) = results
     assert len(kept) == 1 and len(reference_kept) == 2 and no_bias is None  # one of each path ran
     torch.testing.assert_close(sums, reference_sums, rtol=1e-6, atol=1e-6)
     assert torch.equal(grad, reference_grad)
-    torch.testing.assert_close(bias, grad.sum((0, 2, 3)), rtol=1e-5, atol=1e-5)
-    hidden = torch.randn(rows, channels, 1, width).contiguous(memory_format=torch.channels_last)
-    hidden[0, 0, 0, :5] = 0.0
+    torch.testing.assert_close(bias, grad.sum(0), rtol=1e-5, atol=1e-5)
+    hidden = torch.randn(length, channels)
+    hidden[:5, 0] = 0.0
     upstream = torch.randn_like(hidden)
     masked = upstream.clone()
     bias = packed_pool.relu_backward(masked, hidden)
     assert torch.equal(masked, torch.where(hidden > 0, upstream, 0.0))
-    torch.testing.assert_close(bias, masked.sum((0, 2, 3)), rtol=1e-5, atol=1e-5)
-
-
-def reference_first_fit_decreasing(need: list[int], width: int) -> list[tuple[int, int]]:
-    """(row, offset) per clip: longest first (ties in input order), each into the first row with room."""
-    free: list[int] = []
-    placed = [(0, 0)] * len(need)
-    for clip in sorted(range(len(need)), key=lambda i: -need[i]):
-        target = next((row for row, room in enumerate(free) if room >= need[clip]), len(free))
-        if target == len(free):
-            free.append(width)
-        placed[clip] = (target, width - free[target])
-        free[target] -= need[clip]
-    return placed
+    torch.testing.assert_close(bias, masked.sum(0), rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 700), min_size=1, max_size=60))
-def test_row_plan_packs_every_clip_whole_into_one_row_first_fit_decreasing(lengths):
-    plan = RowPlan(np.array(lengths))
+def test_strip_plan_puts_every_clip_whole_at_an_even_offset_and_owns_its_outputs(lengths):
+    plan = StripPlan(np.array(lengths))
     need = [max(n, 6) + max(n, 6) % 2 for n in lengths]
-    assert plan.need.tolist() == need and plan.width % 16 == 0 and plan.width >= max(need)
-    placed = reference_first_fit_decreasing(need, plan.width)
-    assert plan.rows == 1 + max(row for row, _ in placed)
-    used = np.zeros(plan.rows * plan.width, dtype=int)
-    for (row, offset), size in zip(placed, need):
-        assert offset % 2 == 0 and offset + size <= plan.width
-        used[row * plan.width + offset : row * plan.width + offset + size] += 1
-    assert used.max() == 1  # no two clips share a frame
+    assert plan.need.tolist() == need and plan.length == strip_length(sum(need)) >= sum(need)
+    used = np.zeros(plan.length, dtype=int)
+    for offset, size in zip(plan.offset.tolist(), need):
+        assert offset % 2 == 0
+        used[offset : offset + size] += 1
+    assert used.max() == 1 and used[: sum(need)].min() == 1  # end to end, no two clips share a frame
     # each clip owns its pooled outputs, inside its own frames' half-positions
     out_len = np.maximum((np.array(lengths) - 4) // 2, 1)
-    for clip, ((row, offset), count) in enumerate(zip(placed, out_len)):
-        start = row * plan.pooled_width + offset // 2
-        assert (plan.segment[start : start + count] == clip).all()
-    assert (plan.segment == len(lengths)).sum() == plan.segment.size - out_len.sum()
+    for clip, (offset, count) in enumerate(zip(plan.offset.tolist(), out_len)):
+        assert (plan.owner[offset // 2 : offset // 2 + count] == clip).all()
+    assert (plan.owner == len(lengths)).sum() == plan.owner.size - out_len.sum()
+    source = plan.source_index(max(lengths + [6]))
+    assert len(source) == plan.length and source.min() >= 0
+
+
+@pytest.mark.parametrize("frames", [1, 63, 64, 65, 1000, 1025, 12801, 40000])
+def test_strip_lengths_waste_at_most_a_sixteenth_and_come_in_few_sizes(frames):
+    length = strip_length(frames)
+    assert length >= frames and length % 64 == 0
+    assert length - frames < max(64, frames / 16)
+
+
+def test_a_fit_meets_few_strip_lengths():  # oneDNN builds a kernel per shape
+    assert len({strip_length(n) for n in range(1, 40001)}) < 120
 
 
 def test_keep_freed_memory_sets_glibcs_thresholds_once():

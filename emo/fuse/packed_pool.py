@@ -1,11 +1,11 @@
-"""The mel-CNN's work around its convolutions over packed rows: the pool of 2 with each clip's
-sum over its own outputs, the route of each clip's gradient back to the frame that won its pool
-pair, and the first ReLU's backward.
+"""The mel-CNN's work around its convolutions along the strip of a batch's clips: the pool of 2
+with each clip's sum over its own outputs, the route of each clip's gradient back to the frame
+that won its pool pair, and the first ReLU's backward.
 
 On a CPU this work decided the step's speed as much as the convolutions did: it is memory
 bound, and as PyTorch operations it was eight passes over the ~6.5 MB of conv2's outputs
 (maximum, a clamp, the pair difference, index_add; a gather, two masks, a subtraction),
-each streaming from the last-level cache, plus oneDNN's slow single-pass bias reductions.
+each streaming from the last-level cache, plus the biases' gradients as separate reductions.
 For float32 on a CPU each step here is one parallel pass compiled by numba
 (emo.fuse._numba_kernels), and the backward passes sum the biases' gradients on the way:
 
@@ -24,75 +24,68 @@ import torch
 from torch import Tensor
 
 
+CHUNKS = 16  # the compiled passes' parallel pieces: equal spans of the strip, partial sums each
+
+
 def pool_sums(out: Tensor, owner: Tensor, batch: int, keep: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """Per-clip float32 sums [batch, C] of the pool of 2 over `out` [R, C, 1, W] (channels-last,
-    non-negative), position p of the pooled rows belonging to clip `owner[p]` (`batch`: to
-    nobody); and, when `keep`, what `route_gradient` needs."""
-    r, c, width = out.shape[0], out.shape[1], out.shape[3]
-    pairs = out.permute(0, 2, 3, 1).reshape(r, width // 2, 2, c)  # a view of channels-last memory
+    """Per-clip float32 sums [batch, C] of the pool of 2 over `out` [N, C] (position-major,
+    non-negative), pooled position p belonging to clip `owner[p]` (`batch`: to nobody); and,
+    when `keep`, what `route_gradient` needs."""
+    n, c = out.shape
+    pairs = out.view(n // 2, 2, c)
     if compiled(out):
-        sums = torch.zeros(batch + 1, c, dtype=torch.float32)
-        won = torch.empty((r, width // 2, c) if keep else (0, 0, 0), dtype=torch.uint8)
-        _threaded_kernels().pool_sums(pairs.numpy(), owner.numpy(), sums.numpy(), won.numpy(), keep)
-        return sums[:batch], (won,)
-    pooled = torch.maximum(pairs[:, :, 0], pairs[:, :, 1])  # [R, W/2, C]
-    sums = pooled.new_zeros(batch + 1, c, dtype=torch.float32).index_add_(0, owner, pooled.reshape(-1, c).float())
+        partial = torch.zeros(CHUNKS, batch + 1, c, dtype=torch.float32)
+        won = torch.empty((n // 2, c) if keep else (0, 0), dtype=torch.uint8)
+        _threaded_kernels().pool_sums(pairs.numpy(), owner.numpy(), partial.numpy(), won.numpy(), keep)
+        return partial.sum(0)[:batch], (won,)
+    pooled = torch.maximum(pairs[:, 0], pairs[:, 1])  # [N/2, C]
+    sums = pooled.new_zeros(batch + 1, c, dtype=torch.float32).index_add_(0, owner, pooled.float())
     if not keep:
         return sums[:batch], ()
-    lead = torch.sub(pairs[:, :, 1], pairs[:, :, 0])  # > 0 where the second frame of a pair wins
+    lead = torch.sub(pairs[:, 1], pairs[:, 0])  # > 0 where the second frame of a pair wins
     return sums[:batch], (pooled, lead)
 
 
 def route_gradient(
     per_clip: Tensor, owner: Tensor, kept: tuple[Tensor, ...], dtype: torch.dtype
 ) -> tuple[Tensor, Tensor | None]:
-    """The gradient at `out` [R, C, 1, W] (channels-last) from each clip's gradient `per_clip`
-    [batch + 1, C] (row `batch` zero: nobody's positions get nothing); and, where the
-    compiled kernel ran, its sum over positions (the bias gradient), else None."""
+    """The gradient at `out` [N, C] from each clip's gradient `per_clip` [batch + 1, C] (row
+    `batch` zero: nobody's positions get nothing); and, where the compiled kernel ran, its sum
+    over positions (the bias gradient), else None."""
     if len(kept) == 1:  # pool_sums ran compiled
         (won,) = kept
-        r, half, c = won.shape
-        grad_out = torch.empty(r, half, 2, c, dtype=torch.float32)
-        bias_rows = torch.zeros(r, c, dtype=torch.float32)
-        per_clip = per_clip.float().contiguous()
-        _threaded_kernels().route(per_clip.numpy(), owner.numpy(), won.numpy(), grad_out.numpy(), bias_rows.numpy())
-        return grad_out.view(r, 1, 2 * half, c).permute(0, 3, 1, 2), bias_rows.sum(0)
+        half, c = won.shape
+        grad_out = torch.empty(half, 2, c, dtype=torch.float32)
+        bias_partial = torch.zeros(CHUNKS, c, dtype=torch.float32)
+        _threaded_kernels().route(per_clip.numpy(), owner.numpy(), won.numpy(), grad_out.numpy(), bias_partial.numpy())
+        return grad_out.view(2 * half, c), bias_partial.sum(0)
     pooled, lead = kept
-    r, half, c = pooled.shape
-    spread = per_clip.to(dtype).index_select(0, owner).view(r, half, c)
+    half, c = pooled.shape
+    spread = per_clip.to(dtype).index_select(0, owner)
     # threshold_backward(g, x, 0) is g where x > 0, else 0: one fast pass each (torch.where
     # over bool masks was slower than the convolution's backward here).
     threshold_backward = torch.ops.aten.threshold_backward
     spread = threshold_backward(spread, pooled, 0)  # the ReLU: no gradient where both were <= 0
-    grad_out = torch.empty(r, half, 2, c, dtype=dtype, device=per_clip.device)
-    threshold_backward.grad_input(spread, lead, 0, grad_input=grad_out[:, :, 1])  # the second won
-    torch.sub(spread, grad_out[:, :, 1], out=grad_out[:, :, 0])  # else the first (ties too)
-    return grad_out.view(r, 1, 2 * half, c).permute(0, 3, 1, 2), None
+    grad_out = torch.empty(half, 2, c, dtype=dtype, device=per_clip.device)
+    threshold_backward.grad_input(spread, lead, 0, grad_input=grad_out[:, 1])  # the second won
+    torch.sub(spread, grad_out[:, 1], out=grad_out[:, 0])  # else the first (ties too)
+    return grad_out.view(2 * half, c), None
 
 
 def relu_backward(grad: Tensor, hidden: Tensor) -> Tensor | None:
-    """In place, `grad` [R, C, 1, W] (channels-last) where `hidden` > 0, else 0; returns its sum
-    over positions (the bias gradient) where the compiled kernel ran, else None."""
+    """In place, `grad` [N, C] where `hidden` [N, C] > 0, else 0; returns its sum over
+    positions (the bias gradient) where the compiled kernel ran, else None."""
     if not (compiled(grad) and compiled(hidden)):
         torch.ops.aten.threshold_backward.grad_input(grad, hidden, 0, grad_input=grad)
         return None
-    r, c, width = grad.shape[0], grad.shape[1], grad.shape[3]
-    bias_rows = torch.zeros(r, c, dtype=torch.float32)
-    _threaded_kernels().relu_backward(
-        grad.permute(0, 2, 3, 1).reshape(r, width, c).numpy(),
-        hidden.permute(0, 2, 3, 1).reshape(r, width, c).numpy(),
-        bias_rows.numpy(),
-    )
-    return bias_rows.sum(0)
+    bias_partial = torch.zeros(CHUNKS, grad.shape[1], dtype=torch.float32)
+    _threaded_kernels().relu_backward(grad.numpy(), hidden.numpy(), bias_partial.numpy())
+    return bias_partial.sum(0)
 
 
 def compiled(tensor: Tensor) -> bool:
-    """Whether the compiled kernels take this tensor: float32, on a CPU, channels-last."""
-    return (
-        tensor.device.type == "cpu"
-        and tensor.dtype == torch.float32
-        and tensor.is_contiguous(memory_format=torch.channels_last)
-    )
+    """Whether the compiled kernels take this tensor: float32, on a CPU, contiguous."""
+    return tensor.device.type == "cpu" and tensor.dtype == torch.float32 and tensor.is_contiguous()
 
 
 def _threaded_kernels():
