@@ -21,6 +21,7 @@ spread, and nothing at all when other work takes over half the cores (bench/_tim
 
     .venv/bin/python bench/fit.py --epochs 3 --skip-encoders           # context heads vs none, mel-CNN rate
     .venv/bin/python bench/fit.py --context-models none --repeats 2    # the 15-epoch wall time
+    .venv/bin/python bench/fit.py --mel-only --repeats 7               # the mel-CNN rate alone
     .venv/bin/python bench/fit.py --train 1000 --dev 200 --epochs 1 --skip-encoders --allow-load   # a try-out
 """
 
@@ -36,12 +37,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from _mel_cnn_rate import mel_cnn_rates
+from _mel_cnn_rate import has_bf16_units, mel_cnn_rates
 from _timing import Timing, add_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # synthetic_features: the learnable test/bench cache
+# emo before torch: emo sets OpenMP's passive wait (emo/__init__.py), which only takes effect
+# if set before torch loads OpenMP; the mel-CNN rates then run on the threads `emo fit` has.
+import emo  # noqa: E402, F401
 
 TRAIN, DEV = 9989, 1109
 FRAMES, VIS_DIM, TEXT_DIM, MEAN_MEL = 16, 512, 768, 360
@@ -216,6 +220,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device of the fits (cpu, cuda, auto)")
     parser.add_argument("--skip-encoders", action="store_true", help="skip timing the frozen encoders")
     parser.add_argument("--skip-mel", action="store_true", help="skip the mel-CNN vs matmul rates (CPU figures)")
+    parser.add_argument("--mel-only", action="store_true", help="only the mel-CNN vs matmul rates: no cache, no fits")
     parser.add_argument(
         "--context-models",
         default="none,gru,transformer",
@@ -231,11 +236,17 @@ def main() -> None:
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     if not precisions or any(p not in ("fp32", "bf16") for p in precisions):
         parser.error(f"--precisions takes fp32 and/or bf16, not {args.precisions!r}")
+    if "bf16" in precisions and args.device == "cpu" and not has_bf16_units() and len(precisions) > 1:
+        print("bf16 fits: not run: this CPU has no bf16 instructions (autocast would emulate them, over 10x slower)")
+        precisions.remove("bf16")
 
     timing = Timing(args.allow_load)
     print(
         f"machine: {timing.cores} CPUs, load average {timing.loads[0][1]:.2f} at start (other work shares these cores)"
     )
+    if args.mel_only:
+        print_mel_rates(args.repeats, timing)
+        raise SystemExit(timing.finish())
     models = [c.strip() for c in args.context_models.split(",") if c.strip()]
     with tempfile.TemporaryDirectory(prefix="emo_bench_fit_") as tmp:
         cache = Path(tmp) / "cache"
@@ -305,19 +316,24 @@ def main() -> None:
         f"{max(r['peak_rss_mb'] for r in fit):.0f} MiB (target < 4096)"
     )
     if not args.skip_mel:
-        rates = mel_cnn_rates(args.repeats, timing)
-        print(
-            "\nmel-CNN training step (batch 32 x 400 frames: fwd + bwd + AdamW) vs float32 matmul 2048^2, interleaved:"
-        )
-        for name, values in rates.items():
-            print("  " + timing.figure(name, values, "GFLOP/s", 1))
-        for name in ("mel-CNN fp32", "mel-CNN bf16", "convolution chain alone fp32"):
-            target = "(target >= 0.60x)" if name == "mel-CNN fp32" else ""
-            print("  " + timing.ratio(f"{name} / matmul fp32", rates[name], rates["matmul fp32"], target))
+        print_mel_rates(args.repeats, timing)
     if not args.skip_encoders:
         wall = statistics.median(r["wall_s"] for r in fit)
         print_end_to_end(encoder_seconds_per_clip(), args, wall, statistics.median(per_epoch[(base, first)]), timing)
     raise SystemExit(timing.finish())
+
+
+def print_mel_rates(repeats: int, timing: Timing) -> None:
+    rates = mel_cnn_rates(repeats, timing)
+    print("\nmel-CNN training step (batch 32 x 400 frames: fwd + bwd + AdamW) vs float32 matmul 2048^2, interleaved:")
+    for name, values in rates.items():
+        print("  " + timing.figure(name, values, "GFLOP/s", 1))
+    for name in ("mel-CNN fp32", "mel-CNN bf16", "convolution chain alone fp32"):
+        if name not in rates:
+            print(f"  {name}: not measured: this CPU has no bf16 instructions (autocast would emulate them)")
+            continue
+        target = "(target >= 0.60x)" if name == "mel-CNN fp32" else ""
+        print("  " + timing.ratio(f"{name} / matmul fp32", rates[name], rates["matmul fp32"], target))
 
 
 def print_end_to_end(enc: dict, args, fit_wall: float, per_epoch: float, timing: Timing) -> None:
