@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from emo.fuse.config import FitConfig
-from emo.fuse import packed_pool
+from emo.fuse import packed_pool, strip_conv
 from emo.fuse.allocator import keep_freed_memory
 from emo.fuse.mel_cnn import MelCNN, StripPlan, output_lengths, strip_length
 from emo.fuse.recurrence import run_gru
@@ -150,6 +150,20 @@ def test_strip_lengths_waste_at_most_a_sixteenth_and_come_in_few_sizes(frames):
 
 def test_a_fit_meets_few_strip_lengths():  # oneDNN builds a kernel per shape
     assert len({strip_length(n) for n in range(1, 40001)}) < 120
+
+
+@pytest.mark.parametrize("length", [7, 2049, 6151])  # one piece; two; three with a remainder
+def test_strip_convolution_gradients_are_conv1ds(length):
+    """strip_conv's products per tap (in pieces, for a long strip) are nn.functional.conv1d's
+    weight and input gradients."""
+    torch.manual_seed(3)
+    x = torch.randn(length, 5, requires_grad=True)
+    weight = torch.randn(4, 5, 3, requires_grad=True)
+    out = nn.functional.conv1d(x.t().unsqueeze(0), weight)[0].t()  # [length - 2, 4]
+    upstream = torch.randn_like(out)
+    grad_x, grad_weight = torch.autograd.grad((out * upstream).sum(), [x, weight])
+    torch.testing.assert_close(strip_conv.weight_gradient(x.detach(), upstream), grad_weight, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(strip_conv.input_gradient(upstream, weight.detach()), grad_x, rtol=1e-4, atol=1e-4)
 
 
 def test_keep_freed_memory_sets_glibcs_thresholds_once():
