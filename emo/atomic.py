@@ -19,7 +19,7 @@ import socket
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from emo.errors import DiskFullError
+from emo.errors import DiskFullError, error_chain
 
 _HOST_SAFE = re.compile(r"[^A-Za-z0-9_]")
 # No space on the device, over quota, over the process's file-size limit: the user frees room.
@@ -91,17 +91,13 @@ def atomic_path(path: Path | str, durable: bool = False, keep_suffix: bool = Fal
 
 def is_disk_full(error: BaseException) -> bool:
     """True when `error`, or any error it was raised from, says the disk (or quota) is full."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in error_chain(error):
         if isinstance(current, DiskFullError):
             return True
         if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
             return True
         if any(words in str(current).lower() for words in _DISK_FULL_WORDS):
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 

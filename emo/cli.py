@@ -26,7 +26,7 @@ import typer
 from emo import __version__
 from emo.commands import ablate, cache, demo, encoders, ensemble, evaluate, extract, fit, predict, synth
 from emo.atomic import disk_full_sentence, is_disk_full
-from emo.errors import EmoError
+from emo.errors import EmoError, error_chain
 
 try:  # recent typer vendors click; older typer uses click itself
     from typer._click.exceptions import UsageError as ClickUsageError
@@ -183,14 +183,7 @@ def interrupt_beneath(error: BaseException) -> KeyboardInterrupt | None:
     "unexpected pos 296768 vs 296656" from its `__exit__`. The user pressed Ctrl-C; they get
     the interrupt's line and exit code, not a traceback about a file emo deletes anyway.
     """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, KeyboardInterrupt):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
+    return next((cause for cause in error_chain(error) if isinstance(cause, KeyboardInterrupt)), None)
 
 
 _terminated = False

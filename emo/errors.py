@@ -23,7 +23,20 @@ run folder, and `emo fit --overwrite` keeps the old run until the new one is com
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+
+
+def error_chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then each error it was raised from or while handling, oldest last (each once:
+    a chain can loop). A library often hides the cause that decides what the user is told (a
+    full disk, a Ctrl-C) under an error of its own."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 class EmoError(Exception):
