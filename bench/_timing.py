@@ -86,12 +86,14 @@ class Timing:
             )
         return None
 
-    def ratio(self, label: str, top: list[float], bottom: list[float], target: str = "") -> str:
-        """`label: 1.07x (median of 3 interleaved rounds, spread 1.02-1.12x)`; pairs by round."""
+    def ratio(self, label: str, top: list[float], bottom: list[float], target: str = "", digits: int = 2) -> str:
+        """`label: 1.07x (median of 3 interleaved rounds, spread 1.02-1.12x)`; pairs by round.
+        More `digits` where a median near a target must not round onto it."""
         ratios = [a / b for a, b in zip(top, bottom) if b]
         if not ratios:
             return f"{label}: not measured (no rounds)"
-        text = f"{statistics.median(ratios):.2f}x (median of {len(ratios)} interleaved rounds, spread {spread(ratios)})"
+        median = f"{statistics.median(ratios):.{digits}f}x"
+        text = f"{median} (median of {len(ratios)} interleaved rounds, spread {spread(ratios, digits)})"
         return self._verdict(label, text, target)
 
     def figure(self, label: str, values: list[float], unit: str, digits: int = 2, target: str = "") -> str:

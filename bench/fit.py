@@ -43,9 +43,12 @@ from _timing import Timing, add_arguments
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # synthetic_features: the learnable test/bench cache
-# emo before torch: emo sets OpenMP's passive wait (emo/__init__.py), which only takes effect
-# if set before torch loads OpenMP; the mel-CNN rates then run on the threads `emo fit` has.
-import emo  # noqa: E402, F401
+# emo before torch: emo sets OpenMP's passive wait (emo/__init__.py) and `emo fit` its short spin
+# (emo/fuse/openmp_wait.py), which only take effect if set before torch loads OpenMP; the fits
+# (child processes inherit the setting) and the mel-CNN rates then run on the threads `emo fit` has.
+from emo.fuse.openmp_wait import spin_between_kernels  # noqa: E402
+
+spin_between_kernels()
 
 TRAIN, DEV = 9989, 1109
 FRAMES, VIS_DIM, TEXT_DIM, MEAN_MEL = 16, 512, 768, 360
@@ -89,7 +92,7 @@ def child_fit(
 ) -> None:
     """Runs in a fresh process so peak RSS and wall time are the fit's alone."""
     started = time.perf_counter()
-    from emo.fuse.config import FitConfig  # first: emo.fuse sets OpenMP's wait policy before torch loads
+    from emo.fuse.config import FitConfig
     from emo.fuse.train import run_fit
 
     import torch
@@ -333,7 +336,7 @@ def print_mel_rates(repeats: int, timing: Timing) -> None:
             print(f"  {name}: not measured: this CPU has no bf16 instructions (autocast would emulate them)")
             continue
         target = "(target >= 0.60x)" if name == "mel-CNN fp32" else ""
-        print("  " + timing.ratio(f"{name} / matmul fp32", rates[name], rates["matmul fp32"], target))
+        print("  " + timing.ratio(f"{name} / matmul fp32", rates[name], rates["matmul fp32"], target, digits=3))
 
 
 def print_end_to_end(enc: dict, args, fit_wall: float, per_epoch: float, timing: Timing) -> None:

@@ -37,9 +37,12 @@ from _mel_cnn_rate import BATCH, FRAMES, STEP_FLOPS, convolution_chain, matmul_s
 from _timing import Timing, add_arguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# emo before torch: emo sets OpenMP's passive wait (emo/__init__.py), which only takes effect
-# if set before torch loads OpenMP; every side then runs on the threads `emo fit` has.
-import emo  # noqa: E402, F401
+# emo before torch: emo sets OpenMP's passive wait (emo/__init__.py) and `emo fit` its short spin
+# (emo/fuse/openmp_wait.py), which only take effect if set before torch loads OpenMP; every side
+# then runs on the threads `emo fit` has.
+from emo.fuse.openmp_wait import spin_between_kernels  # noqa: E402
+
+spin_between_kernels()
 
 
 def seed_model():

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import emo.fuse  # noqa: F401, I001 - first: sets OpenMP's passive wait policy before torch loads
 
+import os
 import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -230,6 +233,50 @@ def test_thread_settings_nest_and_come_back():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+SPIN_PROBE = """
+import os, sys
+from emo.fuse.openmp_wait import spin_between_kernels
+if sys.argv[1] == "torch-first":
+    import torch
+took = spin_between_kernels()
+import torch
+print(took, os.environ.get("GOMP_SPINCOUNT"))
+"""
+
+
+@pytest.mark.parametrize(
+    "order, user_value, expected",
+    [
+        ("spin-first", None, "True 30000"),  # a training process: set before OpenMP loads
+        ("spin-first", "5", "True 5"),  # the user's own setting is kept
+        ("torch-first", None, "False None"),  # too late to take effect: nothing is changed
+    ],
+)
+def test_a_training_process_spins_briefly_before_openmp_threads_sleep(order, user_value, expected):
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if user_value is not None:
+        env["GOMP_SPINCOUNT"] = user_value
+    probe = subprocess.run(
+        [sys.executable, "-c", SPIN_PROBE, order], env=env, capture_output=True, text=True, check=True, timeout=120
+    )
+    assert probe.stdout.split("\n")[-2] == expected
+
+
+@pytest.mark.parametrize("command", ["fit", "ablate"])
+def test_the_training_commands_ask_for_the_spin_before_anything_else(command, monkeypatch, tmp_path):
+    """`emo fit` and `emo ablate` set the spin first thing, even for a run that then fails
+    (emo's CLI itself never loads torch, tests/test_cli_speed.py)."""
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+    from emo.fuse import openmp_wait
+
+    calls = []
+    monkeypatch.setattr(openmp_wait, "spin_between_kernels", lambda: calls.append(command))
+    result = CliRunner().invoke(app, [command, "--cache", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and calls == [command]
 
 
 BF16_TOLERANCE = 0.03  # |dev weighted F1 (bf16) - dev weighted F1 (fp32)|, per epoch and at the best epoch

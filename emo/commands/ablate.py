@@ -55,6 +55,9 @@ def command(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain cells saved with different options."),
 ) -> None:
+    from emo.fuse.openmp_wait import spin_between_kernels
+
+    spin_between_kernels()  # before torch loads (emo.fuse.openmp_wait)
     from emo.config import merge_overrides
     from emo.fuse.ablate import resolve_configs, run_ablate
     from emo.fuse.ablate_report import has_ensembles

@@ -88,6 +88,9 @@ def command(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
 ) -> None:
+    from emo.fuse.openmp_wait import spin_between_kernels
+
+    spin_between_kernels()  # before torch loads (emo.fuse.openmp_wait)
     from emo.config import build_config, merge_overrides
     from emo.fuse.config import FitConfig
 
