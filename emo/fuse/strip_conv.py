@@ -59,9 +59,9 @@ def weight_gradient(x: Tensor, grad: Tensor) -> Tensor:
     Output position t reads the 3 * C_in numbers x[t : t+3], which in a position-major strip
     lie end to end from t * C_in: the unfolded strip ("im2col") [N-2, 3 * C_in] is a view
     with rows overlapping, copied once into a matrix BLAS takes. Then the gradient of all
-    three taps is unfolded.T @ grad, a [3 * C_in, C_out] result: one product, twice the width
-    of the three per-tap products it replaces (1.2x faster for conv2 with the copy included,
-    bench/mel_cnn_options.py's ceiling runs this function)."""
+    three taps is unfolded.T @ grad, a [3 * C_in, C_out] result: one product with three times
+    the rows of each per-tap product it replaces, which BLAS runs faster (1.2x for conv2 here,
+    the copy included; bench/mel_cnn_options.py's ceiling runs this function)."""
     span, c_in, c_out = grad.shape[0], x.shape[1], grad.shape[1]
     x = x.contiguous()
     unfolded = x.as_strided((span, 3 * c_in), (c_in, 1), x.storage_offset()).contiguous()
