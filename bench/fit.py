@@ -22,6 +22,8 @@ spread, and nothing at all when other work takes over half the cores (bench/_tim
     .venv/bin/python bench/fit.py --epochs 3 --skip-encoders           # context heads vs none, mel-CNN rate
     .venv/bin/python bench/fit.py --context-models none --repeats 2    # the 15-epoch wall time
     .venv/bin/python bench/fit.py --mel-only --repeats 7               # the mel-CNN rate alone
+    .venv/bin/python bench/fit.py --epochs 3 --skip-encoders --skip-mel --context-models none --passive-too
+                                                                       # emo fit's OpenMP spin vs none
     .venv/bin/python bench/fit.py --train 1000 --dev 200 --epochs 1 --skip-encoders --allow-load   # a try-out
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -192,12 +195,15 @@ def encoder_seconds_per_clip() -> dict:
     return out
 
 
-def run_child(args, cache: Path, out: Path, context_model: str, precision: str) -> dict:
+def run_child(args, cache: Path, out: Path, context_model: str, precision: str, wait: str = "spin") -> dict:
+    """One fit in a fresh process; `wait="passive"`: without `emo fit`'s short OpenMP spin
+    (emo/fuse/openmp_wait.py), the threads sleeping as soon as a kernel ends, as before it."""
     cmd = [sys.executable, __file__, "--child", str(cache), str(out), context_model, precision]
     cmd += ["--epochs", str(args.epochs), "--threads", str(args.threads)]
     cmd += ["--device", args.device]
+    env = dict(os.environ, GOMP_SPINCOUNT="0") if wait == "passive" else None
     started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
@@ -229,6 +235,12 @@ def main() -> None:
         default="none,gru,transformer",
         help="fit once per context model per round and compare seconds/epoch with 'none' (the seed design)",
     )
+    parser.add_argument(
+        "--passive-too",
+        action="store_true",
+        help="also fit the first context model without emo fit's short OpenMP spin (GOMP_SPINCOUNT=0) every round, "
+        "and compare",
+    )
     add_arguments(parser, repeats=3)
     parser.add_argument("--child", nargs=4, metavar=("CACHE", "OUT", "CONTEXT", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -259,25 +271,27 @@ def main() -> None:
             f"{args.train / written['dialogues']:.1f} turns), mean {written['mean_mel_frames'] / 100:.2f} s of mel, "
             f"{written['bytes'] / 2**20:.0f} MiB HDF5, written in {written['write_s']:.1f} s"
         )
-        # Sides: every context model at the first precision, then the first model at each other one.
-        plan = [(m, precisions[0]) for m in models] + [(models[0], p) for p in precisions[1:]]
-        runs: dict[tuple[str, str], list[dict]] = {side: [] for side in plan}
+        # Sides: every context model at the first precision, then the first model at each other
+        # one, then (--passive-too) the first model without the spin.
+        plan = [(m, precisions[0], "spin") for m in models] + [(models[0], p, "spin") for p in precisions[1:]]
+        plan += [(models[0], precisions[0], "passive")] if args.passive_too else []
+        runs: dict[tuple[str, str, str], list[dict]] = {side: [] for side in plan}
 
-        def side(model: str, precision: str):
-            out = Path(tmp) / f"run-{model}-{precision}"
-            return lambda: runs[(model, precision)].append(run_child(args, cache, out, model, precision))
+        def side(model: str, precision: str, wait: str):
+            out = Path(tmp) / f"run-{model}-{precision}-{wait}"
+            return lambda: runs[(model, precision, wait)].append(run_child(args, cache, out, model, precision, wait))
 
-        timing.interleave({f"{m} {p}": side(m, p) for m, p in plan}, args.repeats, label="fit round")
+        timing.interleave({" ".join(key): side(*key) for key in plan}, args.repeats, label="fit round")
     per_epoch = {key: [r["train_s_per_epoch"] for r in rows] for key, rows in runs.items()}
     print(
         f"\nfits ({args.device}, {args.epochs} epochs, defaults otherwise; "
-        f"{args.repeats} interleaved rounds of {', '.join(f'{m} {p}' for m, p in plan)}):"
+        f"{args.repeats} interleaved rounds of {', '.join(side_name(key) for key in plan)}):"
     )
-    for (name, precision), rows in runs.items():
+    for key, rows in runs.items():
         scores = sorted({round(r["best_dev_wf1"], 6) for r in rows})
         same = "the same in every round" if len(scores) == 1 else f"DIFFERS between rounds: {scores}"
-        label = f"context_model={name:<12} {precision} training"
-        print(f"  {timing.figure(label, per_epoch[(name, precision)], 's/epoch')}")
+        label = f"context_model={key[0]:<12} {side_name(key)[len(key[0]) + 1 :]} training"
+        print(f"  {timing.figure(label, per_epoch[key], 's/epoch')}")
         print(f"      best dev weighted F1 {rows[0]['best_dev_wf1']:.4f} ({same}; synthetic labels)")
     first = precisions[0]
     base = "none" if "none" in models else models[0]
@@ -287,22 +301,19 @@ def main() -> None:
                 "  "
                 + timing.ratio(
                     f"{name} / {base}, training s/epoch ({first})",
-                    per_epoch[(name, first)],
-                    per_epoch[(base, first)],
+                    per_epoch[(name, first, "spin")],
+                    per_epoch[(base, first, "spin")],
                     "(target <= 1.25x)",
                 )
             )
-    for precision in precisions[1:]:
-        key, reference = (models[0], precision), (models[0], first)
-        print(
-            "  "
-            + timing.ratio(
-                f"{precision} / {first}, {models[0]}, training s/epoch", per_epoch[key], per_epoch[reference]
-            )
-        )
+    comparisons = [((models[0], p, "spin"), f"{p} / {first}, {models[0]}") for p in precisions[1:]]
+    comparisons += [((models[0], first, "passive"), f"passive wait / emo fit's spin, {models[0]}")] * args.passive_too
+    for key, label in comparisons:
+        reference = (models[0], first, "spin")
+        print("  " + timing.ratio(f"{label}, training s/epoch", per_epoch[key], per_epoch[reference]))
         shift = 100 * (runs[key][0]["best_dev_wf1"] - runs[reference][0]["best_dev_wf1"])
-        print(f"      best dev weighted F1 {precision} minus {first}: {shift:+.2f} points")
-    fit = runs[(base, first)]
+        print(f"      best dev weighted F1 {side_name(key)} minus {side_name(reference)}: {shift:+.2f} points")
+    fit = runs[(base, first, "spin")]
     print(
         f"\nthe '{base}' fit, process start to exit (imports, cache load, {args.epochs} epochs incl. dev eval, artifacts):"
     )
@@ -322,8 +333,15 @@ def main() -> None:
         print_mel_rates(args.repeats, timing)
     if not args.skip_encoders:
         wall = statistics.median(r["wall_s"] for r in fit)
-        print_end_to_end(encoder_seconds_per_clip(), args, wall, statistics.median(per_epoch[(base, first)]), timing)
+        per_epoch_base = statistics.median(per_epoch[(base, first, "spin")])
+        print_end_to_end(encoder_seconds_per_clip(), args, wall, per_epoch_base, timing)
     raise SystemExit(timing.finish())
+
+
+def side_name(key: tuple[str, str, str]) -> str:
+    """'none fp32', or 'none fp32 passive wait' for a fit without emo fit's spin."""
+    model, precision, wait = key
+    return f"{model} {precision}" + (" passive wait" if wait == "passive" else "")
 
 
 def print_mel_rates(repeats: int, timing: Timing) -> None:

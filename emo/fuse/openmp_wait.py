@@ -4,13 +4,14 @@ emo's passive wait (emo/__init__.py) puts OpenMP's threads to sleep the moment a
 so the cores stay free for `emo extract`'s decoding workers. A fit has no such workers, and
 its mel-CNN step runs ~20 multi-threaded kernels back to back (emo.fuse.threads gives them
 all the fit's threads): each kernel first woke threads that had just gone to sleep, ~50-100
-us on a virtual machine, ~5 % of the step. A short spin bridges those gaps. Measured on the
-2-core EPYC VM (one-off A/B runs, alternating processes):
+us on a virtual machine. A short spin bridges those gaps. Measured on a 2-core EPYC VM:
 
-- 3-epoch MELD-sized fits took 0.84-0.95x the time per epoch (3 rounds, same best dev score);
-- the mel-CNN step rose from 0.56-0.60x to 0.60-0.65x of the matmul rate (5 rounds);
-- but `bench/extract.py`'s pipeline ran at 1.12-1.19 clips/s against 1.43-1.55 without it:
-  there the spinning threads take the cores the decoding workers need.
+- `bench/fit.py --passive-too`: a 3-epoch MELD-sized fit's epoch took 1.04x [1.04-1.08] the
+  time with the passive wait alone (3 interleaved rounds, same best dev score);
+- `bench/fit.py --mel-only`: the mel-CNN step at 0.64-0.65x of the matmul rate with the spin,
+  0.54-0.60x without;
+- but `GOMP_SPINCOUNT=30000 bench/extract.py` ran the pipeline at 1.12-1.19 clips/s against
+  1.43-1.55 without it: there the spinning threads take the cores the decoding workers need.
 
 So the spin is set only by the code paths that train (`emo fit`, `emo ablate`, bench/fit.py),
 before torch loads, and never by extraction or prediction. 30,000 spins cost the spare thread
