@@ -155,7 +155,7 @@ def test_a_fit_meets_few_strip_lengths():  # oneDNN builds a kernel per shape
     assert len({strip_length(n) for n in range(1, 40001)}) < 120
 
 
-@pytest.mark.parametrize("length", [3, 7, 2049])
+@pytest.mark.parametrize("length", [3, 7, 2049])  # one output position; a few; a long strip
 def test_strip_convolution_gradients_are_conv1ds(length):
     """strip_conv's weight gradient (one product over the unfolded strip, here a strip that
     starts inside a larger tensor, as a slice of one would) and input gradient (a product
