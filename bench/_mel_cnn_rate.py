@@ -123,12 +123,12 @@ def convolution_chain(gradients: str = "blas") -> Callable[[], None]:
 
 
 def has_bf16_units() -> bool:
-    """Whether this CPU computes bf16 itself (AVX-512 BF16, AMX, AVX-NE-CONVERT, as oneDNN
-    asks). Elsewhere (an AVX2 CPU) autocast's bf16 is emulated, over 10x slower than fp32: a
-    figure that says nothing about bf16, and ten such steps a round drag the other sides."""
-    import torch
+    """emo.fuse.strip_conv.cpu_has_bf16_units, imported when asked (torch loads with it). Without
+    bf16 units a bf16 figure says nothing about bf16, and ten such steps a round drag the
+    other sides."""
+    from emo.fuse.strip_conv import cpu_has_bf16_units
 
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return cpu_has_bf16_units()
 
 
 def mel_cnn_rates(repeats: int, timing: Timing) -> dict[str, list[float]]:

@@ -290,7 +290,7 @@ def main() -> None:
     for key, rows in runs.items():
         scores = sorted({round(r["best_dev_wf1"], 6) for r in rows})
         same = "the same in every round" if len(scores) == 1 else f"DIFFERS between rounds: {scores}"
-        label = f"context_model={key[0]:<12} {side_name(key)[len(key[0]) + 1 :]} training"
+        label = f"context_model={key[0]:<12} {variant(key)} training"
         print(f"  {timing.figure(label, per_epoch[key], 's/epoch')}")
         print(f"      best dev weighted F1 {rows[0]['best_dev_wf1']:.4f} ({same}; synthetic labels)")
     first = precisions[0]
@@ -307,7 +307,8 @@ def main() -> None:
                 )
             )
     comparisons = [((models[0], p, "spin"), f"{p} / {first}, {models[0]}") for p in precisions[1:]]
-    comparisons += [((models[0], first, "passive"), f"passive wait / emo fit's spin, {models[0]}")] * args.passive_too
+    if args.passive_too:
+        comparisons.append(((models[0], first, "passive"), f"passive wait / emo fit's spin, {models[0]}"))
     for key, label in comparisons:
         reference = (models[0], first, "spin")
         print("  " + timing.ratio(f"{label}, training s/epoch", per_epoch[key], per_epoch[reference]))
@@ -338,10 +339,15 @@ def main() -> None:
     raise SystemExit(timing.finish())
 
 
+def variant(key: tuple[str, str, str]) -> str:
+    """'fp32', or 'fp32 passive wait' for a fit without emo fit's spin."""
+    _, precision, wait = key
+    return precision + (" passive wait" if wait == "passive" else "")
+
+
 def side_name(key: tuple[str, str, str]) -> str:
-    """'none fp32', or 'none fp32 passive wait' for a fit without emo fit's spin."""
-    model, precision, wait = key
-    return f"{model} {precision}" + (" passive wait" if wait == "passive" else "")
+    """'none fp32', 'none fp32 passive wait'."""
+    return f"{key[0]} {variant(key)}"
 
 
 def print_mel_rates(repeats: int, timing: Timing) -> None:

@@ -49,7 +49,13 @@ def _onednn_fuses(x: Tensor) -> bool:
     there, while `F.conv2d` still runs bf16 on it)."""
     if x.device.type != "cpu" or _ONEDNN_POINTWISE is None:
         return False
-    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and cpu_has_bf16_units())
+
+
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU computes bf16 itself (AVX-512 BF16, AMX, AVX-NE-CONVERT), as oneDNN
+    asks. Elsewhere (an AVX2 CPU) autocast's bf16 is emulated, over 10x slower than fp32."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def weight_gradient(x: Tensor, grad: Tensor) -> Tensor:
